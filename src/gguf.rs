@@ -1,0 +1,697 @@
+//! GGUF container: a validating reader and a writer.
+//!
+//! The reader parses the header (metadata and tensor table) from any `Read`, checking every count and
+//! length against the bytes the file still has *before* allocating for it, so a truncated or hostile
+//! file gives a typed `Error` and never a panic, a hang or a huge allocation. (candle-core's
+//! `gguf_file` sizes `vec![0u8; len]` from unchecked header fields, which is why the engine has its own.)
+//! Tensor data is not read here: `TensorInfo::offset` says where it is, so callers can read each tensor
+//! straight into its final storage (the browser reads a stored Blob slice by slice).
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+pub const MAGIC: [u8; 4] = *b"GGUF";
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+/// At most this many tensors: the largest llama GGUFs have a few thousand.
+pub const MAX_TENSORS: u64 = 1 << 16;
+/// At most this many metadata entries.
+pub const MAX_METADATA: u64 = 1 << 16;
+/// Keys and tensor names are short identifiers (the GGUF spec caps keys at 65535 bytes).
+pub const MAX_NAME_LEN: u64 = 1 << 16;
+/// A single string value (a chat template is the largest, tens of KB).
+pub const MAX_STRING_LEN: u64 = 1 << 24;
+/// Vocabularies and merge lists: 256K-token vocabularies exist; 16M elements is far beyond any.
+pub const MAX_ARRAY_LEN: u64 = 1 << 24;
+/// Arrays of arrays are allowed one level deep, so a crafted file cannot recurse without bound.
+pub const MAX_ARRAY_DEPTH: u32 = 2;
+/// ggml tensors have at most 4 dimensions.
+pub const MAX_DIMS: u32 = 4;
+/// Alignment must be a power of two no larger than this.
+pub const MAX_ALIGNMENT: u64 = 1 << 16;
+
+/// ggml tensor types the engine knows the layout of. Ids are ggml's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+    Q8_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+    BF16,
+}
+
+impl GgmlType {
+    pub fn from_id(id: u32) -> Option<Self> {
+        use GgmlType::*;
+        Some(match id {
+            0 => F32,
+            1 => F16,
+            2 => Q4_0,
+            3 => Q4_1,
+            6 => Q5_0,
+            7 => Q5_1,
+            8 => Q8_0,
+            9 => Q8_1,
+            10 => Q2K,
+            11 => Q3K,
+            12 => Q4K,
+            13 => Q5K,
+            14 => Q6K,
+            15 => Q8K,
+            30 => BF16,
+            _ => return None,
+        })
+    }
+
+    pub fn id(self) -> u32 {
+        use GgmlType::*;
+        match self {
+            F32 => 0,
+            F16 => 1,
+            Q4_0 => 2,
+            Q4_1 => 3,
+            Q5_0 => 6,
+            Q5_1 => 7,
+            Q8_0 => 8,
+            Q8_1 => 9,
+            Q2K => 10,
+            Q3K => 11,
+            Q4K => 12,
+            Q5K => 13,
+            Q6K => 14,
+            Q8K => 15,
+            BF16 => 30,
+        }
+    }
+
+    /// Elements per block.
+    pub fn block_len(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 | F16 | BF16 => 1,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
+            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub fn block_bytes(self) -> usize {
+        use GgmlType::*;
+        match self {
+            F32 => 4,
+            F16 | BF16 => 2,
+            Q4_0 => 18,
+            Q4_1 => 20,
+            Q5_0 => 22,
+            Q5_1 => 24,
+            Q8_0 => 34,
+            Q8_1 => 36,
+            Q2K => 84,
+            Q3K => 110,
+            Q4K => 144,
+            Q5K => 176,
+            Q6K => 210,
+            Q8K => 292,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        use GgmlType::*;
+        match self {
+            F32 => "F32",
+            F16 => "F16",
+            Q4_0 => "Q4_0",
+            Q4_1 => "Q4_1",
+            Q5_0 => "Q5_0",
+            Q5_1 => "Q5_1",
+            Q8_0 => "Q8_0",
+            Q8_1 => "Q8_1",
+            Q2K => "Q2_K",
+            Q3K => "Q3_K",
+            Q4K => "Q4_K",
+            Q5K => "Q5_K",
+            Q6K => "Q6_K",
+            Q8K => "Q8_K",
+            BF16 => "BF16",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        use GgmlType::*;
+        [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, BF16]
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
+    }
+
+    /// Bytes for `n` elements, or `None` when `n` is not a whole number of blocks or overflows.
+    pub fn bytes_for(self, n: u64) -> Option<u64> {
+        let bl = self.block_len() as u64;
+        if n % bl != 0 {
+            return None;
+        }
+        (n / bl).checked_mul(self.block_bytes() as u64)
+    }
+}
+
+/// A metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    fn type_id(&self) -> u32 {
+        match self {
+            Value::U8(_) => 0,
+            Value::I8(_) => 1,
+            Value::U16(_) => 2,
+            Value::I16(_) => 3,
+            Value::U32(_) => 4,
+            Value::I32(_) => 5,
+            Value::F32(_) => 6,
+            Value::Bool(_) => 7,
+            Value::String(_) => 8,
+            Value::Array(_) => 9,
+            Value::U64(_) => 10,
+            Value::I64(_) => 11,
+            Value::F64(_) => 12,
+        }
+    }
+
+    /// The value as an integer, if it is one of the integer types.
+    pub fn as_i128(&self) -> Option<i128> {
+        Some(match *self {
+            Value::U8(v) => v as i128,
+            Value::I8(v) => v as i128,
+            Value::U16(v) => v as i128,
+            Value::I16(v) => v as i128,
+            Value::U32(v) => v as i128,
+            Value::I32(v) => v as i128,
+            Value::U64(v) => v as i128,
+            Value::I64(v) => v as i128,
+            _ => return None,
+        })
+    }
+
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_i128().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the tensor table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` is the row length (contiguous), `dims[1]` the number of rows.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+    /// Bytes of data.
+    pub size: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+}
+
+/// A parsed GGUF header.
+#[derive(Debug, Clone)]
+pub struct Gguf {
+    pub version: u32,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    /// Absolute file offset of the data section.
+    pub data_offset: u64,
+    pub file_len: u64,
+    meta_index: HashMap<String, usize>,
+    tensor_index: HashMap<String, usize>,
+}
+
+/// Reads little-endian values, keeping the offset and refusing to read past `file_len`.
+struct Cursor<'a, R: Read> {
+    r: &'a mut R,
+    pos: u64,
+    len: u64,
+}
+
+impl<'a, R: Read> Cursor<'a, R> {
+    fn remaining(&self) -> u64 {
+        self.len.saturating_sub(self.pos)
+    }
+
+    /// Fails with `Truncated` unless `n` more bytes exist.
+    fn need(&self, n: u64, context: &str) -> Result<()> {
+        if n > self.remaining() {
+            return Err(Error::Truncated {
+                context: context.to_string(),
+                offset: self.pos,
+                needed: n,
+                available: self.remaining(),
+            });
+        }
+        Ok(())
+    }
+
+    fn bytes<const N: usize>(&mut self, context: &str) -> Result<[u8; N]> {
+        self.need(N as u64, context)?;
+        let mut b = [0u8; N];
+        self.read_exact_ctx(&mut b, context)?;
+        Ok(b)
+    }
+
+    fn read_exact_ctx(&mut self, buf: &mut [u8], context: &str) -> Result<()> {
+        match self.r.read_exact(buf) {
+            Ok(()) => {
+                self.pos += buf.len() as u64;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::Truncated {
+                context: context.to_string(),
+                offset: self.pos,
+                needed: buf.len() as u64,
+                available: 0,
+            }),
+            Err(e) => Err(Error::Io(e)),
+        }
+    }
+
+    fn u32(&mut self, c: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.bytes(c)?))
+    }
+    fn u64(&mut self, c: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.bytes(c)?))
+    }
+
+    /// A length-prefixed string of at most `max` bytes.
+    fn string(&mut self, max: u64, what: &str) -> Result<String> {
+        let len = self.u64(what)?;
+        if len > max {
+            return Err(Error::LimitExceeded { what: format!("length of {what}"), value: len, limit: max });
+        }
+        self.need(len, what)?;
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact_ctx(&mut buf, what)?;
+        String::from_utf8(buf).map_err(|_| Error::InvalidUtf8 { context: what.to_string() })
+    }
+
+    fn value(&mut self, type_id: u32, key: &str, depth: u32) -> Result<Value> {
+        let c = key;
+        Ok(match type_id {
+            0 => Value::U8(self.bytes::<1>(c)?[0]),
+            1 => Value::I8(self.bytes::<1>(c)?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.bytes(c)?)),
+            3 => Value::I16(i16::from_le_bytes(self.bytes(c)?)),
+            4 => Value::U32(self.u32(c)?),
+            5 => Value::I32(i32::from_le_bytes(self.bytes(c)?)),
+            6 => Value::F32(f32::from_le_bytes(self.bytes(c)?)),
+            7 => match self.bytes::<1>(c)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => {
+                    return Err(Error::BadMetadata { key: key.to_string(), reason: format!("bool byte {b}") })
+                }
+            },
+            8 => Value::String(self.string(MAX_STRING_LEN, &format!("string value of {key:?}"))?),
+            9 => {
+                if depth >= MAX_ARRAY_DEPTH {
+                    return Err(Error::LimitExceeded {
+                        what: format!("array nesting of {key:?}"),
+                        value: depth as u64 + 1,
+                        limit: MAX_ARRAY_DEPTH as u64,
+                    });
+                }
+                let elem_type = self.u32(c)?;
+                let len = self.u64(c)?;
+                if len > MAX_ARRAY_LEN {
+                    return Err(Error::LimitExceeded {
+                        what: format!("array length of {key:?}"),
+                        value: len,
+                        limit: MAX_ARRAY_LEN,
+                    });
+                }
+                // Every element takes at least this many bytes, so the file must hold len of them.
+                let min_size = match elem_type {
+                    0 | 1 | 7 => 1,
+                    2 | 3 => 2,
+                    4 | 5 | 6 => 4,
+                    8 | 10 | 11 | 12 => 8,
+                    9 => 12,
+                    t => return Err(Error::UnknownValueType { key: key.to_string(), type_id: t }),
+                };
+                self.need(len.saturating_mul(min_size), &format!("array {key:?}"))?;
+                let mut items = Vec::with_capacity(len as usize);
+                for _ in 0..len {
+                    items.push(self.value(elem_type, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64(c)?),
+            11 => Value::I64(i64::from_le_bytes(self.bytes(c)?)),
+            12 => Value::F64(f64::from_le_bytes(self.bytes(c)?)),
+            t => return Err(Error::UnknownValueType { key: key.to_string(), type_id: t }),
+        })
+    }
+}
+
+impl Gguf {
+    /// Parses the header of a GGUF file of `file_len` bytes from `r`, positioned at its start.
+    /// Reads exactly up to the end of the tensor table (not the alignment padding or the data).
+    pub fn read<R: Read>(r: &mut R, file_len: u64) -> Result<Gguf> {
+        let mut c = Cursor { r, pos: 0, len: file_len };
+        let magic: [u8; 4] = c.bytes("magic")?;
+        if magic != MAGIC {
+            return Err(Error::BadMagic { found: magic });
+        }
+        let version = c.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        let n_tensors = c.u64("tensor count")?;
+        let n_kv = c.u64("metadata count")?;
+        if n_tensors > MAX_TENSORS {
+            return Err(Error::LimitExceeded { what: "tensor count".into(), value: n_tensors, limit: MAX_TENSORS });
+        }
+        if n_kv > MAX_METADATA {
+            return Err(Error::LimitExceeded { what: "metadata count".into(), value: n_kv, limit: MAX_METADATA });
+        }
+        // Each entry needs at least a key length, a type and one byte.
+        c.need(n_kv.saturating_mul(13), "metadata table")?;
+
+        let mut metadata = Vec::with_capacity(n_kv as usize);
+        let mut meta_index = HashMap::with_capacity(n_kv as usize);
+        for _ in 0..n_kv {
+            let key = c.string(MAX_NAME_LEN, "metadata key")?;
+            let type_id = c.u32(&key)?;
+            let value = c.value(type_id, &key, 0)?;
+            if meta_index.insert(key.clone(), metadata.len()).is_some() {
+                return Err(Error::Duplicate { what: "metadata key", name: key });
+            }
+            metadata.push((key, value));
+        }
+
+        let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some((_, v)) => match v.as_i128() {
+                Some(a) if a > 0 && a as u64 <= MAX_ALIGNMENT && (a as u64).is_power_of_two() => a as u64,
+                _ => {
+                    return Err(Error::BadMetadata {
+                        key: "general.alignment".into(),
+                        reason: format!("{v:?} is not a power of two up to {MAX_ALIGNMENT}"),
+                    })
+                }
+            },
+        };
+
+        // Each tensor entry needs at least a name length, n_dims, one dim, a type and an offset.
+        c.need(n_tensors.saturating_mul(32), "tensor table")?;
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
+        for _ in 0..n_tensors {
+            let name = c.string(MAX_NAME_LEN, "tensor name")?;
+            let n_dims = c.u32(&name)?;
+            if n_dims == 0 || n_dims > MAX_DIMS {
+                return Err(Error::LimitExceeded {
+                    what: format!("dimension count of tensor {name:?}"),
+                    value: n_dims as u64,
+                    limit: MAX_DIMS as u64,
+                });
+            }
+            let mut dims = Vec::with_capacity(n_dims as usize);
+            let mut elements: u64 = 1;
+            for _ in 0..n_dims {
+                let d = c.u64(&name)?;
+                elements = match elements.checked_mul(d) {
+                    Some(e) if d > 0 && e <= file_len.saturating_mul(8) => e,
+                    _ => {
+                        return Err(Error::LimitExceeded {
+                            what: format!("dimension of tensor {name:?}"),
+                            value: d,
+                            limit: file_len.saturating_mul(8),
+                        })
+                    }
+                };
+                dims.push(d);
+            }
+            let type_id = c.u32(&name)?;
+            let ty = GgmlType::from_id(type_id).ok_or_else(|| Error::UnsupportedTensorType {
+                name: name.clone(),
+                type_name: format!("ggml type id {type_id}"),
+            })?;
+            let offset = c.u64(&name)?;
+            if offset % alignment != 0 {
+                return Err(Error::MisalignedTensor { name, offset, alignment });
+            }
+            let size = if dims[0] % ty.block_len() as u64 != 0 {
+                return Err(Error::TensorShape {
+                    name,
+                    found: dims,
+                    expected: vec![ty.block_len() as u64],
+                });
+            } else {
+                ty.bytes_for(elements).ok_or_else(|| Error::LimitExceeded {
+                    what: format!("size of tensor {name:?}"),
+                    value: elements,
+                    limit: u64::MAX,
+                })?
+            };
+            if tensor_index.insert(name.clone(), tensors.len()).is_some() {
+                return Err(Error::Duplicate { what: "tensor", name });
+            }
+            tensors.push(TensorInfo { name, dims, ty, offset, size });
+        }
+
+        let data_offset = c.pos.div_ceil(alignment) * alignment;
+        let data_len = file_len.saturating_sub(data_offset);
+        // Tensors must lie inside the data section and must not overlap.
+        let mut order: Vec<usize> = (0..tensors.len()).collect();
+        order.sort_by_key(|&i| tensors[i].offset);
+        let mut end = 0u64;
+        for &i in &order {
+            let t = &tensors[i];
+            let t_end = t.offset.checked_add(t.size);
+            match t_end {
+                Some(e) if t.offset >= end && e <= data_len => end = e,
+                Some(_) if t.offset >= end => {
+                    return Err(Error::Truncated {
+                        context: format!("data of tensor {:?}", t.name),
+                        offset: data_offset + t.offset,
+                        needed: t.size,
+                        available: data_len.saturating_sub(t.offset),
+                    })
+                }
+                _ => return Err(Error::TensorOutOfBounds { name: t.name.clone() }),
+            }
+        }
+
+        Ok(Gguf { version, metadata, tensors, data_offset, file_len, meta_index, tensor_index })
+    }
+
+    /// Parses a whole GGUF held in memory.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Gguf> {
+        let mut r = bytes;
+        Gguf::read(&mut r, bytes.len() as u64)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.meta_index.get(key).map(|&i| &self.metadata[i].1)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Absolute byte range of a tensor's data in the file.
+    pub fn tensor_range(&self, t: &TensorInfo) -> std::ops::Range<u64> {
+        self.data_offset + t.offset..self.data_offset + t.offset + t.size
+    }
+
+    fn bad(key: &str, reason: impl Into<String>) -> Error {
+        Error::BadMetadata { key: key.to_string(), reason: reason.into() }
+    }
+
+    pub fn str(&self, key: &str) -> Result<&str> {
+        let v = self.get(key).ok_or_else(|| Error::MissingMetadata(key.to_string()))?;
+        v.as_str().ok_or_else(|| Self::bad(key, "expected a string"))
+    }
+
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| Self::bad(key, "expected a string")),
+        }
+    }
+
+    /// An unsigned integer of any GGUF integer type that fits in `u32`.
+    pub fn u32(&self, key: &str) -> Result<u32> {
+        self.opt_u32(key)?.ok_or_else(|| Error::MissingMetadata(key.to_string()))
+    }
+
+    pub fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_i128() {
+                Some(i) if (0..=u32::MAX as i128).contains(&i) => Ok(Some(i as u32)),
+                _ => Err(Self::bad(key, format!("expected an unsigned 32-bit integer, found {v:?}"))),
+            },
+        }
+    }
+
+    pub fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if f.is_finite() => Ok(Some(f as f32)),
+                _ => Err(Self::bad(key, format!("expected a finite number, found {v:?}"))),
+            },
+        }
+    }
+
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(Self::bad(key, format!("expected a bool, found {v:?}"))),
+        }
+    }
+
+    /// An array whose elements are all strings.
+    pub fn str_array(&self, key: &str) -> Result<Vec<&str>> {
+        match self.get(key) {
+            None => Err(Error::MissingMetadata(key.to_string())),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().ok_or_else(|| Self::bad(key, "expected an array of strings")))
+                .collect(),
+            Some(_) => Err(Self::bad(key, "expected an array of strings")),
+        }
+    }
+
+    /// An array whose elements are all integers (any GGUF integer type), as i64.
+    pub fn int_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_i128()
+                        .and_then(|i| i64::try_from(i).ok())
+                        .ok_or_else(|| Self::bad(key, "expected an array of integers"))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(_) => Err(Self::bad(key, "expected an array of integers")),
+        }
+    }
+}
+
+// ---- writer -------------------------------------------------------------------------------------
+
+/// A tensor to write: name, ggml dims (row length first), type, and its raw data.
+pub struct TensorData<'a> {
+    pub name: &'a str,
+    pub dims: &'a [u64],
+    pub ty: GgmlType,
+    pub data: &'a [u8],
+}
+
+fn write_string<W: Write>(w: &mut W, s: &str) -> std::io::Result<()> {
+    w.write_all(&(s.len() as u64).to_le_bytes())?;
+    w.write_all(s.as_bytes())
+}
+
+fn write_value<W: Write>(w: &mut W, v: &Value) -> std::io::Result<()> {
+    match v {
+        Value::U8(x) => w.write_all(&[*x]),
+        Value::I8(x) => w.write_all(&[*x as u8]),
+        Value::U16(x) => w.write_all(&x.to_le_bytes()),
+        Value::I16(x) => w.write_all(&x.to_le_bytes()),
+        Value::U32(x) => w.write_all(&x.to_le_bytes()),
+        Value::I32(x) => w.write_all(&x.to_le_bytes()),
+        Value::U64(x) => w.write_all(&x.to_le_bytes()),
+        Value::I64(x) => w.write_all(&x.to_le_bytes()),
+        Value::F32(x) => w.write_all(&x.to_le_bytes()),
+        Value::F64(x) => w.write_all(&x.to_le_bytes()),
+        Value::Bool(x) => w.write_all(&[*x as u8]),
+        Value::String(s) => write_string(w, s),
+        Value::Array(items) => {
+            let elem_type = items.first().map(Value::type_id).unwrap_or(4);
+            w.write_all(&elem_type.to_le_bytes())?;
+            w.write_all(&(items.len() as u64).to_le_bytes())?;
+            items.iter().try_for_each(|v| write_value(w, v))
+        }
+    }
+}
+
+/// Writes a GGUF v3 file with the default alignment (32).
+pub fn write<W: Write + ?Sized>(w: &mut W, metadata: &[(String, Value)], tensors: &[TensorData]) -> Result<()> {
+    let mut header = Vec::new();
+    header.extend_from_slice(&MAGIC);
+    header.extend_from_slice(&3u32.to_le_bytes());
+    header.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    header.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        write_string(&mut header, k)?;
+        header.extend_from_slice(&v.type_id().to_le_bytes());
+        write_value(&mut header, v)?;
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        write_string(&mut header, t.name)?;
+        header.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
+        for d in t.dims {
+            header.extend_from_slice(&d.to_le_bytes());
+        }
+        header.extend_from_slice(&t.ty.id().to_le_bytes());
+        header.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.data.len() as u64).div_ceil(DEFAULT_ALIGNMENT) * DEFAULT_ALIGNMENT;
+    }
+    let pad = header.len().div_ceil(DEFAULT_ALIGNMENT as usize) * DEFAULT_ALIGNMENT as usize - header.len();
+    header.resize(header.len() + pad, 0);
+    w.write_all(&header)?;
+    let mut written = 0u64;
+    for (t, &off) in tensors.iter().zip(&offsets) {
+        w.write_all(&vec![0u8; (off - written) as usize])?;
+        w.write_all(t.data)?;
+        written = off + t.data.len() as u64;
+    }
+    Ok(())
+}

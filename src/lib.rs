@@ -1,0 +1,27 @@
+//! hearth: a private language model in a browser tab.
+//!
+//! One engine serves the CLI, the tests and the browser:
+//! `gguf` (container) → `config` (llama.* metadata) → `quant` (block formats and kernels) →
+//! `model` (weights + forward pass) with `kv_cache` → `session` (state, prefix reuse) →
+//! `generate` (sampling loop, stop conditions, UTF-8-safe streaming), with `tokenizer`, `chat`
+//! (templates) and `sampler` beside it. `wasm` is the browser's thin binding; `cli` the native one.
+
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod kv_cache;
+pub mod model;
+pub mod parallel;
+pub mod quant;
+pub mod quantize;
+pub mod sampler;
+pub mod session;
+pub mod source;
+pub mod tokenizer;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+
+pub use error::{Error, Result};

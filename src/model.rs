@@ -1,0 +1,499 @@
+//! The llama-family transformer: weights (immutable after load) and the forward pass over a batch
+//! of tokens, written on preallocated buffers (`Scratch`) and the in-place KV cache.
+//!
+//! Block structure (pre-norm, residual):
+//!   x += Wo · attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+//!   x += Wdown · (silu(Wgate·norm(x)) * (Wup·norm(x)))
+//! Numerics follow llama.cpp's CPU path where it matters for matching its tokens: activations are
+//! quantized to 8 bits before each quantized matmul, RMS sums in f64, keys/values/queries rounded to
+//! f16, rope angles by repeated multiplication.
+
+use crate::config::{Arch, Config, RopeStyle};
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, Gguf, TensorInfo};
+use crate::kv_cache::KvCache;
+use crate::parallel::{self, SyncPtr};
+use crate::quant::{self, act_bytes, act_type, f16, ActType};
+use crate::source::{ByteSource, SeqReader};
+
+/// A weight matrix in its file format: `rows` rows of `cols` elements, row-major.
+pub struct QMatrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    act: ActType,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QMatrix {
+    pub fn act_type(&self) -> ActType {
+        self.act
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    }
+
+    /// out[(b, r)] = W[r] · x_b for the `n_tok` activation rows in `act` (quantized to `act_type`).
+    /// Rows are split across threads; each weight row is read once for all tokens of the batch.
+    pub fn matmul(&self, act: &[u8], n_tok: usize, out: &mut [f32]) {
+        let ab = act_bytes(self.act, self.cols);
+        debug_assert!(act.len() >= n_tok * ab && out.len() >= n_tok * self.rows);
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        parallel::for_each_range(self.rows, 16, |range| {
+            let o = out_ptr.get();
+            for r in range {
+                let w = self.row(r);
+                for b in 0..n_tok {
+                    let v = quant::vec_dot(self.ty, self.cols, w, &act[b * ab..(b + 1) * ab]);
+                    // SAFETY: each thread writes only rows of its own range; b*rows+r < out.len().
+                    unsafe { *o.add(b * self.rows + r) = v };
+                }
+            }
+        });
+    }
+}
+
+/// One transformer block's weights. Shapes as (rows, cols) of the math, `y = W·x`.
+pub struct Block {
+    pub attn_norm: Vec<f32>, // (n_embd)
+    pub wq: QMatrix,         // (n_head*head_dim, n_embd)
+    pub wk: QMatrix,         // (n_head_kv*head_dim, n_embd)
+    pub wv: QMatrix,         // (n_head_kv*head_dim, n_embd)
+    pub bq: Option<Vec<f32>>, // qwen2 biases
+    pub bk: Option<Vec<f32>>,
+    pub bv: Option<Vec<f32>>,
+    pub wo: QMatrix,         // (n_embd, n_head*head_dim)
+    pub ffn_norm: Vec<f32>,  // (n_embd)
+    pub w_gate: QMatrix,     // (n_ff, n_embd)
+    pub w_up: QMatrix,       // (n_ff, n_embd)
+    pub w_down: QMatrix,     // (n_embd, n_ff)
+}
+
+pub struct Model {
+    pub config: Config,
+    pub tok_embd: QMatrix, // (vocab, n_embd)
+    pub blocks: Vec<Block>,
+    pub output_norm: Vec<f32>, // (n_embd)
+    /// None: tied to `tok_embd` (SmolLM2 has no `output.weight`).
+    pub output: Option<QMatrix>, // (vocab, n_embd)
+    /// Llama 3 rope frequency factors (`rope_freqs.weight`), one per rotated pair.
+    pub rope_freqs: Option<Vec<f32>>,
+}
+
+/// Reads tensors by canonical name, checking type and shape, straight into their storage.
+struct Loader<'a> {
+    g: &'a Gguf,
+    src: &'a mut dyn ByteSource,
+}
+
+impl Loader<'_> {
+    fn info(&self, name: &str) -> Result<&TensorInfo> {
+        self.g.tensor(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
+    }
+
+    fn read(&mut self, t: &TensorInfo) -> Result<Vec<u8>> {
+        let range = self.g.tensor_range(t);
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(t.size as usize)
+            .map_err(|_| Error::InvalidArgument(format!("no memory for tensor {:?}", t.name)))?;
+        buf.resize(t.size as usize, 0);
+        self.src.read_at(range.start, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// A matrix of `rows` rows of `cols` (ggml dims [cols, rows]).
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<QMatrix> {
+        let t = self.info(name)?.clone();
+        if t.dims != [cols as u64, rows as u64] {
+            return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![cols as u64, rows as u64] });
+        }
+        let act = act_type(t.ty).ok_or_else(|| Error::UnsupportedTensorType {
+            name: t.name.clone(),
+            type_name: t.ty.name().to_string(),
+        })?;
+        if cols % 32 != 0 && act != ActType::F32 {
+            return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![32 * (cols as u64).div_ceil(32)] });
+        }
+        let row_bytes = t.ty.bytes_for(cols as u64).unwrap_or(0) as usize;
+        let data = self.read(&t)?;
+        Ok(QMatrix { ty: t.ty, rows, cols, act, row_bytes, data })
+    }
+
+    /// A vector of `n` f32 (stored as F32 or F16).
+    fn vector(&mut self, name: &str, n: usize) -> Result<Vec<f32>> {
+        let t = self.info(name)?.clone();
+        if t.dims != [n as u64] {
+            return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![n as u64] });
+        }
+        if !matches!(t.ty, GgmlType::F32 | GgmlType::F16) {
+            return Err(Error::UnsupportedTensorType { name: t.name, type_name: t.ty.name().to_string() });
+        }
+        let raw = self.read(&t)?;
+        let mut out = vec![0f32; n];
+        quant::dequantize_row(t.ty, &raw, &mut out);
+        Ok(out)
+    }
+
+    fn opt_vector(&mut self, name: &str, n: usize) -> Result<Option<Vec<f32>>> {
+        if self.g.tensor(name).is_some() {
+            self.vector(name, n).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+impl Model {
+    /// Loads a model from a GGUF byte source: parses and validates the header, then reads each
+    /// tensor once into its own buffer.
+    pub fn load(src: &mut dyn ByteSource) -> Result<(Gguf, Model)> {
+        let len = src.len();
+        let g = Gguf::read(&mut SeqReader::new(src), len)?;
+        let model = Model::from_gguf(&g, src)?;
+        Ok((g, model))
+    }
+
+    pub fn from_gguf(g: &Gguf, src: &mut dyn ByteSource) -> Result<Model> {
+        let c = Config::from_gguf(g)?;
+        let mut l = Loader { g, src };
+        let (e, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+        let tok_embd = l.matrix("token_embd.weight", c.vocab_size, e)?;
+        let mut blocks = Vec::with_capacity(c.n_layer);
+        for i in 0..c.n_layer {
+            let n = |s: &str| format!("blk.{i}.{s}");
+            let qwen = c.arch == Arch::Qwen2;
+            blocks.push(Block {
+                attn_norm: l.vector(&n("attn_norm.weight"), e)?,
+                wq: l.matrix(&n("attn_q.weight"), qd, e)?,
+                wk: l.matrix(&n("attn_k.weight"), kvd, e)?,
+                wv: l.matrix(&n("attn_v.weight"), kvd, e)?,
+                bq: if qwen { l.opt_vector(&n("attn_q.bias"), qd)? } else { None },
+                bk: if qwen { l.opt_vector(&n("attn_k.bias"), kvd)? } else { None },
+                bv: if qwen { l.opt_vector(&n("attn_v.bias"), kvd)? } else { None },
+                wo: l.matrix(&n("attn_output.weight"), e, qd)?,
+                ffn_norm: l.vector(&n("ffn_norm.weight"), e)?,
+                w_gate: l.matrix(&n("ffn_gate.weight"), ff, e)?,
+                w_up: l.matrix(&n("ffn_up.weight"), ff, e)?,
+                w_down: l.matrix(&n("ffn_down.weight"), e, ff)?,
+            });
+        }
+        let output_norm = l.vector("output_norm.weight", e)?;
+        let output = if g.tensor("output.weight").is_some() {
+            Some(l.matrix("output.weight", c.vocab_size, e)?)
+        } else {
+            None
+        };
+        let rope_freqs = l.opt_vector("rope_freqs.weight", c.rope_dim / 2)?;
+        Ok(Model { config: c, tok_embd, blocks, output_norm, output, rope_freqs })
+    }
+
+    pub fn output(&self) -> &QMatrix {
+        self.output.as_ref().unwrap_or(&self.tok_embd)
+    }
+
+    /// Bytes of weights held.
+    pub fn weight_bytes(&self) -> usize {
+        let m = |q: &QMatrix| q.bytes();
+        let v = |x: &Vec<f32>| x.len() * 4;
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                v(&b.attn_norm) + v(&b.ffn_norm) + m(&b.wq) + m(&b.wk) + m(&b.wv) + m(&b.wo)
+                    + m(&b.w_gate) + m(&b.w_up) + m(&b.w_down)
+                    + [&b.bq, &b.bk, &b.bv].iter().map(|o| o.as_ref().map_or(0, v)).sum::<usize>()
+            })
+            .sum();
+        m(&self.tok_embd) + blocks + v(&self.output_norm) + self.output.as_ref().map_or(0, m)
+    }
+
+    /// Runs `tokens` at positions `kv.len()..` through the model, appending their keys and values to
+    /// the cache. Writes logits for tokens `logits_from..` into `logits` ((n, vocab) row-major).
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        kv: &mut KvCache,
+        s: &mut Scratch,
+        logits_from: usize,
+        logits: &mut [f32],
+    ) -> Result<()> {
+        let c = &self.config;
+        let n = tokens.len();
+        let p0 = kv.len();
+        if n == 0 {
+            return Ok(());
+        }
+        if n > s.n_batch {
+            return Err(Error::InvalidArgument(format!("batch of {n} exceeds the scratch batch {}", s.n_batch)));
+        }
+        if p0 + n > kv.capacity() {
+            return Err(Error::ContextFull { needed: p0 + n, capacity: kv.capacity() });
+        }
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::BadToken { id, vocab: c.vocab_size });
+        }
+        let n_out = n.saturating_sub(logits_from);
+        if logits.len() < n_out * c.vocab_size {
+            return Err(Error::InvalidArgument("logits buffer too small".into()));
+        }
+        let (e, qd, kvd, ff) = (c.n_embd, c.q_dim(), c.kv_dim(), c.n_ff);
+
+        // x: (n, n_embd) embeddings
+        for (i, &t) in tokens.iter().enumerate() {
+            quant::dequantize_row(self.tok_embd.ty, self.tok_embd.row(t as usize), &mut s.x[i * e..(i + 1) * e]);
+        }
+        s.rope_table(c, self.rope_freqs.as_deref(), p0, n);
+
+        for (li, b) in self.blocks.iter().enumerate() {
+            // ---- attention ----
+            rms_norm(&s.x[..n * e], &b.attn_norm, c.rms_eps, &mut s.xb[..n * e]);
+            s.act.set(&s.xb[..n * e], e);
+            b.wq.matmul(s.act.get(b.wq.act), n, &mut s.q);
+            b.wk.matmul(s.act.get(b.wk.act), n, &mut s.k);
+            b.wv.matmul(s.act.get(b.wv.act), n, &mut s.v);
+            add_bias(&mut s.q[..n * qd], b.bq.as_deref());
+            add_bias(&mut s.k[..n * kvd], b.bk.as_deref());
+            add_bias(&mut s.v[..n * kvd], b.bv.as_deref());
+            for i in 0..n {
+                s.rope(c, &mut RopeRows::Q, i);
+                s.rope(c, &mut RopeRows::K, i);
+                kv.write(li, p0 + i, &s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
+            }
+            attention(c, kv, li, p0, n, &s.q[..n * qd], &mut s.att[..n * qd]);
+            s.act.set(&s.att[..n * qd], qd);
+            b.wo.matmul(s.act.get(b.wo.act), n, &mut s.xb);
+            add_into(&mut s.x[..n * e], &s.xb[..n * e]);
+
+            // ---- feed-forward ----
+            rms_norm(&s.x[..n * e], &b.ffn_norm, c.rms_eps, &mut s.xb[..n * e]);
+            s.act.set(&s.xb[..n * e], e);
+            b.w_gate.matmul(s.act.get(b.w_gate.act), n, &mut s.gate);
+            b.w_up.matmul(s.act.get(b.w_up.act), n, &mut s.up);
+            swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+            s.act.set(&s.gate[..n * ff], ff);
+            b.w_down.matmul(s.act.get(b.w_down.act), n, &mut s.xb);
+            add_into(&mut s.x[..n * e], &s.xb[..n * e]);
+        }
+        kv.set_len(p0 + n);
+
+        if n_out > 0 {
+            let rows = &s.x[logits_from * e..n * e];
+            rms_norm(rows, &self.output_norm, c.rms_eps, &mut s.xb[..n_out * e]);
+            let out = self.output();
+            s.act.set(&s.xb[..n_out * e], e);
+            out.matmul(s.act.get(out.act), n_out, &mut logits[..n_out * c.vocab_size]);
+        }
+        Ok(())
+    }
+}
+
+/// y = x / sqrt(mean(x²) + eps) * w, row by row (sum of squares in f64, as ggml).
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let d = w.len();
+    for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
+        let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (sum / d as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
+            *o = (v * scale) * g;
+        }
+    }
+}
+
+fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
+    if let Some(b) = b {
+        for row in x.chunks_exact_mut(b.len()) {
+            row.iter_mut().zip(b).for_each(|(v, &bb)| *v += bb);
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, &b)| *a += b);
+}
+
+/// gate = silu(gate) * up
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+}
+
+/// Causal attention for the `n` queries at positions p0.. over cache positions 0..=p, one pass
+/// with a running max (no score buffer): out = Σ softmax(q·k/√d) v. Queries, keys, values and the
+/// running sum of values are at f16 precision, as in llama.cpp's flash attention on the CPU.
+fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
+    let (hd, nh, kvd) = (c.head_dim, c.n_head, c.kv_dim());
+    let group = c.n_head / c.n_head_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let keys = kv.keys(layer, p0 + n);
+    let values = kv.values(layer, p0 + n);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    parallel::for_each_range(n * nh, 1, |range| {
+        let o = out_ptr.get();
+        let mut qh = [0f32; crate::config::MAX_HEAD_DIM as usize];
+        let mut acc = [0f32; crate::config::MAX_HEAD_DIM as usize];
+        let mut krow = [0f32; crate::config::MAX_HEAD_DIM as usize];
+        for unit in range {
+            let (i, h) = (unit / nh, unit % nh);
+            let kvh = h / group;
+            for (d, v) in qh[..hd].iter_mut().zip(&q[i * nh * hd + h * hd..]) {
+                *d = f16::round(*v);
+            }
+            let acc = &mut acc[..hd];
+            acc.fill(0.0);
+            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            for t in 0..=p0 + i {
+                let base = t * kvd + kvh * hd;
+                for (k, &bits) in krow[..hd].iter_mut().zip(&keys[base..base + hd]) {
+                    *k = f16::to_f32(bits);
+                }
+                let dot: f32 = qh[..hd].iter().zip(&krow[..hd]).map(|(a, b)| a * b).sum();
+                let s = dot * scale;
+                let (ms, vs) = if s > m {
+                    let ms = (m - s).exp();
+                    m = s;
+                    (ms, 1.0)
+                } else {
+                    (1.0, (s - m).exp())
+                };
+                sum = sum * ms + vs;
+                // The accumulator is kept at f16 precision, rounded after each step, as
+                // llama.cpp's CPU flash attention does with an f16 V cache (VKQ16).
+                if ms != 1.0 {
+                    acc.iter_mut().for_each(|a| *a = f16::round(*a * ms));
+                }
+                for (a, &bits) in acc.iter_mut().zip(&values[base..base + hd]) {
+                    *a = f16::round(*a + f16::to_f32(bits) * vs);
+                }
+            }
+            let inv = 1.0 / sum;
+            for (d, a) in acc.iter().enumerate() {
+                // SAFETY: units are disjoint across threads; index < n*nh*hd.
+                unsafe { *o.add(i * nh * hd + h * hd + d) = a * inv };
+            }
+        }
+    });
+}
+
+/// Quantized copies of one activation batch, one per format a matmul asks for.
+struct Acts {
+    x: Vec<f32>,
+    cols: usize,
+    rows: usize,
+    bufs: [(bool, Vec<u8>); 3],
+}
+
+impl Acts {
+    fn new() -> Self {
+        Acts { x: Vec::new(), cols: 0, rows: 0, bufs: [(false, Vec::new()), (false, Vec::new()), (false, Vec::new())] }
+    }
+
+    fn set(&mut self, x: &[f32], cols: usize) {
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        self.cols = cols;
+        self.rows = x.len() / cols;
+        self.bufs.iter_mut().for_each(|b| b.0 = false);
+    }
+
+    fn get(&mut self, at: ActType) -> &[u8] {
+        let slot = at as usize;
+        let (rows, cols) = (self.rows, self.cols);
+        let ab = act_bytes(at, cols);
+        let (ready, buf) = &mut self.bufs[slot];
+        if !*ready {
+            buf.resize(rows * ab, 0);
+            for (xr, br) in self.x.chunks_exact(cols).zip(buf.chunks_exact_mut(ab)) {
+                quant::quantize_act(at, xr, br);
+            }
+            *ready = true;
+        }
+        &buf[..rows * ab]
+    }
+}
+
+enum RopeRows {
+    Q,
+    K,
+}
+
+/// Activation buffers for a batch of up to `n_batch` tokens, reused across calls.
+pub struct Scratch {
+    pub n_batch: usize,
+    x: Vec<f32>,    // (n_batch, n_embd) residual stream
+    xb: Vec<f32>,   // (n_batch, n_embd) normed input / matmul output
+    q: Vec<f32>,    // (n_batch, n_head*head_dim)
+    k: Vec<f32>,    // (n_batch, kv_dim)
+    v: Vec<f32>,    // (n_batch, kv_dim)
+    att: Vec<f32>,  // (n_batch, n_head*head_dim)
+    gate: Vec<f32>, // (n_batch, n_ff)
+    up: Vec<f32>,   // (n_batch, n_ff)
+    act: Acts,
+    cos: Vec<f32>, // (n_batch, rope_dim/2)
+    sin: Vec<f32>,
+}
+
+impl Scratch {
+    pub fn new(c: &Config, n_batch: usize) -> Scratch {
+        let n_batch = n_batch.max(1);
+        let z = |d: usize| vec![0f32; n_batch * d];
+        Scratch {
+            n_batch,
+            x: z(c.n_embd),
+            xb: z(c.n_embd),
+            q: z(c.q_dim()),
+            k: z(c.kv_dim()),
+            v: z(c.kv_dim()),
+            att: z(c.q_dim()),
+            gate: z(c.n_ff),
+            up: z(c.n_ff),
+            act: Acts::new(),
+            cos: z(c.rope_dim / 2),
+            sin: z(c.rope_dim / 2),
+        }
+    }
+
+    /// cos/sin of the rope angles for positions p0..p0+n: θ_i = p·base^(-2i/d) (÷ freq factor,
+    /// × linear scale), the power taken by repeated multiplication as ggml does.
+    fn rope_table(&mut self, c: &Config, freqs: Option<&[f32]>, p0: usize, n: usize) {
+        let half = c.rope_dim / 2;
+        let theta_scale = c.rope_base.powf(-2.0 / c.rope_dim as f32);
+        for i in 0..n {
+            let mut theta = (p0 + i) as f32;
+            for j in 0..half {
+                let ff = freqs.map_or(1.0, |f| f[j]);
+                let t = c.rope_freq_scale * (theta / ff);
+                self.cos[i * half + j] = t.cos();
+                self.sin[i * half + j] = t.sin();
+                theta *= theta_scale;
+            }
+        }
+    }
+
+    fn rope(&mut self, c: &Config, which: &mut RopeRows, i: usize) {
+        let half = c.rope_dim / 2;
+        let (heads, buf) = match which {
+            RopeRows::Q => (c.n_head, &mut self.q),
+            RopeRows::K => (c.n_head_kv, &mut self.k),
+        };
+        let (cos, sin) = (&self.cos[i * half..(i + 1) * half], &self.sin[i * half..(i + 1) * half]);
+        let hd = c.head_dim;
+        for h in 0..heads {
+            let x = &mut buf[(i * heads + h) * hd..(i * heads + h + 1) * hd];
+            for j in 0..half {
+                let (a, b) = match c.rope_style {
+                    RopeStyle::Norm => (2 * j, 2 * j + 1),
+                    RopeStyle::Neox => (j, j + c.rope_dim / 2),
+                };
+                let (x0, x1) = (x[a], x[b]);
+                x[a] = x0 * cos[j] - x1 * sin[j];
+                x[b] = x0 * sin[j] + x1 * cos[j];
+            }
+        }
+    }
+}

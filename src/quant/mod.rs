@@ -1,0 +1,212 @@
+//! Quantized block formats (ggml's layouts), activation quantization and dot-product kernels.
+//!
+//! Like llama.cpp, a quantized matmul first quantizes its input vector to 8 bits — Q8_1 blocks of 32
+//! for weights with a minimum (Q4_1, Q5_1), Q8_0 blocks for the others — and then takes integer dot
+//! products block by block. Doing the same keeps the engine within float rounding of llama.cpp's
+//! tokens. `scalar` holds one plain reference per format; SIMD variants (`simd128` for wasm, `avx2`
+//! natively) are tested against it on random blocks.
+
+pub mod f16;
+pub mod quantize;
+pub mod scalar;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub mod simd128;
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+
+use crate::gguf::GgmlType;
+
+/// Elements per block of the legacy formats and of the 8-bit activations.
+pub const QK: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ4_0 {
+    pub d: [u8; 2], // f16 scale
+    pub qs: [u8; 16], // element j in the low nibble of qs[j], element j+16 in the high nibble
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ4_1 {
+    pub d: [u8; 2],  // f16 scale
+    pub m: [u8; 2],  // f16 minimum: x = q*d + m
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ5_0 {
+    pub d: [u8; 2],
+    pub qh: [u8; 4], // bit j: fifth bit of element j
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ5_1 {
+    pub d: [u8; 2],
+    pub m: [u8; 2],
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_0 {
+    pub d: [u8; 2],
+    pub qs: [i8; 32],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_1 {
+    pub d: [u8; 2],
+    pub s: [u8; 2], // f16 of d * sum(qs)
+    pub qs: [i8; 32],
+}
+
+impl Default for BlockQ8_0 {
+    fn default() -> Self {
+        BlockQ8_0 { d: [0; 2], qs: [0; 32] }
+    }
+}
+impl Default for BlockQ8_1 {
+    fn default() -> Self {
+        BlockQ8_1 { d: [0; 2], s: [0; 2], qs: [0; 32] }
+    }
+}
+
+// Every block type is made of byte arrays only (alignment 1), so any byte slice of the right length
+// can be viewed as a slice of blocks.
+macro_rules! check_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() == $n && std::mem::align_of::<$t>() == 1);
+    };
+}
+check_size!(BlockQ4_0, 18);
+check_size!(BlockQ4_1, 20);
+check_size!(BlockQ5_0, 22);
+check_size!(BlockQ5_1, 24);
+check_size!(BlockQ8_0, 34);
+check_size!(BlockQ8_1, 36);
+
+/// Marker for the block types above: plain old data of alignment 1.
+pub unsafe trait Block: Copy + Default {}
+unsafe impl Block for BlockQ4_0 {}
+unsafe impl Block for BlockQ4_1 {}
+unsafe impl Block for BlockQ5_0 {}
+unsafe impl Block for BlockQ5_1 {}
+unsafe impl Block for BlockQ8_0 {}
+unsafe impl Block for BlockQ8_1 {}
+
+/// Views bytes as blocks. `bytes.len()` must be a multiple of the block size (checked at load).
+pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    debug_assert_eq!(n * std::mem::size_of::<B>(), bytes.len());
+    // SAFETY: B is POD with alignment 1 and the slice covers n whole blocks of `bytes`.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const B, n) }
+}
+
+pub fn as_blocks_mut<B: Block>(bytes: &mut [u8]) -> &mut [B] {
+    let n = bytes.len() / std::mem::size_of::<B>();
+    // SAFETY: as above; the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut B, n) }
+}
+
+pub fn blocks_as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
+    // SAFETY: B is POD; the byte view covers exactly the blocks.
+    unsafe { std::slice::from_raw_parts(blocks.as_ptr() as *const u8, std::mem::size_of_val(blocks)) }
+}
+
+/// The 8-bit format a weight type's dot product takes its input in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActType {
+    /// Plain f32 input (F32/F16 weights).
+    F32,
+    Q8_0,
+    Q8_1,
+}
+
+/// Weight formats with a matmul kernel.
+pub fn act_type(ty: GgmlType) -> Option<ActType> {
+    use GgmlType::*;
+    match ty {
+        F32 | F16 => Some(ActType::F32),
+        Q4_0 | Q5_0 | Q8_0 => Some(ActType::Q8_0),
+        Q4_1 | Q5_1 => Some(ActType::Q8_1),
+        _ => None,
+    }
+}
+
+/// Bytes of the quantized form of `n` activations (n a multiple of 32 for the 8-bit types).
+pub fn act_bytes(at: ActType, n: usize) -> usize {
+    match at {
+        ActType::F32 => n * 4,
+        ActType::Q8_0 => n / QK * 34,
+        ActType::Q8_1 => n / QK * 36,
+    }
+}
+
+/// Quantizes one activation row `x` into `out` (`act_bytes(at, x.len())` bytes).
+pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
+    match at {
+        ActType::F32 => {
+            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+                o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        ActType::Q8_0 => quantize_q8_0(x, as_blocks_mut(out)),
+        ActType::Q8_1 => quantize_q8_1(x, as_blocks_mut(out)),
+    }
+}
+
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::quantize_q8_0(x, out);
+    #[allow(unreachable_code)]
+    scalar::quantize_q8_0(x, out)
+}
+
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::quantize_q8_1(x, out);
+    #[allow(unreachable_code)]
+    scalar::quantize_q8_1(x, out)
+}
+
+/// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
+/// (`a`, raw bytes of `act_type(ty)`), both of `n` elements.
+#[inline]
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    use GgmlType::*;
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: the CPU has AVX2 and FMA (checked once at run time).
+        unsafe {
+            match ty {
+                Q4_0 => return avx2::dot_q4_0(as_blocks(w), as_blocks(a)),
+                Q4_1 => return avx2::dot_q4_1(as_blocks(w), as_blocks(a)),
+                Q5_0 => return avx2::dot_q5_0(as_blocks(w), as_blocks(a)),
+                Q5_1 => return avx2::dot_q5_1(as_blocks(w), as_blocks(a)),
+                Q8_0 => return avx2::dot_q8_0(as_blocks(w), as_blocks(a)),
+                _ => {}
+            }
+        }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    match ty {
+        Q4_0 => return simd128::dot_q4_0(as_blocks(w), as_blocks(a)),
+        Q4_1 => return simd128::dot_q4_1(as_blocks(w), as_blocks(a)),
+        Q5_0 => return simd128::dot_q5_0(as_blocks(w), as_blocks(a)),
+        Q5_1 => return simd128::dot_q5_1(as_blocks(w), as_blocks(a)),
+        Q8_0 => return simd128::dot_q8_0(as_blocks(w), as_blocks(a)),
+        _ => {}
+    }
+    scalar::vec_dot(ty, n, w, a)
+}
+
+/// Dequantizes a row of `out.len()` elements of format `ty` from `w`.
+pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {
+    scalar::dequantize_row(ty, w, out)
+}

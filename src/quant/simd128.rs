@@ -1,0 +1,166 @@
+//! wasm `simd128` dot products and activation quantizers. Products of 4-/5-/8-bit values are widened
+//! to i16 and summed exactly with `i32x4.dot_i16x8_s`; each block's integer sum is then scaled and
+//! accumulated in 4 f32 lanes.
+
+use super::f16::{le, to_le};
+use super::*;
+use core::arch::wasm32::*;
+
+#[inline(always)]
+fn load16(p: &[u8; 16]) -> v128 {
+    // SAFETY: reads exactly the 16 bytes of the array (unaligned loads are allowed in wasm).
+    unsafe { v128_load(p.as_ptr() as *const v128) }
+}
+
+#[inline(always)]
+fn load_q8(qs: &[i8; 32]) -> (v128, v128) {
+    // SAFETY: two 16-byte loads inside the 32-byte array.
+    unsafe { (v128_load(qs.as_ptr() as *const v128), v128_load(qs.as_ptr().add(16) as *const v128)) }
+}
+
+/// (elements 0..15, elements 16..31) of a nibble-packed block, as u8 lanes.
+#[inline(always)]
+fn nibbles(qs: &[u8; 16]) -> (v128, v128) {
+    let b = load16(qs);
+    (v128_and(b, u8x16_splat(0x0f)), u8x16_shr(b, 4))
+}
+
+/// The fifth bits of a Q5 block as bytes 0x10 / 0, for elements 0..15 and 16..31.
+#[inline(always)]
+fn fifth_bits(qh: [u8; 4]) -> (v128, v128) {
+    let h = u32x4_splat(u32::from_le_bytes(qh));
+    let bit = u64x2_splat(0x8040_2010_0804_0201);
+    let lo = u8x16_swizzle(h, i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    let hi = u8x16_swizzle(h, i8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    let m = u8x16_splat(0x10);
+    (
+        v128_and(u8x16_eq(v128_and(lo, bit), bit), m),
+        v128_and(u8x16_eq(v128_and(hi, bit), bit), m),
+    )
+}
+
+/// Exact sum of 16 lane products of x (i8 or u8 < 128) and y (i8), as i32x4 partial sums.
+#[inline(always)]
+fn dot16(x: v128, y: v128) -> v128 {
+    let a = i32x4_dot_i16x8(i16x8_extend_low_i8x16(x), i16x8_extend_low_i8x16(y));
+    let b = i32x4_dot_i16x8(i16x8_extend_high_i8x16(x), i16x8_extend_high_i8x16(y));
+    i32x4_add(a, b)
+}
+
+#[inline(always)]
+fn block_sum(x: (v128, v128), y: (v128, v128)) -> v128 {
+    f32x4_convert_i32x4(i32x4_add(dot16(x.0, y.0), dot16(x.1, y.1)))
+}
+
+#[inline(always)]
+fn hsum(v: v128) -> f32 {
+    f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v)
+}
+
+#[inline(always)]
+fn fma(acc: v128, d: f32, p: v128) -> v128 {
+    f32x4_add(acc, f32x4_mul(f32x4_splat(d), p))
+}
+
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = f32x4_splat(0.0);
+    let eight = i8x16_splat(8);
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = nibbles(&x.qs);
+        let q = (i8x16_sub(lo, eight), i8x16_sub(hi, eight));
+        acc = fma(acc, le(x.d) * le(y.d), block_sum(q, load_q8(&y.qs)));
+    }
+    hsum(acc)
+}
+
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = f32x4_splat(0.0);
+    let mut mins = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        acc = fma(acc, le(x.d) * le(y.d), block_sum(nibbles(&x.qs), load_q8(&y.qs)));
+        mins += le(x.m) * le(y.s);
+    }
+    hsum(acc) + mins
+}
+
+pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = f32x4_splat(0.0);
+    let sixteen = i8x16_splat(16);
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = nibbles(&x.qs);
+        let (hl, hh) = fifth_bits(x.qh);
+        let q = (i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen));
+        acc = fma(acc, le(x.d) * le(y.d), block_sum(q, load_q8(&y.qs)));
+    }
+    hsum(acc)
+}
+
+pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+    let mut acc = f32x4_splat(0.0);
+    let mut mins = 0f32;
+    for (x, y) in w.iter().zip(a) {
+        let (lo, hi) = nibbles(&x.qs);
+        let (hl, hh) = fifth_bits(x.qh);
+        acc = fma(acc, le(x.d) * le(y.d), block_sum((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs)));
+        mins += le(x.m) * le(y.s);
+    }
+    hsum(acc) + mins
+}
+
+pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = f32x4_splat(0.0);
+    for (x, y) in w.iter().zip(a) {
+        acc = fma(acc, le(x.d) * le(y.d), block_sum(load_q8(&x.qs), load_q8(&y.qs)));
+    }
+    hsum(acc)
+}
+
+/// max |x| over a block of 32, and the 8 f32x4 vectors of the block.
+#[inline(always)]
+fn load_block(xb: &[f32]) -> ([v128; 8], f32) {
+    // SAFETY: xb has exactly 32 floats (chunks_exact(QK)).
+    let v: [v128; 8] = std::array::from_fn(|i| unsafe { v128_load(xb.as_ptr().add(4 * i) as *const v128) });
+    let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_max(m, f32x4_abs(x)));
+    let amax = f32x4_extract_lane::<0>(m)
+        .max(f32x4_extract_lane::<1>(m))
+        .max(f32x4_extract_lane::<2>(m))
+        .max(f32x4_extract_lane::<3>(m));
+    (v, amax)
+}
+
+/// Rounds v*id to nearest (ties to even) and packs 32 values to i8; returns the integer sum too.
+#[inline(always)]
+fn round_pack(v: &[v128; 8], id: f32, out: &mut [i8; 32]) -> i32 {
+    let s = f32x4_splat(id);
+    let q: [v128; 8] = std::array::from_fn(|i| i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(v[i], s))));
+    let w: [v128; 4] = std::array::from_fn(|i| i16x8_narrow_i32x4(q[2 * i], q[2 * i + 1]));
+    let b0 = i8x16_narrow_i16x8(w[0], w[1]);
+    let b1 = i8x16_narrow_i16x8(w[2], w[3]);
+    // SAFETY: two 16-byte stores inside the 32-byte array.
+    unsafe {
+        v128_store(out.as_mut_ptr() as *mut v128, b0);
+        v128_store(out.as_mut_ptr().add(16) as *mut v128, b1);
+    }
+    let t = q.iter().fold(i32x4_splat(0), |a, &x| i32x4_add(a, x));
+    i32x4_extract_lane::<0>(t) + i32x4_extract_lane::<1>(t) + i32x4_extract_lane::<2>(t) + i32x4_extract_lane::<3>(t)
+}
+
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (v, amax) = load_block(xb);
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = to_le(amax / 127.0);
+        round_pack(&v, id, &mut b.qs);
+    }
+}
+
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (v, amax) = load_block(xb);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = to_le(d);
+        let sum = round_pack(&v, id, &mut b.qs);
+        b.s = to_le(d * sum as f32);
+    }
+}

@@ -1,0 +1,221 @@
+//! An engine (model + tokenizer + template, immutable, shareable) and a session over it (the KV
+//! cache, the tokens it holds, scratch buffers). Callers never compute positions: a session feeds
+//! what is new and reuses the longest common prefix of what it already holds.
+
+use crate::chat::{tokenize_segments, ChatTemplate, Message};
+use crate::error::{Error, Result};
+use crate::gguf::Gguf;
+use crate::kv_cache::KvCache;
+use crate::model::{Model, Scratch};
+use crate::source::ByteSource;
+use crate::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+/// Tokens per forward pass in prefill: enough to amortise reading each weight row, small enough
+/// that scratch stays a few MB.
+pub const DEFAULT_BATCH: usize = 64;
+
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// `general.name`, when the file has it.
+    pub name: Option<String>,
+    pub file_type: String,
+}
+
+impl Engine {
+    pub fn load(src: &mut dyn ByteSource) -> Result<Engine> {
+        let (g, model) = Model::load(src)?;
+        Engine::from_parts(&g, model)
+    }
+
+    pub fn from_parts(g: &Gguf, model: Model) -> Result<Engine> {
+        let tokenizer = Tokenizer::from_gguf(g)?;
+        if tokenizer.vocab_size() != model.config.vocab_size {
+            return Err(Error::BadConfig(format!(
+                "tokenizer has {} tokens, the model's embedding {}",
+                tokenizer.vocab_size(),
+                model.config.vocab_size
+            )));
+        }
+        let template = ChatTemplate::from_gguf(g)?;
+        let name = g.opt_str("general.name").ok().flatten().map(str::to_string);
+        let file_type = model.blocks.first().map_or("?", |b| b.wq.ty.name()).to_string();
+        Ok(Engine { model, tokenizer, template, name, file_type })
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(path: &std::path::Path) -> Result<Engine> {
+        let f = std::fs::File::open(path)?;
+        let mut src = crate::source::ReadSeek::new(std::io::BufReader::new(f))?;
+        Engine::load(&mut src)
+    }
+
+    /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
+    pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        let segs = self.template.render(messages, true)?;
+        tokenize_segments(&self.tokenizer, &segs)
+    }
+}
+
+pub struct Session {
+    engine: Arc<Engine>,
+    kv: KvCache,
+    scratch: Scratch,
+    /// The tokens whose keys and values the cache holds, in order.
+    tokens: Vec<u32>,
+    /// Logits after the last token fed (vocab).
+    logits: Vec<f32>,
+    /// Tokens run through the model by the last `feed` (the rest were reused).
+    pub last_prefilled: usize,
+    /// Tokens queued by `start_feed`.
+    pending: Vec<u32>,
+}
+
+impl Session {
+    pub fn new(engine: Arc<Engine>, n_ctx: usize) -> Result<Session> {
+        Session::with_batch(engine, n_ctx, DEFAULT_BATCH)
+    }
+
+    pub fn with_batch(engine: Arc<Engine>, n_ctx: usize, n_batch: usize) -> Result<Session> {
+        if n_ctx == 0 {
+            return Err(Error::InvalidArgument("context length must be at least 1".into()));
+        }
+        let c = &engine.model.config;
+        let kv = KvCache::new(c, n_ctx)?;
+        let scratch = Scratch::new(c, n_batch.min(n_ctx));
+        let logits = vec![0f32; c.vocab_size];
+        Ok(Session { engine, kv, scratch, tokens: Vec::new(), logits, last_prefilled: 0, pending: Vec::new() })
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.kv.capacity()
+    }
+
+    pub fn kv_bytes(&self) -> usize {
+        self.kv.bytes()
+    }
+
+    /// Logits for the token after the last one fed.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
+    }
+
+    pub fn reset(&mut self) {
+        self.kv.truncate(0);
+        self.tokens.clear();
+        self.pending.clear();
+        self.last_prefilled = 0;
+    }
+
+    /// Makes the session hold exactly `tokens`: keeps the longest common prefix already cached and
+    /// runs only the rest (at least the last token, for its logits). Returns the number run.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<usize> {
+        let n = self.start_feed(tokens)?;
+        while !self.feed_some(usize::MAX)? {}
+        Ok(n)
+    }
+
+    /// The first half of `feed`: drops what differs from `tokens` and queues the rest, which
+    /// `feed_some` then runs a slice at a time (so a caller can yield or cancel in between).
+    /// Returns the number of tokens queued.
+    pub fn start_feed(&mut self, tokens: &[u32]) -> Result<usize> {
+        if tokens.is_empty() {
+            return Err(Error::InvalidArgument("empty prompt".into()));
+        }
+        if tokens.len() > self.n_ctx() {
+            return Err(Error::ContextFull { needed: tokens.len(), capacity: self.n_ctx() });
+        }
+        let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
+        let keep = common.min(tokens.len() - 1);
+        self.kv.truncate(keep);
+        self.tokens.truncate(keep);
+        self.pending = tokens[keep..].to_vec();
+        self.last_prefilled = self.pending.len();
+        Ok(self.pending.len())
+    }
+
+    /// Runs up to `max` queued tokens; true when none are left (the logits are then current).
+    pub fn feed_some(&mut self, max: usize) -> Result<bool> {
+        let n = self.pending.len().min(max.max(1));
+        let batch: Vec<u32> = self.pending.drain(..n).collect();
+        if let Err(e) = self.append(&batch) {
+            self.pending.clear();
+            return Err(e);
+        }
+        Ok(self.pending.is_empty())
+    }
+
+    /// Tokens queued by `start_feed` and not yet run.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Runs `tokens` after those held, in batches; the logits of the last one become `logits()`.
+    pub fn append(&mut self, tokens: &[u32]) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let needed = self.tokens.len() + tokens.len();
+        if needed > self.n_ctx() {
+            return Err(Error::ContextFull { needed, capacity: self.n_ctx() });
+        }
+        let Session { engine, kv, scratch, tokens: held, logits, .. } = self;
+        let model = &engine.model;
+        let nb = scratch.n_batch;
+        crate::parallel::run(|| -> Result<()> {
+            let chunks = tokens.chunks(nb);
+            let last = chunks.len() - 1;
+            for (ci, chunk) in tokens.chunks(nb).enumerate() {
+                let from = if ci == last { chunk.len() - 1 } else { chunk.len() };
+                if let Err(e) = model.forward(chunk, kv, scratch, from, logits) {
+                    kv.truncate(held.len());
+                    return Err(e);
+                }
+                held.extend_from_slice(chunk);
+            }
+            let _ = last;
+            Ok(())
+        })
+    }
+
+    /// Logits for every position from `from` on, for `tokens` run from an empty cache
+    /// ((tokens.len() - from, vocab) row-major). Used by perplexity.
+    pub fn all_logits(&mut self, tokens: &[u32], from: usize) -> Result<Vec<f32>> {
+        self.reset();
+        if tokens.len() > self.n_ctx() {
+            return Err(Error::ContextFull { needed: tokens.len(), capacity: self.n_ctx() });
+        }
+        let vocab = self.engine.model.config.vocab_size;
+        let mut out = vec![0f32; tokens.len().saturating_sub(from) * vocab];
+        let Session { engine, kv, scratch, tokens: held, .. } = self;
+        let nb = scratch.n_batch;
+        let model = &engine.model;
+        crate::parallel::run(|| -> Result<()> {
+            let mut pos = 0;
+            for chunk in tokens.chunks(nb) {
+                let lf = from.saturating_sub(pos).min(chunk.len());
+                let o0 = (pos + lf).saturating_sub(from) * vocab;
+                let n_out = chunk.len() - lf;
+                model.forward(chunk, kv, scratch, lf, &mut out[o0..o0 + n_out * vocab])?;
+                held.extend_from_slice(chunk);
+                pos += chunk.len();
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}

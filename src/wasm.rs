@@ -1,0 +1,194 @@
+//! The browser's binding: a small, step-wise API over the same engine the CLI uses. JS (the worker)
+//! drives the loop — `beginChat`/`beginRaw`, then `prefill` slices and `step` calls — so it can
+//! yield between tokens and an abort lands between them. Errors cross into JS here and only here,
+//! as `Error` objects with a `type` (see `Error::kind`). Results are JSON strings for the worker to
+//! parse: no serde bridge in the binary.
+
+use crate::chat::Message;
+use crate::error::Error;
+use crate::generate::{GenerateOptions, Generation};
+use crate::session::{Engine, Session};
+use crate::source::ByteSource;
+use serde_json::json;
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+
+fn js_error(e: Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    let _ = js_sys::Reflect::set(&err, &"type".into(), &e.kind().into());
+    err.into()
+}
+
+fn bad_arg(msg: String) -> JsValue {
+    js_error(Error::InvalidArgument(msg))
+}
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+/// Model bytes read on demand through a synchronous JS callback `(offset, length) => Uint8Array`
+/// (the worker slices a stored Blob with FileReaderSync), so each tensor is copied once, straight
+/// into its own buffer in wasm memory.
+struct JsSource {
+    read: js_sys::Function,
+    len: u64,
+}
+
+impl ByteSource for JsSource {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
+        let io = |m: String| Error::Io(std::io::Error::new(std::io::ErrorKind::Other, m));
+        let got = self
+            .read
+            .call2(&JsValue::NULL, &JsValue::from_f64(offset as f64), &JsValue::from_f64(buf.len() as f64))
+            .map_err(|e| io(format!("model read failed: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))))?;
+        let arr: js_sys::Uint8Array = got.dyn_into().map_err(|_| io("model read did not return a Uint8Array".into()))?;
+        if arr.length() as usize != buf.len() {
+            return Err(Error::Truncated {
+                context: "model read".into(),
+                offset,
+                needed: buf.len() as u64,
+                available: arr.length() as u64,
+            });
+        }
+        arr.copy_to(buf);
+        Ok(())
+    }
+}
+
+#[wasm_bindgen]
+pub struct WasmEngine {
+    engine: Arc<Engine>,
+    session: Session,
+    generation: Option<Generation>,
+    prompt_tokens: Vec<u32>,
+}
+
+#[wasm_bindgen]
+impl WasmEngine {
+    /// Loads a GGUF of `size` bytes through `read(offset, length) => Uint8Array`, with a context of
+    /// `n_ctx` tokens (0: the model's, at most 4096).
+    #[wasm_bindgen(constructor)]
+    pub fn new(read: js_sys::Function, size: f64, n_ctx: u32) -> Result<WasmEngine, JsValue> {
+        if !(size.is_finite() && size >= 0.0) {
+            return Err(bad_arg(format!("bad model size {size}")));
+        }
+        let mut src = JsSource { read, len: size as u64 };
+        let engine = Arc::new(Engine::load(&mut src).map_err(js_error)?);
+        let n_ctx = if n_ctx == 0 { engine.model.config.n_ctx_train.min(4096) } else { n_ctx as usize };
+        let session = Session::new(engine.clone(), n_ctx).map_err(js_error)?;
+        Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new() })
+    }
+
+    /// Model facts as JSON: name, architecture, sizes, quantization, context, threads.
+    pub fn info(&self) -> String {
+        let c = &self.engine.model.config;
+        json!({
+            "name": self.engine.name,
+            "architecture": format!("{:?}", c.arch).to_lowercase(),
+            "quantization": self.engine.file_type,
+            "layers": c.n_layer,
+            "embedding": c.n_embd,
+            "heads": c.n_head,
+            "kvHeads": c.n_head_kv,
+            "vocab": c.vocab_size,
+            "contextTrain": c.n_ctx_train,
+            "context": self.session.n_ctx(),
+            "weightBytes": self.engine.model.weight_bytes(),
+            "kvBytes": self.session.kv_bytes(),
+            "threads": crate::parallel::threads(),
+            "simd": cfg!(target_feature = "simd128"),
+            "threaded": cfg!(feature = "threads"),
+        })
+        .to_string()
+    }
+
+    /// Token ids of `text` (special-token text parsed when `parse_special`).
+    pub fn tokenize(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, JsValue> {
+        self.engine.tokenizer.encode(text, parse_special).map_err(js_error)
+    }
+
+    pub fn detokenize(&self, ids: Vec<u32>) -> String {
+        self.engine.tokenizer.decode(&ids)
+    }
+
+    /// Starts a chat turn: `messages_json` is `[{role, content}]`, `options_json` the generation
+    /// options (`maxTokens`, `temperature`, `topK`, `topP`, `minP`, `repeatPenalty`, `seed`, `stop`).
+    /// Reuses the cached prefix; returns `{promptTokens, prefill}` (tokens still to prefill).
+    #[wasm_bindgen(js_name = beginChat)]
+    pub fn begin_chat(&mut self, messages_json: &str, options_json: &str) -> Result<String, JsValue> {
+        let messages: Vec<Message> =
+            serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
+        let tokens = self.engine.chat_tokens(&messages).map_err(js_error)?;
+        self.begin(tokens, options_json)
+    }
+
+    /// Starts a raw completion: the prompt is tokenized as-is (special-token text parsed), no template.
+    #[wasm_bindgen(js_name = beginRaw)]
+    pub fn begin_raw(&mut self, prompt: &str, options_json: &str) -> Result<String, JsValue> {
+        let tokens = self.engine.tokenizer.encode(prompt, true).map_err(js_error)?;
+        self.begin(tokens, options_json)
+    }
+
+    fn begin(&mut self, tokens: Vec<u32>, options_json: &str) -> Result<String, JsValue> {
+        let options: GenerateOptions = if options_json.trim().is_empty() {
+            GenerateOptions::default()
+        } else {
+            serde_json::from_str(options_json).map_err(|e| bad_arg(format!("options: {e}")))?
+        };
+        self.generation = None;
+        let generation = Generation::new(options).map_err(js_error)?;
+        let queued = self.session.start_feed(&tokens).map_err(js_error)?;
+        self.prompt_tokens = tokens;
+        self.generation = Some(generation);
+        Ok(json!({"promptTokens": self.prompt_tokens.len(), "prefill": queued}).to_string())
+    }
+
+    /// Prefills up to `max_tokens` of the queued prompt; returns the number still queued.
+    pub fn prefill(&mut self, max_tokens: u32) -> Result<u32, JsValue> {
+        self.session.feed_some(max_tokens as usize).map_err(js_error)?;
+        Ok(self.session.pending() as u32)
+    }
+
+    /// One token: `{piece, token, done, finishReason}`; when done, also `tokens` and `text`.
+    pub fn step(&mut self) -> Result<String, JsValue> {
+        if self.session.pending() > 0 {
+            return Err(bad_arg("prefill is not finished".into()));
+        }
+        let g = self.generation.as_mut().ok_or_else(|| bad_arg("no generation started".into()))?;
+        let piece = g.step(&mut self.session).map_err(js_error)?;
+        let token = g.tokens.last().copied();
+        let out = if g.is_done() {
+            json!({"piece": piece, "token": token, "done": true, "finishReason": g.finished,
+                   "tokens": g.tokens, "text": g.text, "promptTokens": self.prompt_tokens})
+        } else {
+            json!({"piece": piece, "token": token, "done": false})
+        };
+        Ok(out.to_string())
+    }
+
+    /// Forgets the conversation (the KV cache is kept allocated).
+    pub fn reset(&mut self) {
+        self.session.reset();
+        self.generation = None;
+    }
+
+    /// Tokens the session holds (for tests of prefix reuse).
+    #[wasm_bindgen(js_name = cachedTokens)]
+    pub fn cached_tokens(&self) -> u32 {
+        self.session.tokens().len() as u32
+    }
+}
+
+/// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
+#[wasm_bindgen(js_name = memoryBytes)]
+pub fn memory_bytes() -> f64 {
+    let mem: js_sys::WebAssembly::Memory = wasm_bindgen::memory().unchecked_into();
+    let buf: js_sys::ArrayBuffer = mem.buffer().unchecked_into();
+    buf.byte_length() as f64
+}
