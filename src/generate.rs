@@ -33,6 +33,8 @@ pub enum FinishReason {
     StopString,
     /// `max_tokens` reached.
     Length,
+    /// The caller cancelled between tokens.
+    Cancelled,
 }
 
 /// Bytes in, the longest complete UTF-8 prefix out; invalid sequences become U+FFFD.
@@ -163,6 +165,15 @@ impl Generation {
         }
         session.append(&[id])?;
         Ok(out)
+    }
+
+    /// Ends the generation between tokens; returns the text still held back (a partial stop
+    /// string or an incomplete character). The session stays consistent: it holds every token fed.
+    pub fn cancel(&mut self) -> String {
+        if self.finished.is_some() {
+            return String::new();
+        }
+        self.finish(FinishReason::Cancelled)
     }
 
     fn finish(&mut self, reason: FinishReason) -> String {

@@ -6,7 +6,9 @@
 //!   x += Wdown · (silu(Wgate·norm(x)) * (Wup·norm(x)))
 //! Numerics follow llama.cpp's CPU path where it matters for matching its tokens: activations are
 //! quantized to 8 bits before each quantized matmul, RMS sums in f64, keys/values/queries rounded to
-//! f16, rope angles by repeated multiplication.
+//! f16, rope angles by repeated multiplication. Every float operation has one fixed order and the
+//! transcendental functions come from the `libm` crate, so native and wasm builds compute
+//! bit-identical logits.
 
 use crate::config::{Arch, Config, RopeStyle};
 use crate::error::{Error, Result};
@@ -320,64 +322,92 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 
 /// gate = silu(gate) * up
 fn swiglu(gate: &mut [f32], up: &[f32]) {
-    gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + (-*g).exp()) * u);
+    gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + libm::expf(-*g)) * u);
 }
 
 /// Causal attention for the `n` queries at positions p0.. over cache positions 0..=p, one pass
 /// with a running max (no score buffer): out = Σ softmax(q·k/√d) v. Queries, keys, values and the
 /// running sum of values are at f16 precision, as in llama.cpp's flash attention on the CPU.
+/// Work is split by (query token, kv head): each key/value row is converted once for the
+/// `group` query heads that share it.
 fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
-    let (hd, nh, kvd) = (c.head_dim, c.n_head, c.kv_dim());
-    let group = c.n_head / c.n_head_kv;
+    let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
+    let group = nh / nkv;
     let scale = 1.0 / (hd as f32).sqrt();
     let keys = kv.keys(layer, p0 + n);
     let values = kv.values(layer, p0 + n);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    parallel::for_each_range(n * nh, 1, |range| {
+    parallel::for_each_range(n * nkv, 1, |range| {
         let o = out_ptr.get();
-        let mut qh = [0f32; crate::config::MAX_HEAD_DIM as usize];
-        let mut acc = [0f32; crate::config::MAX_HEAD_DIM as usize];
-        let mut krow = [0f32; crate::config::MAX_HEAD_DIM as usize];
+        // per query head of the group: q (f16-rounded), running max, sum and value accumulator
+        let mut qg = vec![0f32; group * hd];
+        let mut acc = vec![0f32; group * hd];
+        let mut m = vec![f32::NEG_INFINITY; group];
+        let mut sum = vec![0f32; group];
+        let (mut krow, mut vrow) = (vec![0f32; hd], vec![0f32; hd]);
         for unit in range {
-            let (i, h) = (unit / nh, unit % nh);
-            let kvh = h / group;
-            for (d, v) in qh[..hd].iter_mut().zip(&q[i * nh * hd + h * hd..]) {
+            let (i, g) = (unit / nkv, unit % nkv);
+            let q0 = i * nh * hd + g * group * hd;
+            for (d, v) in qg.iter_mut().zip(&q[q0..q0 + group * hd]) {
                 *d = f16::round(*v);
             }
-            let acc = &mut acc[..hd];
             acc.fill(0.0);
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            m.fill(f32::NEG_INFINITY);
+            sum.fill(0.0);
             for t in 0..=p0 + i {
-                let base = t * kvd + kvh * hd;
-                for (k, &bits) in krow[..hd].iter_mut().zip(&keys[base..base + hd]) {
+                let base = t * kvd + g * hd;
+                for (k, &bits) in krow.iter_mut().zip(&keys[base..base + hd]) {
                     *k = f16::to_f32(bits);
                 }
-                let dot: f32 = qh[..hd].iter().zip(&krow[..hd]).map(|(a, b)| a * b).sum();
-                let s = dot * scale;
-                let (ms, vs) = if s > m {
-                    let ms = (m - s).exp();
-                    m = s;
-                    (ms, 1.0)
-                } else {
-                    (1.0, (s - m).exp())
-                };
-                sum = sum * ms + vs;
-                // The accumulator is kept at f16 precision, rounded after each step, as
-                // llama.cpp's CPU flash attention does with an f16 V cache (VKQ16).
-                if ms != 1.0 {
-                    acc.iter_mut().for_each(|a| *a = f16::round(*a * ms));
+                for (v, &bits) in vrow.iter_mut().zip(&values[base..base + hd]) {
+                    *v = f16::to_f32(bits);
                 }
-                for (a, &bits) in acc.iter_mut().zip(&values[base..base + hd]) {
-                    *a = f16::round(*a + f16::to_f32(bits) * vs);
+                for j in 0..group {
+                    let s = dot(&qg[j * hd..(j + 1) * hd], &krow) * scale;
+                    let (ms, vs) = if s > m[j] {
+                        let ms = libm::expf(m[j] - s);
+                        m[j] = s;
+                        (ms, 1.0)
+                    } else {
+                        (1.0, libm::expf(s - m[j]))
+                    };
+                    sum[j] = sum[j] * ms + vs;
+                    // The accumulator is kept at f16 precision, rounded after each step, as
+                    // llama.cpp's CPU flash attention does with an f16 V cache (VKQ16).
+                    let a = &mut acc[j * hd..(j + 1) * hd];
+                    if ms != 1.0 {
+                        a.iter_mut().for_each(|x| *x = f16::round(*x * ms));
+                    }
+                    for (x, &v) in a.iter_mut().zip(&vrow) {
+                        *x = f16::round(*x + v * vs);
+                    }
                 }
             }
-            let inv = 1.0 / sum;
-            for (d, a) in acc.iter().enumerate() {
-                // SAFETY: units are disjoint across threads; index < n*nh*hd.
-                unsafe { *o.add(i * nh * hd + h * hd + d) = a * inv };
+            for j in 0..group {
+                let inv = 1.0 / sum[j];
+                let h = g * group + j;
+                for (d, a) in acc[j * hd..(j + 1) * hd].iter().enumerate() {
+                    // SAFETY: units are disjoint across threads; index < n*nh*hd.
+                    unsafe { *o.add(i * nh * hd + h * hd + d) = a * inv };
+                }
             }
         }
     });
+}
+
+/// Dot product in 8 independent lanes (vectorizes; the order is fixed for every target).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (lanes[0] + lanes[4]) + (lanes[1] + lanes[5]) + (lanes[2] + lanes[6]) + (lanes[3] + lanes[7]) + tail
 }
 
 /// Quantized copies of one activation batch, one per format a matmul asks for.
@@ -462,14 +492,14 @@ impl Scratch {
     /// × linear scale), the power taken by repeated multiplication as ggml does.
     fn rope_table(&mut self, c: &Config, freqs: Option<&[f32]>, p0: usize, n: usize) {
         let half = c.rope_dim / 2;
-        let theta_scale = c.rope_base.powf(-2.0 / c.rope_dim as f32);
+        let theta_scale = libm::powf(c.rope_base, -2.0 / c.rope_dim as f32);
         for i in 0..n {
             let mut theta = (p0 + i) as f32;
             for j in 0..half {
                 let ff = freqs.map_or(1.0, |f| f[j]);
                 let t = c.rope_freq_scale * (theta / ff);
-                self.cos[i * half + j] = t.cos();
-                self.sin[i * half + j] = t.sin();
+                self.cos[i * half + j] = libm::cosf(t);
+                self.sin[i * half + j] = libm::sinf(t);
                 theta *= theta_scale;
             }
         }

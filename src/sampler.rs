@@ -147,7 +147,7 @@ impl Sampler {
         let max = self.cand[0].1;
         let mut sum = 0f64;
         for (_, v) in self.cand.iter_mut() {
-            let p = (((*v - max) / c.temperature) as f64).exp();
+            let p = libm::exp(((*v - max) / c.temperature) as f64);
             *v = p as f32;
             sum += p;
         }

@@ -1,5 +1,7 @@
-//! AVX2 + FMA dot products for the native CLI (x86-64), chosen at run time. Each block's 32 products
-//! are summed exactly in integers (maddubs → madd), then scaled and accumulated in 8 f32 lanes.
+//! AVX2 dot products for the native CLI (x86-64), chosen at run time. Each block's 32 products are
+//! summed exactly in integers (maddubs → madd); four blocks' sums are gathered into one vector and
+//! scaled and accumulated in the canonical order of `scalar::Acc4`, so the result is bit-identical
+//! to the scalar reference and to the wasm kernels.
 
 use super::f16::le;
 use super::*;
@@ -8,15 +10,7 @@ use std::sync::OnceLock;
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-}
-
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    _mm_cvtss_f32(s)
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
 }
 
 /// 16 packed bytes → 32 nibbles (elements 0..15 from the low nibbles, 16..31 from the high ones).
@@ -41,16 +35,15 @@ unsafe fn fifth_bits(qh: [u8; 4]) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// Sum of u8 × i8 products, as 8 f32 lanes.
+/// u8 × i8 products summed in pairs, then in fours: 8 exact i32 partial sums.
 #[inline(always)]
-unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256 {
-    let p16 = _mm256_maddubs_epi16(x, y);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
+unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
-/// Sum of i8 × i8 products, as 8 f32 lanes.
+/// i8 × i8 the same way (the sign moves onto y so maddubs sees an unsigned x).
 #[inline(always)]
-unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256 {
+unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
     dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
@@ -59,60 +52,85 @@ unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
     _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
 }
 
-#[target_feature(enable = "avx2,fma")]
+/// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
+#[inline(always)]
+unsafe fn totals4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128 {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
+    _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
+}
+
+#[inline(always)]
+unsafe fn total(p: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Runs the canonical accumulation (see `scalar::Acc4`) over blocks: `$ints(x, y)` gives a block's
+/// integer partial sums, `$scale(x, y)` its d_w·d_a, `$min(x, y)` its m_w·s_a (or 0.0).
+macro_rules! canonical_dot {
+    ($w:expr, $a:expr, $ints:expr, $scale:expr, $min:expr) => {{
+        let (w, a) = ($w, $a);
+        let n = w.len().min(a.len());
+        let full = n / 4 * 4;
+        let mut acc = _mm_setzero_ps();
+        let mut accm = _mm_setzero_ps();
+        let mut b = 0;
+        while b < full {
+            let s = totals4($ints(&w[b], &a[b]), $ints(&w[b + 1], &a[b + 1]), $ints(&w[b + 2], &a[b + 2]), $ints(&w[b + 3], &a[b + 3]));
+            let d = _mm_setr_ps($scale(&w[b], &a[b]), $scale(&w[b + 1], &a[b + 1]), $scale(&w[b + 2], &a[b + 2]), $scale(&w[b + 3], &a[b + 3]));
+            acc = _mm_add_ps(acc, _mm_mul_ps(d, s));
+            let m = _mm_setr_ps($min(&w[b], &a[b]), $min(&w[b + 1], &a[b + 1]), $min(&w[b + 2], &a[b + 2]), $min(&w[b + 3], &a[b + 3]));
+            accm = _mm_add_ps(accm, m);
+            b += 4;
+        }
+        let mut ad = [0f32; 4];
+        let mut am = [0f32; 4];
+        _mm_storeu_ps(ad.as_mut_ptr(), acc);
+        _mm_storeu_ps(am.as_mut_ptr(), accm);
+        for b in full..n {
+            ad[b % 4] += $scale(&w[b], &a[b]) * total($ints(&w[b], &a[b])) as f32;
+            am[b % 4] += $min(&w[b], &a[b]);
+        }
+        ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
+    }};
+}
+
+#[inline(always)]
+fn no_min<X, Y>(_: &X, _: &Y) -> f32 {
+    0.0
+}
+
+#[target_feature(enable = "avx2")]
 pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let q = _mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8));
-        let p = dot_i8_i8(q, load_q8(&y.qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(le(x.d) * le(y.d)), p, acc);
-    }
-    hsum(acc)
+    let ints = |x: &BlockQ4_0, y: &BlockQ8_0| dot_i8_i8(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8)), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ4_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        let p = dot_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(le(x.d) * le(y.d)), p, acc);
-        mins += le(x.m) * le(y.s);
-    }
-    hsum(acc) + mins
+    let ints = |x: &BlockQ4_1, y: &BlockQ8_1| dot_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ4_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ4_1, y: &BlockQ8_1| le(x.m) * le(y.s))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
+    let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
         let q = _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
-        let q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
-        let p = dot_i8_i8(q, load_q8(&y.qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(le(x.d) * le(y.d)), p, acc);
-    }
-    hsum(acc)
+        dot_i8_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load_q8(&y.qs))
+    };
+    canonical_dot!(w, a, ints, |x: &BlockQ5_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut mins = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        let q = _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
-        let p = dot_u8_i8(q, load_q8(&y.qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(le(x.d) * le(y.d)), p, acc);
-        mins += le(x.m) * le(y.s);
-    }
-    hsum(acc) + mins
+    let ints = |x: &BlockQ5_1, y: &BlockQ8_1| dot_u8_i8(_mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh)), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ5_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ5_1, y: &BlockQ8_1| le(x.m) * le(y.s))
 }
 
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2")]
 pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    for (x, y) in w.iter().zip(a) {
-        let p = dot_i8_i8(load_q8(&x.qs), load_q8(&y.qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(le(x.d) * le(y.d)), p, acc);
-    }
-    hsum(acc)
+    let ints = |x: &BlockQ8_0, y: &BlockQ8_0| dot_i8_i8(load_q8(&x.qs), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ8_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }

@@ -1,18 +1,16 @@
 //! IEEE half-precision conversions (weights' scales and the KV cache).
 
-/// f16 bits → f32, exact for every value (normals, subnormals, zero, inf, NaN).
+/// f16 bits → f32, exact for every value (normals, subnormals, zero, inf, NaN). Branch-free so
+/// loops over it vectorize.
 #[inline(always)]
 pub fn to_f32(h: u16) -> f32 {
     let sign = ((h as u32) & 0x8000) << 16;
     let em = (h as u32) & 0x7fff;
-    if em >= 0x7c00 {
-        // inf / NaN: keep the payload
-        return f32::from_bits(sign | 0x7f80_0000 | ((em & 0x03ff) << 13));
-    }
     // Placing exponent+mantissa 13 bits up and multiplying by 2^112 rebiases the exponent
     // (15 → 127) and normalises subnormals in one exact multiplication.
-    let v = f32::from_bits(em << 13) * f32::from_bits(0x7780_0000);
-    f32::from_bits(v.to_bits() | sign)
+    let finite = (f32::from_bits(em << 13) * f32::from_bits(0x7780_0000)).to_bits();
+    let inf_nan = 0x7f80_0000 | (em << 13);
+    f32::from_bits(if em >= 0x7c00 { inf_nan } else { finite } | sign)
 }
 
 /// f32 → f16 bits, rounding to nearest even (as F16C and ggml do).
@@ -31,10 +29,23 @@ pub fn to_le(x: f32) -> [u8; 2] {
     from_f32(x).to_le_bytes()
 }
 
-/// Rounds an f32 to the nearest f16 value (kept as f32).
+/// Rounds an f32 to the nearest f16 value (ties to even), kept as f32: the same value as
+/// `to_f32(from_f32(x))`, without a conversion. Branch-free so loops over it vectorize.
 #[inline(always)]
 pub fn round(x: f32) -> f32 {
-    to_f32(from_f32(x))
+    let b = x.to_bits();
+    let sign = b & 0x8000_0000;
+    let a = b & 0x7fff_ffff;
+    // f16 normal range: round the mantissa to 10 bits (ties to even); a carry moves the exponent.
+    let normal = (a + 0x0fff + ((a >> 13) & 1)) & !0x1fff;
+    // f16 subnormal range (|x| < 2^-14): round to a multiple of 2^-24 with an exact float add,
+    // 2^-24 being the spacing of floats near 0.5.
+    let sub = ((f32::from_bits(a) + 0.5) - 0.5).to_bits();
+    let r = if a < 0x3880_0000 { sub } else { normal };
+    // past f16's largest finite value (65504) → inf; NaN stays NaN.
+    let r = if r > 0x477f_e000 { 0x7f80_0000 } else { r };
+    let r = if a > 0x7f80_0000 { a | 0x0040_0000 } else { r };
+    f32::from_bits(r | sign)
 }
 
 #[cfg(test)]
@@ -45,6 +56,20 @@ mod tests {
             let a = super::to_f32(h);
             let b = half::f16::from_bits(h).to_f32();
             assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{h:#06x}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn round_matches_a_round_trip_through_f16() {
+        // every f32 exponent, many mantissas, both signs, plus the edges
+        let mut xs: Vec<f32> = vec![0.0, -0.0, 65504.0, 65519.99, 65520.0, 1e9, f32::INFINITY, f32::NAN, 5.96e-8, 2.98e-8, 6.1e-5];
+        for bits in (0..u32::MAX).step_by(4093) {
+            xs.push(f32::from_bits(bits));
+        }
+        for x in xs {
+            let a = super::round(x);
+            let b = half::f16::from_f32(x).to_f32();
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{x:e} ({:#x}): {a:e} vs {b:e}", x.to_bits());
         }
     }
 }

@@ -61,48 +61,78 @@ fn idot<T: Copy + Into<i32>>(a: &[T; 32], b: &[i8; 32]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x.into() * y as i32).sum()
 }
 
+/// The canonical float arithmetic of every quantized dot product, which each SIMD kernel
+/// reproduces exactly (so the CLI and the browser compute bit-identical logits): block b's exact
+/// integer sum is scaled by (d_w·d_a) and added to accumulator b mod 4; formats with a minimum add
+/// m_w·s_a to a second set of four; the result is ((a0+a1)+(a2+a3)) + ((m0+m1)+(m2+m3)).
+pub struct Acc4 {
+    d: [f32; 4],
+    m: [f32; 4],
+}
+
+impl Acc4 {
+    #[inline(always)]
+    pub fn new() -> Self {
+        Acc4 { d: [0.0; 4], m: [0.0; 4] }
+    }
+    #[inline(always)]
+    pub fn add(&mut self, b: usize, scale: f32, isum: i32) {
+        self.d[b % 4] += scale * isum as f32;
+    }
+    #[inline(always)]
+    pub fn add_min(&mut self, b: usize, m: f32) {
+        self.m[b % 4] += m;
+    }
+    #[inline(always)]
+    pub fn sum(&self) -> f32 {
+        let [a0, a1, a2, a3] = self.d;
+        let [m0, m1, m2, m3] = self.m;
+        ((a0 + a1) + (a2 + a3)) + ((m0 + m1) + (m2 + m3))
+    }
+}
+
 pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let q = nibbles(&x.qs).map(|v| v as i8 - 8);
-            idot(&q, &y.qs) as f32 * (le(x.d) * le(y.d))
-        })
-        .sum()
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let q = nibbles(&x.qs).map(|v| v as i8 - 8);
+        acc.add(b, le(x.d) * le(y.d), idot(&q, &y.qs));
+    }
+    acc.sum()
 }
 
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let q = nibbles(&x.qs);
-            idot(&q, &y.qs) as f32 * (le(x.d) * le(y.d)) + le(x.m) * le(y.s)
-        })
-        .sum()
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        acc.add(b, le(x.d) * le(y.d), idot(&nibbles(&x.qs), &y.qs));
+        acc.add_min(b, le(x.m) * le(y.s));
+    }
+    acc.sum()
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let q = five_bits(&x.qs, x.qh).map(|v| v as i8 - 16);
-            idot(&q, &y.qs) as f32 * (le(x.d) * le(y.d))
-        })
-        .sum()
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let q = five_bits(&x.qs, x.qh).map(|v| v as i8 - 16);
+        acc.add(b, le(x.d) * le(y.d), idot(&q, &y.qs));
+    }
+    acc.sum()
 }
 
 pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let q = five_bits(&x.qs, x.qh);
-            idot(&q, &y.qs) as f32 * (le(x.d) * le(y.d)) + le(x.m) * le(y.s)
-        })
-        .sum()
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        acc.add(b, le(x.d) * le(y.d), idot(&five_bits(&x.qs, x.qh), &y.qs));
+        acc.add_min(b, le(x.m) * le(y.s));
+    }
+    acc.sum()
 }
 
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    w.iter().zip(a).map(|(x, y)| idot(&x.qs, &y.qs) as f32 * (le(x.d) * le(y.d))).sum()
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        acc.add(b, le(x.d) * le(y.d), idot(&x.qs, &y.qs));
+    }
+    acc.sum()
 }
 
 fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {

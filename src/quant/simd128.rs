@@ -1,6 +1,7 @@
 //! wasm `simd128` dot products and activation quantizers. Products of 4-/5-/8-bit values are widened
-//! to i16 and summed exactly with `i32x4.dot_i16x8_s`; each block's integer sum is then scaled and
-//! accumulated in 4 f32 lanes.
+//! to i16 and summed exactly with `i32x4.dot_i16x8_s`; four blocks' sums are gathered into one
+//! vector and scaled and accumulated in the canonical order of `scalar::Acc4`, so the results are
+//! bit-identical to the scalar reference and to the native kernels.
 
 use super::f16::{le, to_le};
 use super::*;
@@ -39,7 +40,7 @@ fn fifth_bits(qh: [u8; 4]) -> (v128, v128) {
     )
 }
 
-/// Exact sum of 16 lane products of x (i8 or u8 < 128) and y (i8), as i32x4 partial sums.
+/// Exact sum of 16 lane products of x (i8, or u8 < 128) and y (i8), as i32x4 partial sums.
 #[inline(always)]
 fn dot16(x: v128, y: v128) -> v128 {
     let a = i32x4_dot_i16x8(i16x8_extend_low_i8x16(x), i16x8_extend_low_i8x16(y));
@@ -47,72 +48,94 @@ fn dot16(x: v128, y: v128) -> v128 {
     i32x4_add(a, b)
 }
 
+/// A block's 32 products as i32x4 partial sums.
 #[inline(always)]
-fn block_sum(x: (v128, v128), y: (v128, v128)) -> v128 {
-    f32x4_convert_i32x4(i32x4_add(dot16(x.0, y.0), dot16(x.1, y.1)))
+fn block_ints(x: (v128, v128), y: (v128, v128)) -> v128 {
+    i32x4_add(dot16(x.0, y.0), dot16(x.1, y.1))
+}
+
+/// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
+#[inline(always)]
+fn totals4(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
+    let a = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p0, p1), i32x4_shuffle::<2, 6, 3, 7>(p0, p1));
+    let b = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p2, p3), i32x4_shuffle::<2, 6, 3, 7>(p2, p3));
+    let t = i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a, b), i32x4_shuffle::<2, 3, 6, 7>(a, b));
+    f32x4_convert_i32x4(t)
 }
 
 #[inline(always)]
-fn hsum(v: v128) -> f32 {
-    f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v)
+fn total(p: v128) -> i32 {
+    i32x4_extract_lane::<0>(p) + i32x4_extract_lane::<1>(p) + i32x4_extract_lane::<2>(p) + i32x4_extract_lane::<3>(p)
+}
+
+/// The canonical accumulation of `scalar::Acc4`, four blocks per vector step.
+macro_rules! canonical_dot {
+    ($w:expr, $a:expr, $ints:expr, $scale:expr, $min:expr) => {{
+        let (w, a) = ($w, $a);
+        let n = w.len().min(a.len());
+        let full = n / 4 * 4;
+        let mut acc = f32x4_splat(0.0);
+        let mut accm = f32x4_splat(0.0);
+        let mut b = 0;
+        while b < full {
+            let s = totals4($ints(&w[b], &a[b]), $ints(&w[b + 1], &a[b + 1]), $ints(&w[b + 2], &a[b + 2]), $ints(&w[b + 3], &a[b + 3]));
+            let d = f32x4($scale(&w[b], &a[b]), $scale(&w[b + 1], &a[b + 1]), $scale(&w[b + 2], &a[b + 2]), $scale(&w[b + 3], &a[b + 3]));
+            acc = f32x4_add(acc, f32x4_mul(d, s));
+            let m = f32x4($min(&w[b], &a[b]), $min(&w[b + 1], &a[b + 1]), $min(&w[b + 2], &a[b + 2]), $min(&w[b + 3], &a[b + 3]));
+            accm = f32x4_add(accm, m);
+            b += 4;
+        }
+        let mut ad = [f32x4_extract_lane::<0>(acc), f32x4_extract_lane::<1>(acc), f32x4_extract_lane::<2>(acc), f32x4_extract_lane::<3>(acc)];
+        let mut am = [f32x4_extract_lane::<0>(accm), f32x4_extract_lane::<1>(accm), f32x4_extract_lane::<2>(accm), f32x4_extract_lane::<3>(accm)];
+        for b in full..n {
+            ad[b % 4] += $scale(&w[b], &a[b]) * total($ints(&w[b], &a[b])) as f32;
+            am[b % 4] += $min(&w[b], &a[b]);
+        }
+        ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
+    }};
 }
 
 #[inline(always)]
-fn fma(acc: v128, d: f32, p: v128) -> v128 {
-    f32x4_add(acc, f32x4_mul(f32x4_splat(d), p))
+fn no_min<X, Y>(_: &X, _: &Y) -> f32 {
+    0.0
 }
 
 pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
     let eight = i8x16_splat(8);
-    for (x, y) in w.iter().zip(a) {
+    let ints = |x: &BlockQ4_0, y: &BlockQ8_0| {
         let (lo, hi) = nibbles(&x.qs);
-        let q = (i8x16_sub(lo, eight), i8x16_sub(hi, eight));
-        acc = fma(acc, le(x.d) * le(y.d), block_sum(q, load_q8(&y.qs)));
-    }
-    hsum(acc)
+        block_ints((i8x16_sub(lo, eight), i8x16_sub(hi, eight)), load_q8(&y.qs))
+    };
+    canonical_dot!(w, a, ints, |x: &BlockQ4_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }
 
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
-    let mut mins = 0f32;
-    for (x, y) in w.iter().zip(a) {
-        acc = fma(acc, le(x.d) * le(y.d), block_sum(nibbles(&x.qs), load_q8(&y.qs)));
-        mins += le(x.m) * le(y.s);
-    }
-    hsum(acc) + mins
+    let ints = |x: &BlockQ4_1, y: &BlockQ8_1| block_ints(nibbles(&x.qs), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ4_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ4_1, y: &BlockQ8_1| le(x.m) * le(y.s))
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
     let sixteen = i8x16_splat(16);
-    for (x, y) in w.iter().zip(a) {
+    let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
-        let q = (i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen));
-        acc = fma(acc, le(x.d) * le(y.d), block_sum(q, load_q8(&y.qs)));
-    }
-    hsum(acc)
+        block_ints((i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen)), load_q8(&y.qs))
+    };
+    canonical_dot!(w, a, ints, |x: &BlockQ5_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }
 
 pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
-    let mut mins = 0f32;
-    for (x, y) in w.iter().zip(a) {
+    let ints = |x: &BlockQ5_1, y: &BlockQ8_1| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
-        acc = fma(acc, le(x.d) * le(y.d), block_sum((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs)));
-        mins += le(x.m) * le(y.s);
-    }
-    hsum(acc) + mins
+        block_ints((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs))
+    };
+    canonical_dot!(w, a, ints, |x: &BlockQ5_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ5_1, y: &BlockQ8_1| le(x.m) * le(y.s))
 }
 
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let mut acc = f32x4_splat(0.0);
-    for (x, y) in w.iter().zip(a) {
-        acc = fma(acc, le(x.d) * le(y.d), block_sum(load_q8(&x.qs), load_q8(&y.qs)));
-    }
-    hsum(acc)
+    let ints = |x: &BlockQ8_0, y: &BlockQ8_0| block_ints(load_q8(&x.qs), load_q8(&y.qs));
+    canonical_dot!(w, a, ints, |x: &BlockQ8_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
 }
 
 /// max |x| over a block of 32, and the 8 f32x4 vectors of the block.

@@ -25,6 +25,8 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
 }
 
+pub mod tiny;
+
 pub fn json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixture(name)).expect("fixture");
     serde_json::from_str(&text).expect("fixture json")

@@ -1,0 +1,165 @@
+#!/usr/bin/env node
+// hearth's development server: no dependencies, loopback only.
+//
+//   http://127.0.0.1:$PORT/      www/ and /models/, cross-origin isolated (COOP same-origin +
+//                                 COEP require-corp + CORP same-origin): the chat page, and the
+//                                 page where a threaded build (www/pkg-threads/) may run.
+//   http://127.0.0.1:$PORT+1/    the same files WITHOUT COOP/COEP, as an ordinary site that embeds
+//                                 <hearth-chat> would serve them (crossOriginIsolated is false there).
+//
+// Models are served with Content-Length, Accept-Ranges and single-range requests (206 / 416).
+// Environment: PORT (8080), PLAIN_PORT (PORT+1), HOST (127.0.0.1), HEARTH_WWW (www/), HEARTH_MODELS (models/),
+// HEARTH_QUIET=1 to skip the request log. Prints one line `listening <isolated-url> <plain-url>`
+// once both listeners are up (the browser tests wait for it).
+
+import { createServer } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const WWW = resolve(process.env.HEARTH_WWW ?? join(ROOT, 'www'));
+const MODELS = resolve(process.env.HEARTH_MODELS ?? join(ROOT, 'models'));
+const HOST = process.env.HOST ?? '127.0.0.1';
+const PORT = Number(process.env.PORT ?? 8080);
+const QUIET = process.env.HEARTH_QUIET === '1';
+
+const MIME = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.webmanifest': 'application/manifest+json; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.txt': 'text/plain; charset=utf-8',
+  '.md': 'text/plain; charset=utf-8',
+  '.gguf': 'application/octet-stream',
+};
+
+/** Maps a URL path to a file under `base`, or null when it would escape it. */
+function within(base, urlPath) {
+  const rel = normalize(decodeURIComponent(urlPath)).replace(/^([/\\])+/, '');
+  const full = resolve(base, rel);
+  return full === base || full.startsWith(base + sep) ? full : null;
+}
+
+/** Parses a single `bytes=` range against `size`: {start, end} (inclusive), 'invalid', or null (none). */
+export function parseRange(header, size) {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return 'invalid'; // multi-range or junk: not served
+  let start, end;
+  if (m[1] === '') {
+    // suffix: the last N bytes
+    const n = Number(m[2]);
+    if (n === 0) return 'invalid';
+    start = Math.max(0, size - n);
+    end = size - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  return start > end || start >= size ? 'invalid' : { start, end };
+}
+
+function handler(isolated) {
+  return async (req, res) => {
+    const t0 = Date.now();
+    res.on('finish', () => {
+      if (!QUIET) console.log(`${isolated ? 'iso ' : 'plain'} ${req.method} ${req.url} ${res.statusCode} ${Date.now() - t0}ms`);
+    });
+    if (isolated) {
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+      res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+      res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+    } else {
+      // An embedding site may load the module, worker and wasm from here.
+      res.setHeader('Cross-Origin-Resource-Policy', 'cross-origin');
+      res.setHeader('Access-Control-Allow-Origin', '*');
+    }
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    let path;
+    try {
+      path = new URL(req.url, 'http://x').pathname;
+    } catch {
+      res.writeHead(400).end();
+      return;
+    }
+    const isModel = path.startsWith('/models/');
+    let file = isModel ? within(MODELS, path.slice('/models/'.length)) : within(WWW, path);
+    if (!file) {
+      res.writeHead(403).end();
+      return;
+    }
+    let st = await stat(file).catch(() => null);
+    if (st?.isDirectory()) {
+      if (!path.endsWith('/')) {
+        res.writeHead(301, { Location: path + '/' }).end();
+        return;
+      }
+      file = join(file, 'index.html');
+      st = await stat(file).catch(() => null);
+    }
+    if (!st?.isFile()) {
+      res.writeHead(404, { 'Content-Type': 'text/plain; charset=utf-8' }).end('not found\n');
+      return;
+    }
+    const headers = {
+      'Content-Type': MIME[extname(file).toLowerCase()] ?? 'application/octet-stream',
+      'Last-Modified': st.mtime.toUTCString(),
+      ETag: `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`,
+      // The app revalidates (the service worker handles offline); models are stored by the page.
+      'Cache-Control': 'no-cache',
+      'Accept-Ranges': 'bytes',
+    };
+    const range = parseRange(req.headers.range, st.size);
+    if (range === 'invalid') {
+      res.writeHead(416, { ...headers, 'Content-Range': `bytes */${st.size}` }).end();
+      return;
+    }
+    const { start, end } = range ?? { start: 0, end: st.size - 1 };
+    if (range) headers['Content-Range'] = `bytes ${start}-${end}/${st.size}`;
+    headers['Content-Length'] = String(Math.max(0, end - start + 1));
+    res.writeHead(range ? 206 : 200, headers);
+    if (req.method === 'HEAD' || st.size === 0) {
+      res.end();
+      return;
+    }
+    const stream = createReadStream(file, { start, end });
+    stream.on('error', () => res.destroy());
+    req.on('close', () => stream.destroy());
+    stream.pipe(res);
+  };
+}
+
+function listen(port, isolated) {
+  return new Promise((ok, fail) => {
+    const server = createServer(handler(isolated));
+    server.on('error', fail);
+    server.listen(port, HOST, () => ok(server));
+  });
+}
+
+const isolated = await listen(PORT, true);
+// PORT=0 (the tests) picks free ports for both; otherwise the plain one is PORT+1 unless PLAIN_PORT says.
+const plain = await listen(Number(process.env.PLAIN_PORT ?? (PORT === 0 ? 0 : PORT + 1)), false);
+const url = (s) => `http://${HOST}:${s.address().port}/`;
+console.log(`listening ${url(isolated)} ${url(plain)}`);
+console.log(`  ${url(isolated)}  chat page (cross-origin isolated)`);
+console.log(`  ${url(plain)}  same files without COOP/COEP (embed demo: ${url(plain)}embed.html)`);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    isolated.close();
+    plain.close();
+    process.exit(0);
+  });
+}
