@@ -118,11 +118,13 @@ enum Cmd {
     },
     /// Perplexity as llama.cpp's llama-perplexity computes it.
     Perplexity {
-        #[command(flatten)]
-        model: ModelArg,
+        /// GGUF model file (default: as for the other commands).
+        #[arg(long, short)]
+        model: Option<PathBuf>,
         #[arg(long)]
         file: PathBuf,
-        #[arg(long = "chunk", default_value_t = 512, alias = "ctx-size")]
+        /// Tokens per chunk (llama-perplexity's -c).
+        #[arg(long, default_value_t = 512)]
         ctx: usize,
         #[arg(long)]
         json: bool,
@@ -326,11 +328,11 @@ fn chat(model: ModelArg, system: Option<String>, sample: SampleArgs) -> Result<(
 /// llama-perplexity's definition: text with one trailing newline removed, tokenized without BOS
 /// and without special parsing; non-overlapping chunks of `ctx` tokens from an empty cache; the
 /// second half of each chunk scored (positions ctx/2 .. ctx-2 predict the next token).
-fn perplexity(model: ModelArg, file: PathBuf, ctx: usize, json: bool) -> Result<()> {
+fn perplexity(model: Option<PathBuf>, file: PathBuf, ctx: usize, json: bool) -> Result<()> {
     if ctx < 4 {
-        return Err(Error::InvalidArgument("--chunk must be at least 4".into()));
+        return Err(Error::InvalidArgument("--ctx must be at least 4".into()));
     }
-    let (engine, _, _) = open(&ModelArg { ctx: Some(1), ..model })?;
+    let (engine, _, _) = open(&ModelArg { model, ctx: Some(1) })?;
     let mut session = Session::with_batch(engine.clone(), ctx, 512)?;
     let mut text = std::fs::read_to_string(&file)?;
     if text.ends_with('\n') {

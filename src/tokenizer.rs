@@ -97,12 +97,36 @@ const EOG_TEXTS: &[&str] = &[
     "<｜end▁of▁sentence｜>",
     "[e~[",
 ];
-const FIM_PRE_TEXTS: &[&str] =
-    &["<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"];
-const FIM_SUF_TEXTS: &[&str] =
-    &["<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"];
-const FIM_MID_TEXTS: &[&str] =
-    &["<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"];
+const FIM_PRE_TEXTS: &[&str] = &[
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+];
+const FIM_SUF_TEXTS: &[&str] = &[
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+];
+const FIM_MID_TEXTS: &[&str] = &[
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+];
 const FIM_PAD_TEXTS: &[&str] = &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"];
 const FIM_REP_TEXTS: &[&str] = &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"];
 const FIM_SEP_TEXTS: &[&str] = &["<|file_sep|>"];
@@ -230,10 +254,13 @@ pub struct Tokenizer {
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
-            .field("model", &match self.model {
-                Model::Bpe(_) => "gpt2 (byte-level BPE)",
-                Model::Spm { .. } => "llama (SentencePiece-style)",
-            })
+            .field(
+                "model",
+                &match self.model {
+                    Model::Bpe(_) => "gpt2 (byte-level BPE)",
+                    Model::Spm { .. } => "llama (SentencePiece-style)",
+                },
+            )
             .field("vocab_size", &self.tokens.len())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
@@ -331,7 +358,9 @@ impl Tokenizer {
         // Special ids named by the GGUF must be inside the vocabulary.
         let id_key = |key: &str| -> Result<Option<u32>> {
             match g.opt_u32(key)? {
-                Some(id) if id as usize >= n => Err(bad(key, format!("token id {id} is outside the vocabulary of {n}"))),
+                Some(id) if id as usize >= n => {
+                    Err(bad(key, format!("token id {id} is outside the vocabulary of {n}")))
+                }
                 other => Ok(other),
             }
         };
@@ -399,7 +428,7 @@ impl Tokenizer {
             let call = eog_with(&eog, "<|call|>").is_some() || eog_with(&eog, "<|calls|>").is_some();
             let ret = eog_with(&eog, "<|return|>").is_some();
             let flush = eog_with(&eog, "<|flush|>").is_some();
-            if (ret && call) || (call && flush) {
+            if call && (ret || flush) {
                 eog.retain(|&id| id != end);
                 attrs[end as usize] = ATTR_USER_DEFINED;
             }
@@ -684,14 +713,15 @@ impl Tokenizer {
         }
 
         let mut queue = BinaryHeap::new();
-        let try_add = |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-            let (Some(l), Some(r)) = (left, right) else { return };
-            let (a, b) = (symbols[l], symbols[r]);
-            let piece = &text[a.start..a.start + a.len + b.len];
-            if let Some(&id) = self.token_to_id.get(piece) {
-                queue.push(Bigram { score: scores[id as usize], left: l, right: r, len: piece.len() });
-            }
-        };
+        let try_add =
+            |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
+                let (Some(l), Some(r)) = (left, right) else { return };
+                let (a, b) = (symbols[l], symbols[r]);
+                let piece = &text[a.start..a.start + a.len + b.len];
+                if let Some(&id) = self.token_to_id.get(piece) {
+                    queue.push(Bigram { score: scores[id as usize], left: l, right: r, len: piece.len() });
+                }
+            };
         for i in 1..symbols.len() {
             try_add(&symbols, &mut queue, Some(i - 1), Some(i));
         }

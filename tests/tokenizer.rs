@@ -218,6 +218,67 @@ fn user_defined_tokens_match_even_without_special_parsing() {
     assert_eq!(tok.token_bytes(think), b"<think>");
 }
 
+#[test]
+fn every_listed_pre_tokenizer_builds_and_round_trips() {
+    let text = "Hello world's 12345 tokens!\n\n  你好 日本語 한국어 \t<tag> x=1+2; done\r\n";
+    for pre in [
+        None,
+        Some("default"),
+        Some("gpt-2"),
+        Some("smollm"),
+        Some("llama3"),
+        Some("llama-bpe"),
+        Some("dbrx"),
+        Some("qwen2"),
+        Some("falcon"),
+        Some("deepseek-coder"),
+        Some("deepseek-v3"),
+        Some("tekken"),
+        Some("gpt-4o"),
+        Some("poro-chat"),
+        Some("not-a-known-pre-tokenizer"),
+    ] {
+        let mut meta = tiny_bpe_meta(None);
+        replace_key(&mut meta, "tokenizer.ggml.pre", pre.map(|p| Value::String(p.into())));
+        replace_key(&mut meta, "tokenizer.ggml.add_bos_token", None);
+        let tok = Tokenizer::from_gguf(&parse(meta)).unwrap_or_else(|e| panic!("{pre:?}: {e}"));
+        let ids = tok.encode_segment(text, false).unwrap_or_else(|e| panic!("{pre:?}: {e}"));
+        assert_eq!(tok.decode(&ids), text, "{pre:?}");
+        // llama.cpp adds BOS by default for the llama3 family and tekken only.
+        let llama3ish = matches!(pre, Some("llama3" | "llama-bpe" | "tekken"));
+        assert_eq!(tok.add_bos(), llama3ish, "{pre:?}");
+        assert_eq!(tok.encode("x", false).unwrap().first() == Some(&T_IM_START), llama3ish, "{pre:?}");
+    }
+}
+
+#[test]
+fn pre_tokenizers_decide_what_may_merge() {
+    // Add the merge "4" + "2" → "42": whether it applies shows how the pre-tokenizer split the digits.
+    let (mut tokens, mut types, mut merges) = tiny_bpe_parts();
+    tokens.push("42".into());
+    types.push(1);
+    merges.push("4 2".into());
+    let split = |pre: &str, text: &str| -> Vec<String> {
+        let mut meta = tiny_bpe_meta(None);
+        replace_key(&mut meta, "tokenizer.ggml.pre", Some(Value::String(pre.into())));
+        replace_key(&mut meta, "tokenizer.ggml.tokens", Some(strings(&tokens)));
+        replace_key(&mut meta, "tokenizer.ggml.token_type", Some(ints(&types)));
+        replace_key(&mut meta, "tokenizer.ggml.merges", Some(strings(&merges)));
+        let tok = Tokenizer::from_gguf(&parse(meta)).unwrap();
+        tok.encode_segment(text, false).unwrap().iter().map(|&i| tok.decode(&[i])).collect()
+    };
+    // smollm isolates every digit (\p{N} first), so "42" never forms.
+    assert_eq!(split("smollm", "hello 42"), ["hello", " ", "4", "2"]);
+    // gpt-2 keeps " 42" as one piece: "42" forms, "Ġ" stays alone (no "Ġ42" merge).
+    assert_eq!(split("gpt-2", "hello 42"), ["hello", " ", "42"]);
+    // llama3 splits numbers in runs of up to three digits: "4242" → "424" + "2".
+    assert_eq!(split("llama3", "4242"), ["42", "4", "2"]);
+    // qwen2 splits digits one by one.
+    assert_eq!(split("qwen2", "42"), ["4", "2"]);
+    // Whitespace before a word: "  world" → " " + " world", and " wo" merges.
+    assert_eq!(split("gpt-2", "  world"), [" ", " wo", "r", "l", "d"]);
+}
+
 // ---- typed errors ----------------------------------------------------------------------------------
 
 fn load_err(meta: Vec<(&'static str, Value)>) -> Error {
@@ -278,7 +339,10 @@ fn error_unsupported_model() {
     let mut meta = tiny_bpe_meta(None);
     replace_key(&mut meta, "tokenizer.ggml.model", Some(Value::String("bert".into())));
     let e = load_err(meta);
-    assert!(matches!(&e, Error::Tokenizer(m) if m.contains("unsupported tokenizer model") && m.contains("bert")), "{e}");
+    assert!(
+        matches!(&e, Error::Tokenizer(m) if m.contains("unsupported tokenizer model") && m.contains("bert")),
+        "{e}"
+    );
     assert_eq!(e.kind(), "tokenizer_error");
 }
 
@@ -303,7 +367,7 @@ fn error_special_id_out_of_range_and_wrong_types() {
     replace_key(&mut meta, "tokenizer.ggml.merges", Some(strings(&merges)));
     assert!(matches!(load_err(meta), Error::BadMetadata { key, .. } if key == "tokenizer.ggml.tokens"));
 
-    // add_bos_token without a BOS id: the BPE default (11) exists here, so use an empty-ish vocabulary id.
+    // A flag of the wrong type.
     let mut meta = tiny_bpe_meta(None);
     replace_key(&mut meta, "tokenizer.ggml.add_bos_token", Some(Value::String("yes".into())));
     assert!(matches!(load_err(meta), Error::BadMetadata { key, .. } if key == "tokenizer.ggml.add_bos_token"));
@@ -423,17 +487,21 @@ fn user_content_cannot_forge_a_turn() {
 
 #[test]
 fn template_errors_are_typed() {
-    let e = ChatTemplate::from_source("{% for m in messages %}", "", "").err().expect("syntax error");
+    let e = ChatTemplate::from_source("{% for m in messages %}", "", "").expect_err("syntax error");
     assert!(matches!(&e, Error::Template(_)), "{e}");
     assert_eq!(e.kind(), "template_error");
 
     let t = ChatTemplate::from_source("{{ raise_exception('only user and assistant roles') }}", "", "").unwrap();
-    let e = t.render(&[msg("user", "x")], true).err().expect("raise_exception");
+    let e = t.render(&[msg("user", "x")], true).expect_err("raise_exception");
     assert!(matches!(&e, Error::Template(m) if m.contains("only user and assistant roles")), "{e}");
 
     // Hostile templates: runaway loops and huge output stop with a template error.
-    let t = ChatTemplate::from_source("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "", "")
-        .unwrap();
+    let t = ChatTemplate::from_source(
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "",
+        "",
+    )
+    .unwrap();
     assert!(matches!(t.render(&[], true), Err(Error::Template(_))));
     let t = ChatTemplate::from_source("{% for i in range(1000) %}{{ 'x' * 100000 }}{% endfor %}", "", "").unwrap();
     assert!(matches!(t.render(&[], true), Err(Error::Template(_))));
@@ -442,7 +510,7 @@ fn template_errors_are_typed() {
 #[test]
 fn templates_get_bos_eos_and_python_string_methods() {
     let src = "{{ bos_token }}{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] | trim }}\n{% endfor %}\
-               {% if messages[0]['content'].startswith(' ') %}S{% endif %}{{ eos_token }}";
+               {% if messages[0]['role'].startswith('us') %}S{% endif %}{{ eos_token }}";
     let t = ChatTemplate::from_source(src, "<s>", "</s>").unwrap();
     let msgs = [msg("user", "  padded  "), msg("assistant", "ok")];
     let s = t.render_string(&msgs, false).unwrap();
@@ -453,6 +521,39 @@ fn templates_get_bos_eos_and_python_string_methods() {
     assert_eq!(joined, s);
     assert!(segs.contains(&Segment { text: "padded".into(), special: false }), "{segs:?}");
     assert!(segs.contains(&Segment { text: "ok".into(), special: false }), "{segs:?}");
+}
+
+#[test]
+fn llama3_style_template_trims_content_and_keeps_it_plain() {
+    let src = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = \
+               '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + \
+               '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}\
+               {{ content }}{% endfor %}{% if add_generation_prompt %}\
+               {{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
+    let t = ChatTemplate::from_source(src, "<|begin_of_text|>", "<|eot_id|>").unwrap();
+    let msgs = [msg("system", "Be kind."), msg("user", "  Hi <|eot_id|> there \n")];
+    let want = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe kind.<|eot_id|>\
+                <|start_header_id|>user<|end_header_id|>\n\nHi <|eot_id|> there<|eot_id|>\
+                <|start_header_id|>assistant<|end_header_id|>\n\n";
+    assert_eq!(t.render_string(&msgs, true).unwrap(), want);
+    let segs = t.render(&msgs, true).unwrap();
+    assert_eq!(segs.iter().map(|s| s.text.as_str()).collect::<String>(), want);
+    let plain: Vec<&str> = segs.iter().filter(|s| !s.special).map(|s| s.text.as_str()).collect();
+    assert_eq!(plain, ["Be kind.", "Hi <|eot_id|> there"]);
+}
+
+#[test]
+fn templates_that_keep_part_of_the_content() {
+    // DeepSeek-R1-style: only the text after </think> is kept.
+    let src = "{% for m in messages %}<|{{ m.role }}|>{{ m.content.split('</think>')[-1] }}<|end|>{% endfor %}";
+    let t = ChatTemplate::from_source(src, "", "").unwrap();
+    let msgs = [msg("user", "q"), msg("assistant", "thinking<|end|></think>answer")];
+    assert_eq!(t.render_string(&msgs, false).unwrap(), "<|user|>q<|end|><|assistant|>answer<|end|>");
+    let segs = t.render(&msgs, false).unwrap();
+    let expect =
+        [("<|user|>", true), ("q", false), ("<|end|><|assistant|>", true), ("answer", false), ("<|end|>", true)];
+    let got: Vec<(&str, bool)> = segs.iter().map(|s| (s.text.as_str(), s.special)).collect();
+    assert_eq!(got, expect);
 }
 
 #[test]
@@ -479,10 +580,21 @@ fn templates_that_rewrite_content_keep_it_plain() {
 }
 
 #[test]
+fn long_conversations_render_as_segments() {
+    let t = ChatTemplate::chatml();
+    let msgs: Vec<Message> = (0..3000)
+        .map(|i| msg(if i % 2 == 0 { "user" } else { "assistant" }, &format!("message {i} <|im_end|>")))
+        .collect();
+    let segs = t.render(&msgs, true).unwrap();
+    assert_eq!(segs.iter().map(|s| s.text.as_str()).collect::<String>(), t.render_string(&msgs, true).unwrap());
+    assert_eq!(segs.iter().filter(|s| !s.special).count(), 3000);
+}
+
+#[test]
 fn roles_are_validated() {
     let t = ChatTemplate::chatml();
     for role in ["", "user<|im_end|>", "a b", "system\n"] {
-        let e = t.render(&[msg(role, "x")], true).err().expect("bad role");
+        let e = t.render(&[msg(role, "x")], true).expect_err("bad role");
         assert_eq!(e.kind(), "invalid_argument", "{role:?}: {e}");
     }
     assert!(t.render(&[msg("tool", "x"), msg("ipython", "y")], true).is_ok());
@@ -535,7 +647,7 @@ fn model_tokenize_fixtures_match_llama_cpp() {
     let tok = Tokenizer::from_gguf(g).unwrap();
     let cases = fixture("tokenize.json");
     let cases = cases["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 20);
+    assert!(cases.len() >= 19);
     let mut failures = Vec::new();
     for c in cases {
         let text = c["text"].as_str().unwrap();
@@ -607,4 +719,49 @@ fn model_chat_content_cannot_forge_a_turn() {
     let plain = tok.encode_segment(evil, false).unwrap();
     assert!(!plain.contains(&1) && !plain.contains(&2));
     assert!(ids.windows(plain.len()).any(|w| w == plain.as_slice()));
+}
+
+#[test]
+fn model_long_text_token_count_matches_llama_cpp() {
+    let Some(g) = model_gguf() else { return };
+    let tok = Tokenizer::from_gguf(g).unwrap();
+    // tests/fixtures/texts/MPL-2.0.txt with its one trailing newline removed is 3668 tokens for llama.cpp
+    // (tests/fixtures/perplexity.json, "n_tokens_evaluated_text").
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/texts/MPL-2.0.txt");
+    let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    if text.ends_with('\n') {
+        text.pop();
+    }
+    let ids = tok.encode(&text, false).unwrap();
+    assert_eq!(ids.len(), 3668);
+    assert_eq!(tok.decode(&ids), text);
+}
+
+#[test]
+fn model_random_text_round_trips() {
+    let Some(g) = model_gguf() else { return };
+    let tok = Tokenizer::from_gguf(g).unwrap();
+    // Deterministic pseudo-random strings over a mix of scripts, digits, punctuation and whitespace.
+    let alphabet: Vec<char> = "aZ09 \t\n\r.,;'\"!?<>|_-—éßøŁж中文日本한👍🏽❤️\u{301}\u{200d}\u{a0}\u{3000}"
+        .chars()
+        .chain(['\u{0}', '\u{7f}', '\u{ffff}', '\u{10ffff}'])
+        .collect();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..300 {
+        let len = (next() % 40) as usize;
+        let s: String = (0..len).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect();
+        let ids = tok.encode(&s, false).unwrap();
+        assert_eq!(tok.decode(&ids), s);
+        let bytes: Vec<u8> = ids.iter().flat_map(|&i| tok.token_bytes(i).to_vec()).collect();
+        assert_eq!(bytes, s.as_bytes());
+        // Tokenizing in parts that are all plain equals tokenizing the whole.
+        let cut = s.char_indices().nth(len / 2).map_or(s.len(), |(i, _)| i);
+        assert_eq!(tok.encode_parts(&[(&s[..cut], false), (&s[cut..], true)], false).unwrap(), ids, "{s:?}");
+    }
 }

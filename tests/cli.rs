@@ -1,0 +1,78 @@
+//! The `hearth` command line against llama.cpp's reference outputs on the default model:
+//! tokenize, generate --raw --json, and perplexity within 1% of llama-perplexity.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn hearth(args: &[&str]) -> (String, String, bool) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth")).args(args).output().expect("run hearth");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned(), out.status.success())
+}
+
+#[test]
+fn tokenize_matches_llama_tokenize() {
+    let Some(model) = model_path() else { return };
+    let model = model.to_str().unwrap();
+    let cases = json("tokenize.json");
+    for case in cases["cases"].as_array().unwrap().iter().take(6) {
+        let text = case["text"].as_str().unwrap();
+        let mut args = vec!["tokenize", "--model", model, "--text", text, "--json"];
+        if !case["parse_special"].as_bool().unwrap() {
+            args.push("--no-special");
+        }
+        let (out, err, ok) = hearth(&args);
+        assert!(ok, "{err}");
+        let ids: Vec<u32> = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(ids, common::ids(&case["ids"]), "{text:?}");
+    }
+}
+
+#[test]
+fn generate_raw_json_is_greedy_llama_cpp() {
+    let Some(model) = model_path() else { return };
+    let cases = json("greedy.json");
+    // a continuation that matches llama.cpp to the end (model_fixtures shows which ones do)
+    let case = cases["cases"].as_array().unwrap().iter().find(|c| c["name"] == "capital_france").unwrap();
+    let prompt = case["prompt"].as_str().unwrap();
+    let (out, err, ok) = hearth(&["generate", "--model", model.to_str().unwrap(), "--raw", "--prompt", prompt, "--max-tokens", "24", "--temperature", "0", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(ids(&v["prompt_tokens"]), ids(&case["prompt_ids"]));
+    let tokens = ids(&v["tokens"]);
+    assert_eq!(tokens, ids(&case["generated_ids"])[..24]);
+    assert!(v["text"].as_str().unwrap().len() > 10);
+}
+
+#[test]
+fn json_errors_are_typed() {
+    let (out, _, ok) = hearth(&["tokenize", "--model", "/nonexistent/model.gguf", "--text", "x", "--json"]);
+    assert!(!ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["type"], "io_error");
+    let garbage = std::env::temp_dir().join("hearth-garbage.gguf");
+    std::fs::write(&garbage, b"this is not a model at all, just text").unwrap();
+    let (out, _, ok) = hearth(&["generate", "--model", garbage.to_str().unwrap(), "--prompt", "x", "--json"]);
+    assert!(!ok);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["error"]["type"], "load_error");
+    assert!(v["error"]["message"].as_str().unwrap().contains("not a GGUF file"));
+}
+
+#[test]
+fn perplexity_within_one_percent_of_llama_cpp() {
+    let Some(model) = model_path() else { return };
+    let reference = json("perplexity.json");
+    for run in reference["runs"].as_array().unwrap() {
+        let ctx = run["n_ctx"].as_u64().unwrap().to_string();
+        let file = fixture(run["copy"].as_str().unwrap());
+        let (out, err, ok) = hearth(&["perplexity", "--model", model.to_str().unwrap(), "--file", file.to_str().unwrap(), "--ctx", &ctx, "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        let (ours, theirs) = (v["ppl"].as_f64().unwrap(), run["ppl"].as_f64().unwrap());
+        println!("ctx {ctx}: ppl {ours:.4} vs llama.cpp {theirs:.4} ({:+.3}%)", (ours / theirs - 1.0) * 100.0);
+        assert_eq!(v["scored_tokens"], run["scored_tokens"]);
+        assert!((ours / theirs - 1.0).abs() < 0.01, "ctx {ctx}: {ours} vs {theirs}");
+    }
+}
