@@ -3,14 +3,13 @@
 //! scaled and accumulated in the canonical order of `scalar::Acc4`, so the result is bit-identical
 //! to the scalar reference and to the wasm kernels.
 
-use super::f16::le;
 use super::*;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 pub fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2"))
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("f16c"))
 }
 
 /// 16 packed bytes → 32 nibbles (elements 0..15 from the low nibbles, 16..31 from the high ones).
@@ -67,70 +66,85 @@ unsafe fn total(p: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Runs the canonical accumulation (see `scalar::Acc4`) over blocks: `$ints(x, y)` gives a block's
-/// integer partial sums, `$scale(x, y)` its d_w·d_a, `$min(x, y)` its m_w·s_a (or 0.0).
+/// Four f16 values (bits) as f32 lanes (F16C: exact, like `f16::to_f32`).
+#[inline(always)]
+unsafe fn f16x4(a: u16, b: u16, c: u16, d: u16) -> __m128 {
+    _mm_cvtph_ps(_mm_setr_epi16(a as i16, b as i16, c as i16, d as i16, 0, 0, 0, 0))
+}
+
+#[inline(always)]
+fn h(b: [u8; 2]) -> u16 {
+    u16::from_le_bytes(b)
+}
+
+/// Runs the canonical accumulation (see `scalar::Acc4`) over blocks, four at a time: `$ints(x, y)`
+/// gives a block's integer partial sums; `$dw`/`$da` the f16 scales of weight and activation block;
+/// `$mw`/`$sa` (optional) the weight minimum and the activation sum.
 macro_rules! canonical_dot {
-    ($w:expr, $a:expr, $ints:expr, $scale:expr, $min:expr) => {{
+    ($w:expr, $a:expr, $ints:expr, $dw:expr, $da:expr $(, $mw:expr, $sa:expr)?) => {{
         let (w, a) = ($w, $a);
         let n = w.len().min(a.len());
         let full = n / 4 * 4;
         let mut acc = _mm_setzero_ps();
+        #[allow(unused_mut)]
         let mut accm = _mm_setzero_ps();
         let mut b = 0;
         while b < full {
-            let s = totals4($ints(&w[b], &a[b]), $ints(&w[b + 1], &a[b + 1]), $ints(&w[b + 2], &a[b + 2]), $ints(&w[b + 3], &a[b + 3]));
-            let d = _mm_setr_ps($scale(&w[b], &a[b]), $scale(&w[b + 1], &a[b + 1]), $scale(&w[b + 2], &a[b + 2]), $scale(&w[b + 3], &a[b + 3]));
-            acc = _mm_add_ps(acc, _mm_mul_ps(d, s));
-            let m = _mm_setr_ps($min(&w[b], &a[b]), $min(&w[b + 1], &a[b + 1]), $min(&w[b + 2], &a[b + 2]), $min(&w[b + 3], &a[b + 3]));
-            accm = _mm_add_ps(accm, m);
+            let (w4, a4) = (&w[b..b + 4], &a[b..b + 4]);
+            let s = totals4($ints(&w4[0], &a4[0]), $ints(&w4[1], &a4[1]), $ints(&w4[2], &a4[2]), $ints(&w4[3], &a4[3]));
+            let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
+            let da = f16x4($da(&a4[0]), $da(&a4[1]), $da(&a4[2]), $da(&a4[3]));
+            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(dw, da), s));
+            $(
+                let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3]));
+                let sa = f16x4($sa(&a4[0]), $sa(&a4[1]), $sa(&a4[2]), $sa(&a4[3]));
+                accm = _mm_add_ps(accm, _mm_mul_ps(mw, sa));
+            )?
             b += 4;
         }
         let mut ad = [0f32; 4];
+        #[allow(unused_mut)]
         let mut am = [0f32; 4];
         _mm_storeu_ps(ad.as_mut_ptr(), acc);
         _mm_storeu_ps(am.as_mut_ptr(), accm);
         for b in full..n {
-            ad[b % 4] += $scale(&w[b], &a[b]) * total($ints(&w[b], &a[b])) as f32;
-            am[b % 4] += $min(&w[b], &a[b]);
+            let scale = super::f16::to_f32($dw(&w[b])) * super::f16::to_f32($da(&a[b]));
+            ad[b % 4] += scale * total($ints(&w[b], &a[b])) as f32;
+            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * super::f16::to_f32($sa(&a[b])); )?
         }
         ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
     }};
 }
 
-#[inline(always)]
-fn no_min<X, Y>(_: &X, _: &Y) -> f32 {
-    0.0
-}
-
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
     let ints = |x: &BlockQ4_0, y: &BlockQ8_0| dot_i8_i8(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8)), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }
 
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let ints = |x: &BlockQ4_1, y: &BlockQ8_1| dot_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ4_1, y: &BlockQ8_1| le(x.m) * le(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ4_1| h(x.m), |y: &BlockQ8_1| h(y.s))
 }
 
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
     let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
         let q = _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
         dot_i8_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }
 
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
     let ints = |x: &BlockQ5_1, y: &BlockQ8_1| dot_u8_i8(_mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh)), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ5_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ5_1, y: &BlockQ8_1| le(x.m) * le(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ5_1| h(x.m), |y: &BlockQ8_1| h(y.s))
 }
 
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let ints = |x: &BlockQ8_0, y: &BlockQ8_0| dot_i8_i8(load_q8(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ8_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }

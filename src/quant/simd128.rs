@@ -3,7 +3,7 @@
 //! vector and scaled and accumulated in the canonical order of `scalar::Acc4`, so the results are
 //! bit-identical to the scalar reference and to the native kernels.
 
-use super::f16::{le, to_le};
+use super::f16::to_le;
 use super::*;
 use core::arch::wasm32::*;
 
@@ -68,36 +68,59 @@ fn total(p: v128) -> i32 {
     i32x4_extract_lane::<0>(p) + i32x4_extract_lane::<1>(p) + i32x4_extract_lane::<2>(p) + i32x4_extract_lane::<3>(p)
 }
 
-/// The canonical accumulation of `scalar::Acc4`, four blocks per vector step.
+/// Four f16 values (bits) as f32 lanes, exactly as `f16::to_f32` converts each.
+#[inline(always)]
+fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
+    let v = u32x4(a as u32, b as u32, c as u32, d as u32);
+    let sign = i32x4_shl(v128_and(v, u32x4_splat(0x8000)), 16);
+    let em = v128_and(v, u32x4_splat(0x7fff));
+    let shifted = i32x4_shl(em, 13);
+    let finite = f32x4_mul(shifted, f32x4_splat(f32::from_bits(0x7780_0000)));
+    let inf_nan = v128_or(shifted, u32x4_splat(0x7f80_0000));
+    let special = u32x4_ge(em, u32x4_splat(0x7c00));
+    v128_or(v128_bitselect(inf_nan, finite, special), sign)
+}
+
+#[inline(always)]
+fn h(b: [u8; 2]) -> u16 {
+    u16::from_le_bytes(b)
+}
+
+/// The canonical accumulation of `scalar::Acc4`, four blocks per vector step: `$ints(x, y)` gives a
+/// block's integer partial sums; `$dw`/`$da` the f16 scales; `$mw`/`$sa` (optional) the weight
+/// minimum and the activation sum.
 macro_rules! canonical_dot {
-    ($w:expr, $a:expr, $ints:expr, $scale:expr, $min:expr) => {{
+    ($w:expr, $a:expr, $ints:expr, $dw:expr, $da:expr $(, $mw:expr, $sa:expr)?) => {{
         let (w, a) = ($w, $a);
         let n = w.len().min(a.len());
         let full = n / 4 * 4;
         let mut acc = f32x4_splat(0.0);
+        #[allow(unused_mut)]
         let mut accm = f32x4_splat(0.0);
         let mut b = 0;
         while b < full {
-            let s = totals4($ints(&w[b], &a[b]), $ints(&w[b + 1], &a[b + 1]), $ints(&w[b + 2], &a[b + 2]), $ints(&w[b + 3], &a[b + 3]));
-            let d = f32x4($scale(&w[b], &a[b]), $scale(&w[b + 1], &a[b + 1]), $scale(&w[b + 2], &a[b + 2]), $scale(&w[b + 3], &a[b + 3]));
-            acc = f32x4_add(acc, f32x4_mul(d, s));
-            let m = f32x4($min(&w[b], &a[b]), $min(&w[b + 1], &a[b + 1]), $min(&w[b + 2], &a[b + 2]), $min(&w[b + 3], &a[b + 3]));
-            accm = f32x4_add(accm, m);
+            let (w4, a4) = (&w[b..b + 4], &a[b..b + 4]);
+            let s = totals4($ints(&w4[0], &a4[0]), $ints(&w4[1], &a4[1]), $ints(&w4[2], &a4[2]), $ints(&w4[3], &a4[3]));
+            let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
+            let da = f16x4($da(&a4[0]), $da(&a4[1]), $da(&a4[2]), $da(&a4[3]));
+            acc = f32x4_add(acc, f32x4_mul(f32x4_mul(dw, da), s));
+            $(
+                let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3]));
+                let sa = f16x4($sa(&a4[0]), $sa(&a4[1]), $sa(&a4[2]), $sa(&a4[3]));
+                accm = f32x4_add(accm, f32x4_mul(mw, sa));
+            )?
             b += 4;
         }
         let mut ad = [f32x4_extract_lane::<0>(acc), f32x4_extract_lane::<1>(acc), f32x4_extract_lane::<2>(acc), f32x4_extract_lane::<3>(acc)];
+        #[allow(unused_mut)]
         let mut am = [f32x4_extract_lane::<0>(accm), f32x4_extract_lane::<1>(accm), f32x4_extract_lane::<2>(accm), f32x4_extract_lane::<3>(accm)];
         for b in full..n {
-            ad[b % 4] += $scale(&w[b], &a[b]) * total($ints(&w[b], &a[b])) as f32;
-            am[b % 4] += $min(&w[b], &a[b]);
+            let scale = super::f16::to_f32($dw(&w[b])) * super::f16::to_f32($da(&a[b]));
+            ad[b % 4] += scale * total($ints(&w[b], &a[b])) as f32;
+            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * super::f16::to_f32($sa(&a[b])); )?
         }
         ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
     }};
-}
-
-#[inline(always)]
-fn no_min<X, Y>(_: &X, _: &Y) -> f32 {
-    0.0
 }
 
 pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
@@ -106,12 +129,12 @@ pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
         let (lo, hi) = nibbles(&x.qs);
         block_ints((i8x16_sub(lo, eight), i8x16_sub(hi, eight)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ4_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }
 
 pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
     let ints = |x: &BlockQ4_1, y: &BlockQ8_1| block_ints(nibbles(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ4_1, y: &BlockQ8_1| le(x.m) * le(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ4_1| h(x.m), |y: &BlockQ8_1| h(y.s))
 }
 
 pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
@@ -121,7 +144,7 @@ pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
         let (hl, hh) = fifth_bits(x.qh);
         block_ints((i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }
 
 pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
@@ -130,12 +153,12 @@ pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
         let (hl, hh) = fifth_bits(x.qh);
         block_ints((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_1, y: &BlockQ8_1| le(x.d) * le(y.d), |x: &BlockQ5_1, y: &BlockQ8_1| le(x.m) * le(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ5_1| h(x.m), |y: &BlockQ8_1| h(y.s))
 }
 
 pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     let ints = |x: &BlockQ8_0, y: &BlockQ8_0| block_ints(load_q8(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ8_0, y: &BlockQ8_0| le(x.d) * le(y.d), no_min)
+    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), |y: &BlockQ8_0| h(y.d))
 }
 
 /// max |x| over a block of 32, and the 8 f32x4 vectors of the block.
