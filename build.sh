@@ -113,6 +113,9 @@ case "$cmd" in
     cargo test --release
     log "wasm32 library build"
     cargo build --release --lib --target wasm32-unknown-unknown
+    log "kernel tests in wasm (simd128, run by wasm-bindgen-test-runner in node)"
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+      cargo test --release --target wasm32-unknown-unknown --test kernels
     if [ -d tests/browser ]; then
       need_chromium
       need_node_deps
