@@ -18,7 +18,9 @@ pub const DEFAULT_BATCH: usize = 64;
 pub struct Engine {
     pub model: Model,
     pub tokenizer: Tokenizer,
-    pub template: ChatTemplate,
+    /// The GGUF's chat template (ChatML when it has none), or why it cannot be used: a template
+    /// minijinja cannot compile fails chats with a typed error, not the whole load.
+    pub template: std::result::Result<ChatTemplate, String>,
     /// `general.name`, when the file has it.
     pub name: Option<String>,
     pub file_type: String,
@@ -39,7 +41,7 @@ impl Engine {
                 model.config.vocab_size
             )));
         }
-        let template = ChatTemplate::from_gguf(g)?;
+        let template = ChatTemplate::from_gguf(g).map_err(|e| e.to_string());
         let name = g.opt_str("general.name").ok().flatten().map(str::to_string);
         let file_type = model.blocks.first().map_or("?", |b| b.wq.ty.name()).to_string();
         Ok(Engine { model, tokenizer, template, name, file_type })
@@ -54,7 +56,8 @@ impl Engine {
 
     /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let segs = self.template.render(messages, true)?;
+        let template = self.template.as_ref().map_err(|e| Error::Template(e.clone()))?;
+        let segs = template.render(messages, true)?;
         tokenize_segments(&self.tokenizer, &segs)
     }
 }

@@ -181,3 +181,15 @@ fn user_content_cannot_forge_a_turn() {
     assert_eq!(count(&forged, 1), count(&honest, 1));
     assert_eq!(count(&forged, 2), count(&honest, 2));
 }
+
+#[test]
+fn a_broken_chat_template_fails_chats_not_the_load() {
+    let spec = TinySpec::default();
+    let mut meta = metadata(&spec);
+    meta.push(("tokenizer.chat_template".into(), hearth::gguf::Value::String("{% for m in messages %}{{ m.content ".into())));
+    let bytes = write(&meta, &tensors(&spec));
+    let e = std::sync::Arc::new(hearth::session::Engine::load(&mut bytes.as_slice()).unwrap());
+    assert!(matches!(e.chat_tokens(&[msg("user", "hi")]), Err(Error::Template(_))));
+    let mut s = Session::new(e, 32).unwrap();
+    s.feed(&[3, 4, 5]).unwrap();
+}
