@@ -115,12 +115,12 @@ case "$cmd" in
     cargo build --release --lib --target wasm32-unknown-unknown
     log "kernel tests in wasm (simd128, run by wasm-bindgen-test-runner in node)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-      cargo test --release --target wasm32-unknown-unknown --test kernels
+      cargo test --release --target wasm32-unknown-unknown --no-default-features --test kernels
     if [ -d tests/browser ]; then
       need_chromium
       need_node_deps
       log "browser tests"
-      node --test tests/browser/
+      node --test --test-concurrency=1 tests/browser/
     fi
     ;;
   bench)
