@@ -76,3 +76,32 @@ fn perplexity_within_one_percent_of_llama_cpp() {
         assert!((ours / theirs - 1.0).abs() < 0.01, "ctx {ctx}: {ours} vs {theirs}");
     }
 }
+
+#[test]
+fn quantize_rewrites_matrices_and_keeps_the_rest() {
+    let dir = std::env::temp_dir().join(format!("hearth-quantize-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("tiny.gguf");
+    std::fs::write(&input, common::tiny::tiny_gguf(&common::tiny::TinySpec { weight_type: hearth::gguf::GgmlType::F32, ..Default::default() })).unwrap();
+    for ty in ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16"] {
+        let out = dir.join(format!("tiny-{ty}.gguf"));
+        let (_, err, ok) = hearth(&["quantize", "--model", input.to_str().unwrap(), "--type", ty, "--out", out.to_str().unwrap()]);
+        assert!(ok, "{ty}: {err}");
+        let before = hearth::gguf::Gguf::from_bytes(&std::fs::read(&input).unwrap()).unwrap();
+        let after = hearth::gguf::Gguf::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+        let want = hearth::gguf::GgmlType::from_name(ty).unwrap();
+        for t in &after.tensors {
+            let expect = if t.dims.len() == 2 { want } else { before.tensor(&t.name).unwrap().ty };
+            assert_eq!(t.ty, expect, "{ty}: {}", t.name);
+        }
+        assert_eq!(after.get("tokenizer.ggml.tokens"), before.get("tokenizer.ggml.tokens"));
+        // it loads and generates
+        let (out_json, err, ok) = hearth(&["generate", "--model", out.to_str().unwrap(), "--raw", "--prompt", "hello", "--max-tokens", "4", "--json"]);
+        assert!(ok, "{ty}: {err}");
+        let v: serde_json::Value = serde_json::from_str(out_json.trim()).unwrap();
+        assert!(v["tokens"].as_array().unwrap().len() <= 4);
+    }
+    let (_, err, ok) = hearth(&["quantize", "--model", input.to_str().unwrap(), "--type", "q3_k", "--out", dir.join("x.gguf").to_str().unwrap()]);
+    assert!(!ok && err.contains("unsupported"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
