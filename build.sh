@@ -3,7 +3,7 @@
 #   ./build.sh          set up, fetch the default model, build the CLI and the wasm module
 #   ./build.sh serve    … then serve www/ on http://127.0.0.1:${PORT:-8080}/
 #   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm build, browser tests)
-#   ./build.sh bench    … then the side-by-side browser benchmark against wllama
+#   ./build.sh bench    … then the native benchmark (1 and 2 threads)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -125,9 +125,9 @@ case "$cmd" in
     ;;
   bench)
     build_all
-    need_chromium
-    need_node_deps
-    node tests/browser/bench.mjs "${@:2}"
+    # The side-by-side browser benchmark against wllama is not built yet (issue: speed); until it
+    # is, this measures the native engine at 1 and 2 threads.
+    for t in 1 2; do ./target/release/hearth bench --threads "$t" --repeat 5; done
     ;;
   *)
     echo "usage: ./build.sh [build|serve|test|bench]" >&2; exit 2 ;;

@@ -28,6 +28,9 @@ pub const MAX_ARRAY_LEN: u64 = 1 << 24;
 pub const MAX_ARRAY_DEPTH: u32 = 2;
 /// ggml tensors have at most 4 dimensions.
 pub const MAX_DIMS: u32 = 4;
+/// Elements of one tensor: far beyond any model this engine can hold, small enough that sizes
+/// computed from it never overflow. (A file too short for its tensors is `Truncated`.)
+pub const MAX_ELEMENTS: u64 = 1 << 40;
 /// Alignment must be a power of two no larger than this.
 pub const MAX_ALIGNMENT: u64 = 1 << 16;
 
@@ -458,12 +461,12 @@ impl Gguf {
             for _ in 0..n_dims {
                 let d = c.u64(&name)?;
                 elements = match elements.checked_mul(d) {
-                    Some(e) if d > 0 && e <= file_len.saturating_mul(8) => e,
+                    Some(e) if d > 0 && e <= MAX_ELEMENTS => e,
                     _ => {
                         return Err(Error::LimitExceeded {
                             what: format!("dimension of tensor {name:?}"),
                             value: d,
-                            limit: file_len.saturating_mul(8),
+                            limit: MAX_ELEMENTS,
                         })
                     }
                 };

@@ -25,6 +25,12 @@ const HOST = process.env.HOST ?? '127.0.0.1';
 const PORT = Number(process.env.PORT ?? 8080);
 const QUIET = process.env.HEARTH_QUIET === '1';
 
+// The page's policy (www/index.html has it as a meta tag). A worker's CSP comes from its own
+// response, not from the page, so scripts carry it as a header too (ignored for page scripts).
+const CSP =
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; " +
+  "style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'";
+
 const MIME = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
@@ -121,6 +127,7 @@ function handler(isolated) {
       'Cache-Control': 'no-cache',
       'Accept-Ranges': 'bytes',
     };
+    if (isolated && /\.m?js$/.test(file)) headers['Content-Security-Policy'] = CSP;
     const range = parseRange(req.headers.range, st.size);
     if (range === 'invalid') {
       res.writeHead(416, { ...headers, 'Content-Range': `bytes */${st.size}` }).end();

@@ -13,7 +13,7 @@ const RUNS = Number(process.argv[2] ?? 5);
 const WORKER = `
 const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
 const t = async (f) => { const t0 = performance.now(); await f(); return performance.now() - t0; };
-onmessage = async ({ data: { url, runs } }) => {
+onmessage = async ({ data: { url, runs } }) => { try {
   const buf = await (await fetch(url)).arrayBuffer();
   const size = buf.byteLength;
   const root = await navigator.storage.getDirectory();
@@ -46,14 +46,14 @@ onmessage = async ({ data: { url, runs } }) => {
   const out = { size };
   for (const [k, v] of Object.entries(r)) if (Array.isArray(v)) out[k] = { median: Math.round(median(v)), runs: v.map(Math.round) };
   postMessage(out);
-};`;
+} catch (e) { postMessage({ error: String(e && e.stack || e) }); } };`;
 
 const server = await startServer();
 const b = await launch();
 try {
   const page = await b.page();
   page.on('crash', () => console.error('the page crashed'));
-  await page.goto(server.isolated + 'storage-bench');
+  await page.goto(server.isolated + 'storage-bench'); // any page of the origin without the app's CSP
   const result = await page.evaluate(
     async ({ code, url, runs }) => {
       const w = new Worker(URL.createObjectURL(new Blob([code], { type: 'text/javascript' })));
@@ -63,8 +63,9 @@ try {
         w.postMessage({ url, runs });
       });
     },
-    { code: WORKER, url: MODEL_URL_PATH, runs: RUNS },
+    { code: WORKER, url: new URL(MODEL_URL_PATH, server.isolated).href, runs: RUNS },
   );
+  if (result.error) throw new Error(result.error);
   console.log(`Chromium ${b.context.browser()?.version() ?? ''}, ${(result.size / 1e6).toFixed(1)} MB, ${RUNS} runs, ms (median):`);
   for (const [k, v] of Object.entries(result)) if (k !== 'size') console.log(`  ${k.padEnd(16)} ${String(v.median).padStart(6)}   [${v.runs.join(', ')}]`);
 } finally {

@@ -1,0 +1,349 @@
+// The chat page. Everything the model says is put in the page as text (Text nodes, textContent),
+// never parsed as HTML. State is in `app`; `window.hearthApp` exposes it for the browser tests,
+// and the page dispatches `hearth:state`, `hearth:progress` and `hearth:piece` events on document.
+
+import { Hearth } from './hearth.js';
+
+const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
+
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const el = {
+  status: $('status'),
+  load: $('load'),
+  loadBar: /** @type {HTMLProgressElement} */ ($('load-bar')),
+  loadText: $('load-text'),
+  notice: $('notice'),
+  transcript: $('transcript'),
+  composer: /** @type {HTMLFormElement} */ ($('composer')),
+  input: /** @type {HTMLTextAreaElement} */ ($('input')),
+  send: /** @type {HTMLButtonElement} */ ($('send')),
+  stop: /** @type {HTMLButtonElement} */ ($('stop')),
+  newChat: $('new-chat'),
+  openFile: $('open-file'),
+  file: /** @type {HTMLInputElement} */ ($('file')),
+  stats: $('stats'),
+  temperature: /** @type {HTMLInputElement} */ ($('temperature')),
+  temperatureOut: $('temperature-out'),
+  topP: /** @type {HTMLInputElement} */ ($('top-p')),
+  topPOut: $('top-p-out'),
+  maxTokens: /** @type {HTMLInputElement} */ ($('max-tokens')),
+  system: /** @type {HTMLTextAreaElement} */ ($('system')),
+  modelInfo: $('model-info'),
+  forget: $('forget'),
+  drop: $('drop'),
+};
+
+const app = {
+  /** @type {'loading'|'ready'|'generating'|'error'} */
+  state: 'loading',
+  /** @type {string|null} */
+  error: null,
+  /** @type {Hearth|null} */
+  llm: null,
+  /** The conversation so far, without the system prompt. @type {{role: string, content: string}[]} */
+  messages: [],
+  /** @type {AbortController|null} */
+  generation: null,
+  /** @type {AbortController|null} */
+  loading: null,
+};
+window.hearthApp = app;
+
+function setState(state, error = null) {
+  app.state = state;
+  app.error = error;
+  const busy = state !== 'ready';
+  el.input.disabled = state === 'loading' || (state === 'error' && !app.llm);
+  el.send.disabled = busy;
+  el.send.hidden = state === 'generating';
+  el.stop.hidden = state !== 'generating';
+  el.newChat.disabled = state === 'generating';
+  document.dispatchEvent(new CustomEvent('hearth:state', { detail: { state, error } }));
+}
+
+// ---- formatting ---------------------------------------------------------------------------------
+
+function bytes(n) {
+  if (!Number.isFinite(n)) return '?';
+  const units = ['B', 'KB', 'MB', 'GB'];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+const seconds = (ms) => `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
+
+function showNotice(text, kind = 'error') {
+  el.notice.textContent = text;
+  el.notice.dataset.kind = kind;
+  el.notice.hidden = !text;
+}
+
+// ---- loading --------------------------------------------------------------------------------------
+
+/** Progress text: bytes, total, speed (measured over the current phase). */
+function progressView() {
+  let phase = null;
+  let t0 = 0;
+  let from = 0;
+  return (p) => {
+    const now = performance.now();
+    if (p.phase !== phase) {
+      phase = p.phase;
+      t0 = now;
+      from = p.loaded;
+    }
+    el.loadBar.max = p.total || 1;
+    el.loadBar.value = Math.min(p.loaded, p.total || p.loaded);
+    const speed = now - t0 > 250 ? ((p.loaded - from) / (now - t0)) * 1000 : null;
+    const verb = { download: 'Downloading', storage: 'Reading', load: 'Loading weights' }[p.phase] ?? p.phase;
+    el.loadText.textContent =
+      `${verb}: ${bytes(p.loaded)} of ${bytes(p.total)}` + (speed ? ` · ${bytes(speed)}/s` : '');
+    document.dispatchEvent(new CustomEvent('hearth:progress', { detail: p }));
+  };
+}
+
+function describeSource(info) {
+  if (info.source === 'file') return 'from a local file';
+  if (info.source === 'storage') return 'from this browser’s storage';
+  return info.storage === 'opfs' ? 'downloaded and stored' : 'downloaded (not stored)';
+}
+
+function renderInfo(info) {
+  const rows = [
+    ['Model', info.name ?? info.fileName ?? 'unnamed'],
+    ['Architecture', `${info.architecture}, ${info.layers} layers, ${info.embedding} wide`],
+    ['Weights', `${info.quantization}, ${bytes(info.sizeBytes)}`],
+    ['Context', `${info.context} tokens (trained on ${info.contextTrain})`],
+    ['Loaded', `${describeSource(info)} in ${seconds(info.loadMs)}`],
+    ['Engine', `${info.build === 'threads' ? `wasm threads ×${info.threads}` : 'wasm SIMD, one thread'} — ${info.reason}`],
+    ['Memory', `${bytes(info.wasmMemoryBytes)} of wasm memory`],
+    ['SHA-256', info.sha256],
+  ];
+  el.modelInfo.replaceChildren(
+    ...rows.flatMap(([k, v]) => {
+      const dt = document.createElement('dt');
+      dt.textContent = k;
+      const dd = document.createElement('dd');
+      dd.textContent = String(v);
+      return [dt, dd];
+    }),
+  );
+}
+
+/**
+ * Loads a model; the one already running (if any) keeps working until the new one is ready,
+ * and keeps working if the new one fails.
+ * @param {string|Blob} source
+ */
+async function loadModel(source) {
+  app.generation?.abort();
+  app.loading?.abort();
+  const controller = (app.loading = new AbortController());
+  const previous = app.llm;
+  setState('loading');
+  showNotice('');
+  el.status.textContent = typeof source === 'string' ? 'loading the model…' : `opening ${source.name ?? 'the file'}…`;
+  el.load.hidden = false;
+  el.loadBar.removeAttribute('value');
+  el.loadText.textContent = '';
+  try {
+    const llm = await Hearth.load(source, { onProgress: progressView(), signal: controller.signal });
+    if (controller.signal.aborted) {
+      await llm.unload();
+      return;
+    }
+    app.llm = llm;
+    await previous?.unload();
+    app.messages = [];
+    clearTranscript();
+    const info = llm.info;
+    renderInfo(info);
+    el.status.textContent = `${info.name ?? info.fileName ?? 'model'} · ${describeSource(info)} · ready`;
+    if (info.warnings.length) showNotice(info.warnings.join(' '), 'warning');
+    el.load.hidden = true;
+    setState('ready');
+    el.input.focus();
+  } catch (e) {
+    if (controller.signal.aborted && e?.name === 'AbortError') return;
+    el.load.hidden = true;
+    const what = typeof source === 'string' ? 'The model could not be loaded' : `“${source.name ?? 'The file'}” could not be opened`;
+    showNotice(`${what}: ${e.message}`);
+    if (previous) {
+      el.status.textContent = 'ready (the previous model is still loaded)';
+      setState('ready');
+    } else {
+      el.status.textContent = 'no model loaded';
+      setState('error', e.message);
+    }
+  } finally {
+    if (app.loading === controller) app.loading = null;
+  }
+}
+
+// ---- the transcript ---------------------------------------------------------------------------------
+
+function clearTranscript() {
+  el.transcript.replaceChildren();
+}
+
+/** A message bubble; its text is a Text node, appended to piece by piece. */
+function bubble(role, text = '') {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const who = document.createElement('span');
+  who.className = 'who';
+  who.textContent = role === 'user' ? 'You' : 'Model';
+  const body = document.createElement('p');
+  body.className = 'text';
+  const node = document.createTextNode(text);
+  body.append(node);
+  div.append(who, body);
+  el.transcript.append(div);
+  return { div, node };
+}
+
+function scrollToEnd() {
+  el.transcript.scrollTop = el.transcript.scrollHeight;
+}
+
+function options() {
+  return {
+    temperature: Number(el.temperature.value),
+    topP: Number(el.topP.value),
+    maxTokens: Math.max(1, Math.min(4096, Math.round(Number(el.maxTokens.value) || 256))),
+  };
+}
+
+function conversation() {
+  const system = el.system.value.trim();
+  return system ? [{ role: 'system', content: system }, ...app.messages] : [...app.messages];
+}
+
+async function send(text) {
+  if (app.state !== 'ready' || !app.llm || !text.trim()) return;
+  showNotice('');
+  app.messages.push({ role: 'user', content: text });
+  bubble('user', text);
+  const answer = bubble('assistant');
+  answer.div.classList.add('streaming');
+  scrollToEnd();
+  const controller = (app.generation = new AbortController());
+  setState('generating');
+  el.input.value = '';
+  const stream = app.llm.chat(conversation(), { ...options(), signal: controller.signal });
+  try {
+    for await (const piece of stream) {
+      answer.node.appendData(piece);
+      scrollToEnd();
+      document.dispatchEvent(new CustomEvent('hearth:piece', { detail: piece }));
+    }
+    const r = await stream.result;
+    app.messages.push({ role: 'assistant', content: r.text });
+    const t = r.timings;
+    const rate = (n, ms) => (ms > 0 ? ((n / ms) * 1000).toFixed(1) : '–');
+    el.stats.textContent =
+      `${t.decodeTokens} tokens · ${rate(t.decodeTokens, t.decodeMs)} tok/s · prompt ${t.prefillTokens} new tokens at ${rate(t.prefillTokens, t.prefillMs)} tok/s` +
+      (t.reusedTokens ? ` (${t.reusedTokens} reused)` : '');
+  } catch (e) {
+    // Keep what was said: the next turn reuses it (and the KV cache behind it).
+    const partial = answer.node.data;
+    if (partial) app.messages.push({ role: 'assistant', content: partial });
+    else app.messages.pop();
+    if (e?.name === 'AbortError') {
+      answer.div.classList.add('stopped');
+    } else if (e?.type === 'context_full') {
+      showNotice('The conversation no longer fits in the model’s context. Start a new chat.');
+    } else if (e?.type === 'worker_crashed') {
+      showNotice(`The engine crashed (${e.message}). It restarts with your next message.`);
+    } else {
+      showNotice(`Generation failed: ${e.message}`);
+    }
+  } finally {
+    answer.div.classList.remove('streaming');
+    if (app.generation === controller) app.generation = null;
+    if (app.state === 'generating') setState('ready'); // (a model load may have taken over)
+    el.input.focus();
+  }
+}
+
+async function newChat() {
+  app.generation?.abort();
+  app.messages = [];
+  clearTranscript();
+  el.stats.textContent = '';
+  showNotice('');
+  await app.llm?.reset().catch(() => {});
+}
+
+// ---- wiring ---------------------------------------------------------------------------------------
+
+el.composer.addEventListener('submit', (e) => {
+  e.preventDefault();
+  send(el.input.value);
+});
+el.input.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    send(el.input.value);
+  }
+});
+el.stop.addEventListener('click', () => app.generation?.abort());
+el.newChat.addEventListener('click', newChat);
+el.openFile.addEventListener('click', () => el.file.click());
+el.file.addEventListener('change', () => {
+  const f = el.file.files?.[0];
+  el.file.value = '';
+  if (f) loadModel(f);
+});
+el.forget.addEventListener('click', async () => {
+  await Hearth.cache.clear();
+  showNotice('Stored models deleted. The model in use keeps running until you leave the page.', 'warning');
+});
+for (const [input, out] of [
+  [el.temperature, el.temperatureOut],
+  [el.topP, el.topPOut],
+]) {
+  input.addEventListener('input', () => (out.textContent = input.value));
+}
+
+// Drag and drop a .gguf anywhere on the page.
+let dragDepth = 0;
+const hasFiles = (e) => [...(e.dataTransfer?.types ?? [])].includes('Files');
+document.addEventListener('dragenter', (e) => {
+  if (!hasFiles(e)) return;
+  dragDepth++;
+  el.drop.hidden = false;
+});
+document.addEventListener('dragleave', () => {
+  if (--dragDepth <= 0) {
+    dragDepth = 0;
+    el.drop.hidden = true;
+  }
+});
+document.addEventListener('dragover', (e) => {
+  if (hasFiles(e)) e.preventDefault();
+});
+document.addEventListener('drop', (e) => {
+  if (!hasFiles(e)) return;
+  e.preventDefault();
+  dragDepth = 0;
+  el.drop.hidden = true;
+  const f = e.dataTransfer.files[0];
+  if (f) loadModel(f);
+});
+
+app.load = loadModel;
+app.send = send;
+app.newChat = newChat;
+
+// The app shell offline (the service worker never touches the model: it lives in OPFS).
+if ('serviceWorker' in navigator) {
+  navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('hearth: no offline support:', e.message));
+}
+
+setState('loading');
+loadModel(new URLSearchParams(location.search).get('model') ?? DEFAULT_MODEL);
