@@ -180,9 +180,9 @@ impl Session {
         let model = &engine.model;
         let nb = scratch.n_batch;
         crate::parallel::run(|| -> Result<()> {
-            let chunks = tokens.chunks(nb);
-            let last = chunks.len() - 1;
+            let last = tokens.len().div_ceil(nb) - 1;
             for (ci, chunk) in tokens.chunks(nb).enumerate() {
+                // only the very last token's logits are wanted
                 let from = if ci == last { chunk.len() - 1 } else { chunk.len() };
                 if let Err(e) = model.forward(chunk, kv, scratch, from, logits) {
                     kv.truncate(held.len());
@@ -190,7 +190,6 @@ impl Session {
                 }
                 held.extend_from_slice(chunk);
             }
-            let _ = last;
             Ok(())
         })
     }

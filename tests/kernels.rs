@@ -3,7 +3,7 @@
 //! wasm with simd128 (`cargo test --target wasm32-unknown-unknown --test kernels`, see build.sh).
 
 use hearth::gguf::GgmlType;
-use hearth::quant::{self, act_bytes, act_type, scalar, ActType};
+use hearth::quant::{self, act_block_bytes, act_bytes, act_type, scalar, ActType};
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -30,14 +30,23 @@ impl Rng {
 const WEIGHT_TYPES: [GgmlType; 7] =
     [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32];
 
+/// A quantized activation row as `quantize_act` lays it out; with `simd == false` its blocks come
+/// from the scalar reference quantizer instead.
 fn quantized_act(at: ActType, x: &[f32], simd: bool) -> Vec<u8> {
     let mut out = vec![0u8; act_bytes(at, x.len())];
+    quant::quantize_act(at, x, &mut out);
+    let blocks = act_block_bytes(at, x.len());
     match (at, simd) {
-        (ActType::Q8_0, false) => scalar::quantize_q8_0(x, quant::as_blocks_mut(&mut out)),
-        (ActType::Q8_1, false) => scalar::quantize_q8_1(x, quant::as_blocks_mut(&mut out)),
-        _ => quant::quantize_act(at, x, &mut out),
+        (ActType::Q8_0, false) => scalar::quantize_q8_0(x, quant::as_blocks_mut(&mut out[..blocks])),
+        (ActType::Q8_1, false) => scalar::quantize_q8_1(x, quant::as_blocks_mut(&mut out[..blocks])),
+        _ => {}
     }
     out
+}
+
+/// The blocks of an activation row, for the scalar reference.
+fn block_part(at: ActType, n: usize, a: &[u8]) -> &[u8] {
+    &a[..act_block_bytes(at, n)]
 }
 
 #[test]
@@ -47,7 +56,16 @@ fn activation_quantizers_match_the_reference() {
         for blocks in 1..=12 {
             let mut x: Vec<f32> = (0..blocks * 32).map(|_| rng.value()).collect();
             x[..32].fill(0.0); // an all-zero block
-            assert_eq!(quantized_act(at, &x, true), quantized_act(at, &x, false), "{at:?}, {blocks} blocks");
+            let (fast, reference) = (quantized_act(at, &x, true), quantized_act(at, &x, false));
+            assert_eq!(fast, reference, "{at:?}, {blocks} blocks");
+            // the f32 scale arrays hold the blocks' f16 scales
+            let nb = x.len() / 32;
+            let b = act_block_bytes(at, x.len());
+            let bs = b / nb;
+            for i in 0..nb {
+                let d = f32::from_le_bytes(fast[b + 4 * i..b + 4 * i + 4].try_into().unwrap());
+                assert_eq!(d, hearth::quant::f16::le([fast[i * bs], fast[i * bs + 1]]));
+            }
         }
     }
 }
@@ -65,7 +83,7 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
                 let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
                 let wq = quant::quantize::quantize(ty, &w).unwrap();
                 let xq = quantized_act(at, &x, false);
-                let reference = scalar::vec_dot(ty, n, &wq, &xq);
+                let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
                 let fast = quant::vec_dot(ty, n, &wq, &xq);
                 assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
                 // and the reference means what it should: close to the dequantized product
@@ -74,10 +92,10 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
                 quant::dequantize_row(ty, &wq, &mut wd);
                 match at {
                     ActType::F32 => xd.copy_from_slice(&x),
-                    ActType::Q8_0 => quant::dequantize_row(GgmlType::Q8_0, &xq, &mut xd),
+                    ActType::Q8_0 => quant::dequantize_row(GgmlType::Q8_0, block_part(at, n, &xq), &mut xd),
                     ActType::Q8_1 => {
                         // Q8_1 = d, s, 32 × i8: dequantize the values by hand
-                        for (o, b) in xd.chunks_exact_mut(32).zip(xq.chunks_exact(36)) {
+                        for (o, b) in xd.chunks_exact_mut(32).zip(block_part(at, n, &xq).chunks_exact(36)) {
                             let d = hearth::quant::f16::le([b[0], b[1]]);
                             o.iter_mut().zip(&b[4..]).for_each(|(o, &q)| *o = q as i8 as f32 * d);
                         }
@@ -107,8 +125,8 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
         let n = blocks * 32;
         let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
         let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-        let q8_0 = quantized_act(ActType::Q8_0, &x, false);
-        let q8_1 = quantized_act(ActType::Q8_1, &x, false);
+        let q8_0 = block_part(ActType::Q8_0, n, &quantized_act(ActType::Q8_0, &x, false)).to_vec();
+        let q8_1 = block_part(ActType::Q8_1, n, &quantized_act(ActType::Q8_1, &x, false)).to_vec();
         let q = |t| quant::quantize::quantize(t, &w).unwrap();
         // SAFETY: AVX2 is available (checked above).
         unsafe {

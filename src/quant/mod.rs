@@ -139,8 +139,19 @@ pub fn act_type(ty: GgmlType) -> Option<ActType> {
     }
 }
 
-/// Bytes of the quantized form of `n` activations (n a multiple of 32 for the 8-bit types).
+/// Bytes of the quantized form of `n` activations (n a multiple of 32 for the 8-bit types): the
+/// blocks, then their scales as f32 arrays (d, and s for Q8_1), converted once per row so the wasm
+/// kernels need not convert them for every weight row.
 pub fn act_bytes(at: ActType, n: usize) -> usize {
+    match at {
+        ActType::F32 => n * 4,
+        ActType::Q8_0 => n / QK * (34 + 4),
+        ActType::Q8_1 => n / QK * (36 + 8),
+    }
+}
+
+/// Bytes of the 8-bit blocks alone at the start of an activation row.
+pub fn act_block_bytes(at: ActType, n: usize) -> usize {
     match at {
         ActType::F32 => n * 4,
         ActType::Q8_0 => n / QK * 34,
@@ -150,14 +161,28 @@ pub fn act_bytes(at: ActType, n: usize) -> usize {
 
 /// Quantizes one activation row `x` into `out` (`act_bytes(at, x.len())` bytes).
 pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
+    let nb = x.len() / QK;
+    let (blocks, scales) = out.split_at_mut(act_block_bytes(at, x.len()));
     match at {
         ActType::F32 => {
-            for (o, v) in out.chunks_exact_mut(4).zip(x) {
+            for (o, v) in blocks.chunks_exact_mut(4).zip(x) {
                 o.copy_from_slice(&v.to_le_bytes());
             }
         }
-        ActType::Q8_0 => quantize_q8_0(x, as_blocks_mut(out)),
-        ActType::Q8_1 => quantize_q8_1(x, as_blocks_mut(out)),
+        ActType::Q8_0 => {
+            quantize_q8_0(x, as_blocks_mut(blocks));
+            for (o, b) in scales.chunks_exact_mut(4).zip(as_blocks::<BlockQ8_0>(blocks)) {
+                o.copy_from_slice(&f16::le(b.d).to_le_bytes());
+            }
+        }
+        ActType::Q8_1 => {
+            quantize_q8_1(x, as_blocks_mut(blocks));
+            let (ds, ss) = scales.split_at_mut(nb * 4);
+            for ((od, os), b) in ds.chunks_exact_mut(4).zip(ss.chunks_exact_mut(4)).zip(as_blocks::<BlockQ8_1>(blocks)) {
+                od.copy_from_slice(&f16::le(b.d).to_le_bytes());
+                os.copy_from_slice(&f16::le(b.s).to_le_bytes());
+            }
+        }
     }
 }
 
@@ -176,34 +201,41 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 }
 
 /// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
-/// (`a`, raw bytes of `act_type(ty)`), both of `n` elements.
+/// (`a`, as `quantize_act` writes it for `act_type(ty)`), both of `n` elements.
 #[inline]
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     use GgmlType::*;
+    let Some(at) = act_type(ty) else { return f32::NAN };
+    let (ab, scales) = a.split_at(act_block_bytes(at, n).min(a.len()));
+    let _ = scales;
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        // SAFETY: the CPU has AVX2 and FMA (checked once at run time).
+        // SAFETY: the CPU has AVX2 and F16C (checked once at run time).
         unsafe {
             match ty {
-                Q4_0 => return avx2::dot_q4_0(as_blocks(w), as_blocks(a)),
-                Q4_1 => return avx2::dot_q4_1(as_blocks(w), as_blocks(a)),
-                Q5_0 => return avx2::dot_q5_0(as_blocks(w), as_blocks(a)),
-                Q5_1 => return avx2::dot_q5_1(as_blocks(w), as_blocks(a)),
-                Q8_0 => return avx2::dot_q8_0(as_blocks(w), as_blocks(a)),
+                Q4_0 => return avx2::dot_q4_0(as_blocks(w), as_blocks(ab)),
+                Q4_1 => return avx2::dot_q4_1(as_blocks(w), as_blocks(ab)),
+                Q5_0 => return avx2::dot_q5_0(as_blocks(w), as_blocks(ab)),
+                Q5_1 => return avx2::dot_q5_1(as_blocks(w), as_blocks(ab)),
+                Q8_0 => return avx2::dot_q8_0(as_blocks(w), as_blocks(ab)),
                 _ => {}
             }
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    match ty {
-        Q4_0 => return simd128::dot_q4_0(as_blocks(w), as_blocks(a)),
-        Q4_1 => return simd128::dot_q4_1(as_blocks(w), as_blocks(a)),
-        Q5_0 => return simd128::dot_q5_0(as_blocks(w), as_blocks(a)),
-        Q5_1 => return simd128::dot_q5_1(as_blocks(w), as_blocks(a)),
-        Q8_0 => return simd128::dot_q8_0(as_blocks(w), as_blocks(a)),
-        _ => {}
+    {
+        let nb = n / QK;
+        let (sd, ss) = scales.split_at((nb * 4).min(scales.len()));
+        match ty {
+            Q4_0 => return simd128::dot_q4_0(as_blocks(w), as_blocks(ab), sd),
+            Q4_1 => return simd128::dot_q4_1(as_blocks(w), as_blocks(ab), sd, ss),
+            Q5_0 => return simd128::dot_q5_0(as_blocks(w), as_blocks(ab), sd),
+            Q5_1 => return simd128::dot_q5_1(as_blocks(w), as_blocks(ab), sd, ss),
+            Q8_0 => return simd128::dot_q8_0(as_blocks(w), as_blocks(ab), sd),
+            _ => {}
+        }
     }
-    scalar::vec_dot(ty, n, w, a)
+    scalar::vec_dot(ty, n, w, ab)
 }
 
 /// Dequantizes a row of `out.len()` elements of format `ty` from `w`.

@@ -81,6 +81,19 @@ fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
     v128_or(v128_bitselect(inf_nan, finite, special), sign)
 }
 
+/// Four f32 (little-endian bytes) from index `i` of a scale array.
+#[inline(always)]
+fn load_f32x4(bytes: &[u8], i: usize) -> v128 {
+    let s = &bytes[4 * i..4 * i + 16];
+    // SAFETY: reads exactly the 16 bytes of `s` (unaligned loads are allowed in wasm).
+    unsafe { v128_load(s.as_ptr() as *const v128) }
+}
+
+#[inline(always)]
+fn f32_at(bytes: &[u8], i: usize) -> f32 {
+    f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
+}
+
 #[inline(always)]
 fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
@@ -91,7 +104,7 @@ fn h(b: [u8; 2]) -> u16 {
 /// minimum and the activation sum.
 macro_rules! canonical_dot {
     ($w:expr, $a:expr, $ints:expr, $dw:expr, $da:expr $(, $mw:expr, $sa:expr)?) => {{
-        let (w, a) = ($w, $a);
+        let (w, a, da_all) = ($w, $a, $da);
         let n = w.len().min(a.len());
         let full = n / 4 * 4;
         let mut acc = f32x4_splat(0.0);
@@ -102,11 +115,11 @@ macro_rules! canonical_dot {
             let (w4, a4) = (&w[b..b + 4], &a[b..b + 4]);
             let s = totals4($ints(&w4[0], &a4[0]), $ints(&w4[1], &a4[1]), $ints(&w4[2], &a4[2]), $ints(&w4[3], &a4[3]));
             let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
-            let da = f16x4($da(&a4[0]), $da(&a4[1]), $da(&a4[2]), $da(&a4[3]));
+            let da = load_f32x4(da_all, b);
             acc = f32x4_add(acc, f32x4_mul(f32x4_mul(dw, da), s));
             $(
                 let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3]));
-                let sa = f16x4($sa(&a4[0]), $sa(&a4[1]), $sa(&a4[2]), $sa(&a4[3]));
+                let sa = load_f32x4($sa, b);
                 accm = f32x4_add(accm, f32x4_mul(mw, sa));
             )?
             b += 4;
@@ -115,50 +128,50 @@ macro_rules! canonical_dot {
         #[allow(unused_mut)]
         let mut am = [f32x4_extract_lane::<0>(accm), f32x4_extract_lane::<1>(accm), f32x4_extract_lane::<2>(accm), f32x4_extract_lane::<3>(accm)];
         for b in full..n {
-            let scale = super::f16::to_f32($dw(&w[b])) * super::f16::to_f32($da(&a[b]));
+            let scale = super::f16::to_f32($dw(&w[b])) * f32_at(da_all, b);
             ad[b % 4] += scale * total($ints(&w[b], &a[b])) as f32;
-            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * super::f16::to_f32($sa(&a[b])); )?
+            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * f32_at($sa, b); )?
         }
         ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
     }};
 }
 
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
+pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
     let eight = i8x16_splat(8);
     let ints = |x: &BlockQ4_0, y: &BlockQ8_0| {
         let (lo, hi) = nibbles(&x.qs);
         block_ints((i8x16_sub(lo, eight), i8x16_sub(hi, eight)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), sd)
 }
 
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
+pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], sd: &[u8], ss: &[u8]) -> f32 {
     let ints = |x: &BlockQ4_1, y: &BlockQ8_1| block_ints(nibbles(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ4_1| h(x.m), |y: &BlockQ8_1| h(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), sd, |x: &BlockQ4_1| h(x.m), ss)
 }
 
-pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
+pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
     let sixteen = i8x16_splat(16);
     let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
         block_ints((i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), sd)
 }
 
-pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
+pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], sd: &[u8], ss: &[u8]) -> f32 {
     let ints = |x: &BlockQ5_1, y: &BlockQ8_1| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
         block_ints((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ5_1| h(x.m), |y: &BlockQ8_1| h(y.s))
+    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), sd, |x: &BlockQ5_1| h(x.m), ss)
 }
 
-pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
+pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
     let ints = |x: &BlockQ8_0, y: &BlockQ8_0| block_ints(load_q8(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), sd)
 }
 
 /// max |x| over a block of 32, and the 8 f32x4 vectors of the block.
