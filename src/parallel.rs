@@ -1,10 +1,9 @@
-//! Splitting work across threads: rayon natively and in the threaded wasm build, a plain loop in
-//! the single-threaded wasm build. Kernels only call `for_each_range`; the session wraps a whole
+//! Splitting work across threads: rayon natively, a plain loop in the (single-threaded) wasm build. Kernels only call `for_each_range`; the session wraps a whole
 //! forward pass in `run` so the nested splits are cheap.
 
 use std::ops::Range;
 
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+#[cfg(not(target_arch = "wasm32"))]
 mod imp {
     use std::sync::{Arc, Mutex, OnceLock};
 
@@ -52,7 +51,7 @@ mod imp {
     }
 }
 
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+#[cfg(target_arch = "wasm32")]
 mod imp {
     pub fn set_threads(_n: usize) {}
     pub fn threads() -> usize {

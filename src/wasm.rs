@@ -103,7 +103,7 @@ impl WasmEngine {
             "kvBytes": self.session.kv_bytes(),
             "threads": crate::parallel::threads(),
             "simd": cfg!(target_feature = "simd128"),
-            "threaded": cfg!(feature = "threads"),
+            "threaded": cfg!(target_feature = "atomics"),
         })
         .to_string()
     }
