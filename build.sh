@@ -85,7 +85,6 @@ build_wasm() {
   cargo build --release --lib --target wasm32-unknown-unknown
   rm -rf www/pkg
   wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
-  if [ "${HEARTH_THREADS_BUILD:-1}" = 1 ] && [ -x tools/build-threads.sh ]; then tools/build-threads.sh; fi
 }
 
 build_all() {

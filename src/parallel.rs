@@ -1,5 +1,6 @@
-//! Splitting work across threads: rayon natively, a plain loop in the (single-threaded) wasm build. Kernels only call `for_each_range`; the session wraps a whole
-//! forward pass in `run` so the nested splits are cheap.
+//! Splitting work across threads: rayon natively, a plain loop in the (single-threaded) wasm
+//! build. Kernels only call `for_each_range`; the session wraps a whole forward pass in `run` so
+//! the nested splits are cheap.
 
 use std::ops::Range;
 
