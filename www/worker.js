@@ -442,8 +442,18 @@ async function loadUrl(url, job, { nCtx, expectSha, report, store, warnings }) {
   // 2. From the network.
   const { res, total } = await fetchModel(url, job);
   if (canStore && (await quotaAllows(total))) {
+    let entry = null;
     try {
-      return await downloadToStorage(url, res, total, job, { nCtx, expectSha, report });
+      entry = await beginEntry(url);
+    } catch (e) {
+      // Another tab (or an embed on this page) is writing the same model right now: its partial
+      // file is locked. Run from memory rather than fail; that tab will store it.
+      if (!['NoModificationAllowedError', 'InvalidModificationError', 'InvalidStateError'].includes(e?.name)) throw e;
+      warnings.push('another tab is storing this model right now: this one runs from memory');
+      return fromMemory(url, res, total, job, { nCtx, expectSha, report });
+    }
+    try {
+      return await downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report });
     } catch (e) {
       if (e?.name !== 'QuotaExceededError') throw e;
       warnings.push('storage is full: the model runs from memory and will be downloaded again next time');
@@ -461,8 +471,7 @@ async function fromMemory(url, res, total, job, { nCtx, expectSha, report }) {
   return { built, sha256, size: bytes.byteLength, source: 'network', storage: 'memory' };
 }
 
-async function downloadToStorage(url, res, total, job, { nCtx, expectSha, report }) {
-  const entry = await beginEntry(url);
+async function downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report }) {
   let built = null;
   try {
     await pump(res, total, job, report, (chunk) => entry.write(chunk));

@@ -57,6 +57,26 @@ describe('model storage', { timeout: 4 * LONG }, () => {
     await server?.stop();
   });
 
+  it('two loads of the same model at once both work (one stores it, the other runs from memory)', async () => {
+    const r = await page.evaluate(async (path) => {
+      const { Hearth } = await import('./hearth.js');
+      await Hearth.cache.clear();
+      const [a, b] = await Promise.all([Hearth.load(path), Hearth.load(path)]);
+      const out = [];
+      for (const llm of [a, b]) {
+        const g = await llm.generate('1, 2, 3,', { raw: true, maxTokens: 4, temperature: 0 });
+        out.push({ tokens: g.tokens, storage: llm.info.storage, warnings: llm.info.warnings ?? [] });
+        await llm.unload();
+      }
+      return { out, cached: (await Hearth.cache.list()).length };
+    }, MODEL_URL_PATH);
+    assert.deepEqual(r.out[0].tokens, r.out[1].tokens, 'both engines give the same tokens');
+    assert.equal(r.out[0].tokens.length, 4);
+    assert.equal(r.cached, 1, 'the model is stored once');
+    const storages = r.out.map((o) => o.storage).sort();
+    assert.ok(storages.includes('opfs'), `one load stored it: ${JSON.stringify(r.out)}`);
+  });
+
   it('detects a stored copy whose bytes were damaged, and fetches it again', async () => {
     const files = await opfsFiles(page);
     const gguf = files.find(([n]) => n.endsWith('.gguf'));
