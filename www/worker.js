@@ -442,24 +442,25 @@ async function loadUrl(url, job, { nCtx, expectSha, report, store, warnings }) {
   // 2. From the network.
   const { res, total } = await fetchModel(url, job);
   if (canStore && (await quotaAllows(total))) {
-    let entry = null;
-    try {
-      entry = await beginEntry(url);
-    } catch (e) {
-      // Another tab (or an embed on this page) is writing the same model right now: its partial
-      // file is locked. Run from memory rather than fail; that tab will store it.
-      if (!['NoModificationAllowedError', 'InvalidModificationError', 'InvalidStateError'].includes(e?.name)) throw e;
-      warnings.push('another tab is storing this model right now: this one runs from memory');
-      return fromMemory(url, res, total, job, { nCtx, expectSha, report });
-    }
-    try {
-      return await downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report });
-    } catch (e) {
-      if (e?.name !== 'QuotaExceededError') throw e;
-      warnings.push('storage is full: the model runs from memory and will be downloaded again next time');
-      const again = await fetchModel(url, job);
-      return fromMemory(url, again.res, again.total, job, { nCtx, expectSha, report });
-    }
+    // One download stores a given model at a time, across tabs and embeds (Web Locks): a second
+    // concurrent load runs from memory instead of racing on the same files.
+    const store = async () => {
+      const entry = await beginEntry(url);
+      try {
+        return await downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report });
+      } catch (e) {
+        if (e?.name !== 'QuotaExceededError') throw e;
+        warnings.push('storage is full: the model runs from memory and will be downloaded again next time');
+        const again = await fetchModel(url, job);
+        return fromMemory(url, again.res, again.total, job, { nCtx, expectSha, report });
+      }
+    };
+    const stored = navigator.locks
+      ? await navigator.locks.request(`hearth-store ${url}`, { ifAvailable: true }, (lock) => (lock ? store() : null))
+      : await store();
+    if (stored) return stored;
+    warnings.push('another tab is storing this model right now: this one runs from memory');
+    return fromMemory(url, res, total, job, { nCtx, expectSha, report });
   }
   if (canStore) warnings.push('not enough free storage for the model: it runs from memory and will be downloaded again next time');
   return fromMemory(url, res, total, job, { nCtx, expectSha, report });
