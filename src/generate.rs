@@ -126,8 +126,10 @@ impl Generation {
         }
         let engine = session.engine().clone();
         let tok = &engine.tokenizer;
+        // Only the penalty window is needed, not the whole history.
         let history: Vec<u32> = if self.sampler.config.repeat_penalty != 1.0 {
-            session.tokens().to_vec()
+            let held = session.tokens();
+            held[held.len().saturating_sub(self.sampler.config.repeat_last_n)..].to_vec()
         } else {
             Vec::new()
         };

@@ -255,10 +255,10 @@ impl Model {
         for (li, b) in self.blocks.iter().enumerate() {
             // ---- attention ----
             rms_norm(&s.x[..n * e], &b.attn_norm, c.rms_eps, &mut s.xb[..n * e]);
-            s.act.set(&s.xb[..n * e], e);
-            b.wq.matmul(s.act.get(b.wq.act), n, &mut s.q);
-            b.wk.matmul(s.act.get(b.wk.act), n, &mut s.k);
-            b.wv.matmul(s.act.get(b.wv.act), n, &mut s.v);
+            s.act.reset();
+            b.wq.matmul(s.act.get(&s.xb[..n * e], e, b.wq.act), n, &mut s.q);
+            b.wk.matmul(s.act.get(&s.xb[..n * e], e, b.wk.act), n, &mut s.k);
+            b.wv.matmul(s.act.get(&s.xb[..n * e], e, b.wv.act), n, &mut s.v);
             add_bias(&mut s.q[..n * qd], b.bq.as_deref());
             add_bias(&mut s.k[..n * kvd], b.bk.as_deref());
             add_bias(&mut s.v[..n * kvd], b.bv.as_deref());
@@ -268,18 +268,18 @@ impl Model {
                 kv.write(li, p0 + i, &s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
             }
             attention(c, kv, li, p0, n, &s.q[..n * qd], &mut s.att[..n * qd]);
-            s.act.set(&s.att[..n * qd], qd);
-            b.wo.matmul(s.act.get(b.wo.act), n, &mut s.xb);
+            s.act.reset();
+            b.wo.matmul(s.act.get(&s.att[..n * qd], qd, b.wo.act), n, &mut s.xb);
             add_into(&mut s.x[..n * e], &s.xb[..n * e]);
 
             // ---- feed-forward ----
             rms_norm(&s.x[..n * e], &b.ffn_norm, c.rms_eps, &mut s.xb[..n * e]);
-            s.act.set(&s.xb[..n * e], e);
-            b.w_gate.matmul(s.act.get(b.w_gate.act), n, &mut s.gate);
-            b.w_up.matmul(s.act.get(b.w_up.act), n, &mut s.up);
+            s.act.reset();
+            b.w_gate.matmul(s.act.get(&s.xb[..n * e], e, b.w_gate.act), n, &mut s.gate);
+            b.w_up.matmul(s.act.get(&s.xb[..n * e], e, b.w_up.act), n, &mut s.up);
             swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
-            s.act.set(&s.gate[..n * ff], ff);
-            b.w_down.matmul(s.act.get(b.w_down.act), n, &mut s.xb);
+            s.act.reset();
+            b.w_down.matmul(s.act.get(&s.gate[..n * ff], ff, b.w_down.act), n, &mut s.xb);
             add_into(&mut s.x[..n * e], &s.xb[..n * e]);
         }
         kv.set_len(p0 + n);
@@ -288,8 +288,8 @@ impl Model {
             let rows = &s.x[logits_from * e..n * e];
             rms_norm(rows, &self.output_norm, c.rms_eps, &mut s.xb[..n_out * e]);
             let out = self.output();
-            s.act.set(&s.xb[..n_out * e], e);
-            out.matmul(s.act.get(out.act), n_out, &mut logits[..n_out * c.vocab_size]);
+            s.act.reset();
+            out.matmul(s.act.get(&s.xb[..n_out * e], e, out.act), n_out, &mut logits[..n_out * c.vocab_size]);
         }
         Ok(())
     }
@@ -410,35 +410,30 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     (lanes[0] + lanes[4]) + (lanes[1] + lanes[5]) + (lanes[2] + lanes[6]) + (lanes[3] + lanes[7]) + tail
 }
 
-/// Quantized copies of one activation batch, one per format a matmul asks for.
+/// Quantized copies of one activation batch, one per format a matmul asks for, made on first
+/// use and reused by the other matmuls of the same input (q, k and v; gate and up).
 struct Acts {
-    x: Vec<f32>,
-    cols: usize,
-    rows: usize,
     bufs: [(bool, Vec<u8>); 3],
 }
 
 impl Acts {
     fn new() -> Self {
-        Acts { x: Vec::new(), cols: 0, rows: 0, bufs: [(false, Vec::new()), (false, Vec::new()), (false, Vec::new())] }
+        Acts { bufs: [(false, Vec::new()), (false, Vec::new()), (false, Vec::new())] }
     }
 
-    fn set(&mut self, x: &[f32], cols: usize) {
-        self.x.clear();
-        self.x.extend_from_slice(x);
-        self.cols = cols;
-        self.rows = x.len() / cols;
+    /// Forgets the quantized copies: the next `get` is of a new input.
+    fn reset(&mut self) {
         self.bufs.iter_mut().for_each(|b| b.0 = false);
     }
 
-    fn get(&mut self, at: ActType) -> &[u8] {
-        let slot = at as usize;
-        let (rows, cols) = (self.rows, self.cols);
+    /// `x` ((rows, cols) row-major) quantized to `at`; the same `x` since the last `reset`.
+    fn get(&mut self, x: &[f32], cols: usize, at: ActType) -> &[u8] {
+        let rows = x.len() / cols;
         let ab = act_bytes(at, cols);
-        let (ready, buf) = &mut self.bufs[slot];
+        let (ready, buf) = &mut self.bufs[at as usize];
         if !*ready {
             buf.resize(rows * ab, 0);
-            for (xr, br) in self.x.chunks_exact(cols).zip(buf.chunks_exact_mut(ab)) {
+            for (xr, br) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(ab)) {
                 quant::quantize_act(at, xr, br);
             }
             *ready = true;
