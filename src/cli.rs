@@ -55,6 +55,9 @@ struct SampleArgs {
     /// Stop when this text appears (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// Keep generating past end-of-generation tokens (for benchmarks).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 impl SampleArgs {
@@ -71,6 +74,7 @@ impl SampleArgs {
                 seed: self.seed,
             },
             stop: self.stop.clone(),
+            ignore_eos: self.ignore_eos,
         }
     }
 }

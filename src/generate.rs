@@ -16,11 +16,13 @@ pub struct GenerateOptions {
     pub sampler: SamplerConfig,
     /// Text that ends generation; it is not part of the output.
     pub stop: Vec<String>,
+    /// Keep going past end-of-generation tokens (benchmarks decode exactly `max_tokens`).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new() }
+        GenerateOptions { max_tokens: 256, sampler: SamplerConfig::default(), stop: Vec::new(), ignore_eos: false }
     }
 }
 
@@ -134,7 +136,7 @@ impl Generation {
             Vec::new()
         };
         let id = self.sampler.sample(session.logits_mut(), &history);
-        if tok.is_eog(id) {
+        if tok.is_eog(id) && !self.options.ignore_eos {
             return Ok(self.finish(FinishReason::Stop));
         }
         self.tokens.push(id);

@@ -11,7 +11,7 @@ use hearth::session::Session;
 use hearth::Error;
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
-    GenerateOptions { max_tokens, sampler: SamplerConfig::greedy(), stop: vec![] }
+    GenerateOptions { max_tokens, sampler: SamplerConfig::greedy(), stop: vec![], ignore_eos: false }
 }
 
 fn run(s: &mut Session, opts: GenerateOptions) -> (Generation, Vec<String>) {
@@ -74,6 +74,7 @@ fn a_seed_gives_the_same_tokens() {
         max_tokens: 24,
         sampler: SamplerConfig { temperature: 1.2, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() },
         stop: vec![],
+        ignore_eos: false,
     };
     let tokens = |seed| {
         let mut s = Session::new(e.clone(), 64).unwrap();
@@ -93,6 +94,7 @@ fn streamed_pieces_are_the_text_and_never_split_characters() {
         max_tokens: 80,
         sampler: SamplerConfig { temperature: 3.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 1, ..Default::default() },
         stop: vec![],
+        ignore_eos: false,
     };
     let (g, pieces) = run(&mut s, opts);
     // random byte tokens make broken UTF-8: the pieces still concatenate to the lossy decoding
@@ -111,7 +113,7 @@ fn stop_strings_end_generation_and_are_not_shown() {
     let sampling = SamplerConfig { temperature: 0.8, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 3, ..Default::default() };
     let mut s = Session::new(e.clone(), 128).unwrap();
     s.feed(&[50, 60, 70]).unwrap();
-    let (free, _) = run(&mut s, GenerateOptions { max_tokens: 40, sampler: sampling.clone(), stop: vec![] });
+    let (free, _) = run(&mut s, GenerateOptions { max_tokens: 40, sampler: sampling.clone(), stop: vec![], ignore_eos: false });
     let chars: Vec<char> = free.text.chars().collect();
     assert!(chars.len() > 12, "{:?}", free.text);
     let stop: String = chars[8..11].iter().collect();
@@ -119,7 +121,7 @@ fn stop_strings_end_generation_and_are_not_shown() {
 
     let mut s = Session::new(e, 128).unwrap();
     s.feed(&[50, 60, 70]).unwrap();
-    let (g, pieces) = run(&mut s, GenerateOptions { max_tokens: 40, sampler: sampling, stop: vec!["zzz-never".into(), stop.clone()] });
+    let (g, pieces) = run(&mut s, GenerateOptions { max_tokens: 40, sampler: sampling, stop: vec!["zzz-never".into(), stop.clone()], ignore_eos: false });
     assert_eq!(g.finished, Some(FinishReason::StopString));
     assert_eq!(g.text, free.text[..expected_end]);
     assert_eq!(pieces.concat(), g.text);
@@ -192,4 +194,31 @@ fn a_broken_chat_template_fails_chats_not_the_load() {
     assert!(matches!(e.chat_tokens(&[msg("user", "hi")]), Err(Error::Template(_))));
     let mut s = Session::new(e, 32).unwrap();
     s.feed(&[3, 4, 5]).unwrap();
+}
+
+#[test]
+fn ignore_eos_runs_past_the_end_of_turn_to_max_tokens() {
+    let e = tiny_engine(&TinySpec { seed: 9, ..Default::default() });
+    let opts = |seed, ignore_eos| GenerateOptions {
+        max_tokens: 300,
+        sampler: SamplerConfig { temperature: 3.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() },
+        stop: vec![],
+        ignore_eos,
+    };
+    let gen = |seed, ignore| {
+        let mut s = Session::new(e.clone(), 512).unwrap();
+        s.feed(&[10, 20, 30]).unwrap();
+        run(&mut s, opts(seed, ignore)).0
+    };
+    // a seed whose sampled text reaches the end-of-sequence token (id 2) early
+    let (seed, stopped) = (0..200u64)
+        .map(|seed| (seed, gen(seed, false)))
+        .find(|(_, g)| g.finished == Some(FinishReason::Stop) && g.tokens.len() < 250)
+        .expect("some seed samples EOS within 250 tokens");
+    let at = stopped.tokens.len();
+    let full = gen(seed, true);
+    assert_eq!(full.finished, Some(FinishReason::Length));
+    assert_eq!(full.tokens.len(), 300);
+    assert_eq!(&full.tokens[..at], &stopped.tokens[..], "the same tokens up to the end of turn");
+    assert!(e.tokenizer.is_eog(full.tokens[at]), "the end-of-turn token is kept and generation went on");
 }

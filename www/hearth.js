@@ -37,6 +37,7 @@ import * as store from './storage.js';
  * @property {number} [repeatLastN]
  * @property {number} [seed]
  * @property {string[]} [stop]          text that ends the answer (not included)
+ * @property {boolean} [ignoreEos]      keep going past end-of-turn tokens up to maxTokens (benchmarks)
  * @property {AbortSignal} [signal]
  * @property {boolean} [raw]            generate(): the prompt as-is, no chat template (default false)
  * @property {(piece: string) => void} [onPiece]  generate(): each piece of text as it comes
@@ -109,6 +110,10 @@ function engineOptions(options = {}) {
       throw new HearthError('invalid_argument', 'stop must be a string or an array of strings');
     }
     out.stop = stop;
+  }
+  if (options.ignoreEos !== undefined) {
+    if (typeof options.ignoreEos !== 'boolean') throw new HearthError('invalid_argument', 'ignoreEos must be a boolean');
+    out.ignoreEos = options.ignoreEos;
   }
   return out;
 }

@@ -21,7 +21,7 @@
 // LoadArgs: { source: string (absolute URL) | Blob, sha256?: string, nCtx?: number, store?: boolean,
 //             threads?: boolean }
 // GenOptions: the wasm options JSON (maxTokens, temperature, topK, topP, minP, repeatPenalty,
-//             repeatLastN, seed, stop).
+//             repeatLastN, seed, stop, ignoreEos).
 //
 // Every request gets exactly one `result` or `error`. Generation yields to the event loop between
 // tokens (and between prefill slices), so an `abort` lands there and the call ends with
