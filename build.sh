@@ -87,11 +87,40 @@ build_wasm() {
   wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
 }
 
+# The threaded build: wasm atomics + shared memory, so std is rebuilt with them (nightly, -Z
+# build-std). Its own target dir, so it never overwrites the simd build. Helper threads are Web
+# Workers (www/thread.js) started by the engine's worker; see src/parallel.rs.
+THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+ -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=2147483648 \
+ -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
+ -C link-arg=--export=__tls_base"
+need_nightly() {
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "installing the nightly toolchain (for the threaded wasm build)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+    rustup component add rust-src --toolchain nightly
+  fi
+}
+
+build_wasm_threads() {
+  need_nightly
+  need_wasm_bindgen
+  log "building the threaded wasm module (simd128 + atomics)"
+  RUSTFLAGS="$THREADS_RUSTFLAGS" cargo +nightly build --release --lib --target wasm32-unknown-unknown \
+    -Z build-std=std,panic_abort --target-dir target/threads
+  rm -rf www/pkg-threads
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg-threads \
+    target/threads/wasm32-unknown-unknown/release/hearth.wasm
+}
+
 build_all() {
   need_rust
   fetch_model
   build_native
   build_wasm
+  build_wasm_threads
 }
 
 cmd=${1:-build}

@@ -6,6 +6,8 @@
 //! `generate` (sampling loop, stop conditions, UTF-8-safe streaming), with `tokenizer`, `chat`
 //! (templates) and `sampler` beside it. `wasm` is the browser's thin binding; `cli` the native one.
 
+#![cfg_attr(all(target_arch = "wasm32", target_feature = "atomics"), feature(stdarch_wasm_atomic_wait))]
+
 pub mod chat;
 pub mod config;
 pub mod error;

@@ -49,12 +49,30 @@ impl QMatrix {
         let out_ptr = SyncPtr(out.as_mut_ptr());
         parallel::for_each_range(self.rows, 16, |range| {
             let o = out_ptr.get();
+            if n_tok == 1 {
+                for r in range {
+                    let v = quant::vec_dot(self.ty, self.cols, self.row(r), &act[..ab]);
+                    // SAFETY: each thread writes only rows of its own range; r < out.len().
+                    unsafe { *o.add(r) = v };
+                }
+                return;
+            }
+            // Tokens in groups of MAX_ROWS: each weight row is unpacked once per group, and stays
+            // in L1 while the groups pass over it.
+            let mut v = [0f32; quant::MAX_ROWS];
             for r in range {
                 let w = self.row(r);
-                for b in 0..n_tok {
-                    let v = quant::vec_dot(self.ty, self.cols, w, &act[b * ab..(b + 1) * ab]);
-                    // SAFETY: each thread writes only rows of its own range; b*rows+r < out.len().
-                    unsafe { *o.add(b * self.rows + r) = v };
+                let mut t0 = 0;
+                while t0 < n_tok {
+                    let k = (n_tok - t0).min(quant::MAX_ROWS);
+                    let acts: [&[u8]; quant::MAX_ROWS] =
+                        std::array::from_fn(|i| if i < k { &act[(t0 + i) * ab..(t0 + i + 1) * ab] } else { &[] });
+                    quant::vec_dot_rows(self.ty, self.cols, w, &acts[..k], &mut v[..k]);
+                    for (i, &x) in v[..k].iter().enumerate() {
+                        // SAFETY: each thread writes only rows of its own range; (t0+i)*rows+r < out.len().
+                        unsafe { *o.add((t0 + i) * self.rows + r) = x };
+                    }
+                    t0 += k;
                 }
             }
         });
@@ -333,66 +351,164 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
 fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
     let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
     let group = nh / nkv;
-    let scale = 1.0 / (hd as f32).sqrt();
     let keys = kv.keys(layer, p0 + n);
     let values = kv.values(layer, p0 + n);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     parallel::for_each_range(n * nkv, 1, |range| {
         let o = out_ptr.get();
-        // per query head of the group: q (f16-rounded), running max, sum and value accumulator
-        let mut qg = vec![0f32; group * hd];
-        let mut acc = vec![0f32; group * hd];
-        let mut m = vec![f32::NEG_INFINITY; group];
-        let mut sum = vec![0f32; group];
-        let (mut krow, mut vrow) = (vec![0f32; hd], vec![0f32; hd]);
+        let mut st = AttnState::new(group, hd);
         for unit in range {
             let (i, g) = (unit / nkv, unit % nkv);
             let q0 = i * nh * hd + g * group * hd;
-            for (d, v) in qg.iter_mut().zip(&q[q0..q0 + group * hd]) {
-                *d = f16::round(*v);
-            }
-            acc.fill(0.0);
-            m.fill(f32::NEG_INFINITY);
-            sum.fill(0.0);
-            for t in 0..=p0 + i {
-                let base = t * kvd + g * hd;
-                for (k, &bits) in krow.iter_mut().zip(&keys[base..base + hd]) {
-                    *k = f16::to_f32(bits);
-                }
-                for (v, &bits) in vrow.iter_mut().zip(&values[base..base + hd]) {
-                    *v = f16::to_f32(bits);
-                }
-                for j in 0..group {
-                    let s = dot(&qg[j * hd..(j + 1) * hd], &krow) * scale;
-                    let (ms, vs) = if s > m[j] {
-                        let ms = libm::expf(m[j] - s);
-                        m[j] = s;
-                        (ms, 1.0)
-                    } else {
-                        (1.0, libm::expf(s - m[j]))
-                    };
-                    sum[j] = sum[j] * ms + vs;
-                    // The accumulator is kept at f16 precision, rounded after each step, as
-                    // llama.cpp's CPU flash attention does with an f16 V cache (VKQ16).
-                    let a = &mut acc[j * hd..(j + 1) * hd];
-                    if ms != 1.0 {
-                        a.iter_mut().for_each(|x| *x = f16::round(*x * ms));
-                    }
-                    for (x, &v) in a.iter_mut().zip(&vrow) {
-                        *x = f16::round(*x + v * vs);
-                    }
-                }
+            let job = AttnUnit { q: &q[q0..q0 + group * hd], keys, values, kvd, off: g * hd, len: p0 + i + 1 };
+            #[cfg(target_arch = "x86_64")]
+            let done = if quant::avx2::available() {
+                // SAFETY: AVX2 and F16C are available (checked).
+                unsafe { attend_f16c(&mut st, &job) };
+                true
+            } else {
+                false
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let done = false;
+            if !done {
+                attend_portable(&mut st, &job);
             }
             for j in 0..group {
-                let inv = 1.0 / sum[j];
+                let inv = 1.0 / st.sum[j];
                 let h = g * group + j;
-                for (d, a) in acc[j * hd..(j + 1) * hd].iter().enumerate() {
+                for (d, a) in st.acc[j * hd..(j + 1) * hd].iter().enumerate() {
                     // SAFETY: units are disjoint across threads; index < n*nh*hd.
                     unsafe { *o.add(i * nh * hd + h * hd + d) = a * inv };
                 }
             }
         }
     });
+}
+
+/// One query position against one KV head: its `group` query heads over keys/values `0..len`.
+struct AttnUnit<'a> {
+    q: &'a [f32],
+    keys: &'a [u16],
+    values: &'a [u16],
+    kvd: usize,
+    off: usize,
+    len: usize,
+}
+
+/// Per-thread buffers of the attention loop: per query head of the group, q (f16-rounded), the
+/// running max and sum, and the value accumulator; one key and value row in f32.
+struct AttnState {
+    hd: usize,
+    qg: Vec<f32>,
+    acc: Vec<f32>,
+    m: Vec<f32>,
+    sum: Vec<f32>,
+    krow: Vec<f32>,
+    vrow: Vec<f32>,
+}
+
+impl AttnState {
+    fn new(group: usize, hd: usize) -> Self {
+        // rows padded to a multiple of 8 lanes (the pad stays 0 and is never read back)
+        let hp = hd.div_ceil(8) * 8;
+        AttnState {
+            hd,
+            qg: vec![0.0; group * hd],
+            acc: vec![0.0; group * hp],
+            m: vec![0.0; group],
+            sum: vec![0.0; group],
+            krow: vec![0.0; hp],
+            vrow: vec![0.0; hp],
+        }
+    }
+}
+
+/// The online-softmax attention of one unit, in one fixed float order for every target. The value
+/// accumulator is kept at f16 precision, rounded after each step, as llama.cpp's CPU flash
+/// attention does with an f16 V cache (VKQ16). `$round8` rounds 8 lanes to f16 precision; the
+/// accumulator `acc` rows are padded to whole 8-lane chunks, read back only up to `hd`.
+macro_rules! attend_body {
+    ($st:expr, $u:expr, $round8:expr) => {{
+        let (st, u) = ($st, $u);
+        let hd = st.hd;
+        let hp = st.krow.len();
+        let group = st.m.len();
+        let scale = 1.0 / (hd as f32).sqrt();
+        for (d, v) in st.qg.iter_mut().zip(u.q) {
+            *d = f16::round(*v);
+        }
+        st.acc.fill(0.0);
+        st.m.fill(f32::NEG_INFINITY);
+        st.sum.fill(0.0);
+        for t in 0..u.len {
+            let base = t * u.kvd + u.off;
+            for (k, &bits) in st.krow.iter_mut().zip(&u.keys[base..base + hd]) {
+                *k = f16::to_f32(bits);
+            }
+            for (v, &bits) in st.vrow.iter_mut().zip(&u.values[base..base + hd]) {
+                *v = f16::to_f32(bits);
+            }
+            for j in 0..group {
+                let s = dot(&st.qg[j * hd..(j + 1) * hd], &st.krow[..hd]) * scale;
+                let (ms, vs) = if s > st.m[j] {
+                    let ms = libm::expf(st.m[j] - s);
+                    st.m[j] = s;
+                    (ms, 1.0)
+                } else {
+                    (1.0, libm::expf(s - st.m[j]))
+                };
+                st.sum[j] = st.sum[j] * ms + vs;
+                let a = &mut st.acc[j * hp..(j + 1) * hp];
+                if ms != 1.0 {
+                    for c in a.chunks_exact_mut(8) {
+                        let c: &mut [f32; 8] = c.try_into().unwrap();
+                        for x in c.iter_mut() {
+                            *x *= ms;
+                        }
+                        $round8(c);
+                    }
+                }
+                for (c, v) in a.chunks_exact_mut(8).zip(st.vrow.chunks_exact(8)) {
+                    let c: &mut [f32; 8] = c.try_into().unwrap();
+                    for l in 0..8 {
+                        c[l] += v[l] * vs;
+                    }
+                    $round8(c);
+                }
+            }
+        }
+        // the accumulator rows, compacted to hd (pads dropped) for the caller
+        if hp != hd {
+            for j in 1..group {
+                st.acc.copy_within(j * hp..j * hp + hd, j * hd);
+            }
+        }
+    }};
+}
+
+#[inline(always)]
+fn round8_portable(c: &mut [f32; 8]) {
+    for x in c.iter_mut() {
+        *x = f16::round(*x);
+    }
+}
+
+fn attend_portable(st: &mut AttnState, u: &AttnUnit<'_>) {
+    attend_body!(st, u, round8_portable)
+}
+
+/// The same with F16C's exact conversions for the rounding (8 lanes in two instructions).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn attend_f16c(st: &mut AttnState, u: &AttnUnit<'_>) {
+    use std::arch::x86_64::*;
+    let round8 = |c: &mut [f32; 8]| {
+        let v = _mm256_loadu_ps(c.as_ptr());
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
+    };
+    attend_body!(st, u, round8)
 }
 
 /// Dot product in 8 independent lanes (vectorizes; the order is fixed for every target).

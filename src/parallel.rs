@@ -1,5 +1,5 @@
-//! Splitting work across threads: rayon natively, a plain loop in the (single-threaded) wasm
-//! build. Kernels only call `for_each_range`; the session wraps a whole forward pass in `run` so
+//! Splitting work across threads: rayon natively, a small pool of Web Workers in the threaded wasm
+//! build, a plain loop in the single-threaded one. Kernels only call `for_each_range`; the session wraps a whole forward pass in `run` so
 //! the nested splits are cheap.
 
 use std::ops::Range;
@@ -52,7 +52,7 @@ mod imp {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 mod imp {
     pub fn set_threads(_n: usize) {}
     pub fn threads() -> usize {
@@ -69,14 +69,165 @@ mod imp {
     }
 }
 
+/// The threaded wasm build's pool: helper threads are Web Workers that the JS side starts on the
+/// same module and shared memory, each calling `thread_main` (which never returns). A parallel
+/// call publishes one job; helpers take chunk indices from a shared counter (so a slow or
+/// descheduled thread leaves its chunks to the others) and check out when none are left. Waiting
+/// spins briefly (the next matmul is microseconds away) and then sleeps in `memory.atomic.wait32`.
+/// The caller is the engine's own worker, which may block; a call made while a job runs (nested,
+/// or from a helper) runs on its own thread.
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+mod imp {
+    use core::arch::wasm32::{memory_atomic_notify, memory_atomic_wait32};
+    use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering::*};
+
+    struct Job<'a> {
+        f: &'a (dyn Fn(usize) + Sync),
+        n: usize,
+        next: AtomicUsize,
+    }
+
+    /// Helper threads running `thread_main`.
+    static HELPERS: AtomicUsize = AtomicUsize::new(0);
+    /// Threads a parallel call uses, the caller included.
+    static WANT: AtomicUsize = AtomicUsize::new(1);
+    /// Bumped for each job; helpers sleep on it.
+    static EPOCH: AtomicI32 = AtomicI32::new(0);
+    /// Helpers still inside the current job; the caller sleeps on it.
+    static ACTIVE: AtomicI32 = AtomicI32::new(0);
+    static JOB: AtomicPtr<Job<'static>> = AtomicPtr::new(core::ptr::null_mut());
+    static BUSY: AtomicBool = AtomicBool::new(false);
+    /// Threads asleep in `memory.atomic.wait32` (a notify is only needed when some are).
+    static SLEEPERS: AtomicI32 = AtomicI32::new(0);
+
+    const SPIN: u32 = 1 << 16;
+    /// A sleeper re-checks this often even without a notify (belt and braces; ns).
+    const NAP_NS: i64 = 50_000_000;
+
+    fn as_ptr(a: &AtomicI32) -> *mut i32 {
+        a.as_ptr()
+    }
+
+    /// Waits until `a` is no longer `old`: spins, then sleeps.
+    fn wait_while(a: &AtomicI32, old: i32) {
+        for _ in 0..SPIN {
+            if a.load(Acquire) != old {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        while a.load(SeqCst) == old {
+            SLEEPERS.fetch_add(1, SeqCst);
+            // SAFETY: a valid, aligned i32 in shared memory; returns at once if `*a != old`, else on
+            // notify or timeout. A store seen as "no sleepers" comes before this check, so no
+            // wakeup is lost.
+            unsafe { memory_atomic_wait32(as_ptr(a), old, NAP_NS) };
+            SLEEPERS.fetch_sub(1, SeqCst);
+        }
+    }
+
+    /// Wakes the sleepers on `a` (after a SeqCst change of it).
+    fn wake(a: &AtomicI32) {
+        if SLEEPERS.load(SeqCst) > 0 {
+            // SAFETY: as in `wait_while`.
+            unsafe { memory_atomic_notify(as_ptr(a), u32::MAX) };
+        }
+    }
+
+    fn work(job: &Job<'_>) {
+        loop {
+            let i = job.next.fetch_add(1, Relaxed);
+            if i >= job.n {
+                break;
+            }
+            (job.f)(i);
+        }
+    }
+
+    /// A helper thread's whole life.
+    /// The JS side waits until every helper has registered here before the pool is used, so a job
+    /// never starts while a helper is joining.
+    pub fn thread_main() -> ! {
+        let mut seen = EPOCH.load(SeqCst);
+        HELPERS.fetch_add(1, SeqCst);
+        loop {
+            wait_while(&EPOCH, seen);
+            seen = EPOCH.load(Acquire);
+            let job = JOB.load(Acquire);
+            if !job.is_null() {
+                // SAFETY: the caller keeps the job alive until every helper has checked out.
+                work(unsafe { &*job });
+            }
+            if ACTIVE.fetch_sub(1, SeqCst) == 1 {
+                wake(&ACTIVE);
+            }
+        }
+    }
+
+    pub fn helpers() -> usize {
+        HELPERS.load(Acquire)
+    }
+
+    pub fn set_threads(n: usize) {
+        WANT.store(if n == 0 { usize::MAX } else { n }, Release);
+    }
+
+    pub fn threads() -> usize {
+        WANT.load(Acquire).min(helpers() + 1).max(1)
+    }
+
+    pub fn run<T>(f: impl FnOnce() -> T) -> T {
+        f()
+    }
+
+    pub fn current() -> usize {
+        if BUSY.load(Relaxed) {
+            1
+        } else {
+            threads()
+        }
+    }
+
+    pub fn for_each_chunk(n_chunks: usize, f: impl Fn(usize) + Sync) {
+        let helpers = helpers();
+        if n_chunks <= 1 || helpers == 0 || threads() <= 1 || BUSY.swap(true, AcqRel) {
+            return (0..n_chunks).for_each(f);
+        }
+        let job = Job { f: &f, n: n_chunks, next: AtomicUsize::new(0) };
+        // Every helper wakes and checks out, so the job outlives all of its readers.
+        ACTIVE.store(helpers as i32, Release);
+        // SAFETY: only the lifetime is erased; `job` lives until ACTIVE is back to 0 below.
+        JOB.store(&job as *const Job<'_> as *mut Job<'static>, Release);
+        EPOCH.fetch_add(1, SeqCst);
+        wake(&EPOCH);
+        work(&job);
+        loop {
+            let left = ACTIVE.load(SeqCst);
+            if left == 0 {
+                break;
+            }
+            wait_while(&ACTIVE, left);
+        }
+        JOB.store(core::ptr::null_mut(), Release);
+        BUSY.store(false, Release);
+    }
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "atomics"))]
+pub use imp::{helpers, thread_main};
+
 pub use imp::{run, set_threads, threads};
+
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// Calls `f` on disjoint ranges covering `0..n`, in parallel where threads exist. Ranges are
 /// multiples of `align` (except the last) so SIMD row groups stay whole.
 pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + Send) {
     let threads = imp::current().max(1);
     let units = n.div_ceil(align.max(1));
-    let chunks = threads.min(units).max(1);
+    // A few chunks per thread, taken as threads come free: on a shared machine one thread is
+    // often late, and equal shares would make every call wait for it.
+    let chunks = if threads == 1 { 1 } else { (threads * CHUNKS_PER_THREAD).min(units).max(1) };
     if chunks == 1 {
         return f(0..n);
     }

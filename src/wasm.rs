@@ -185,6 +185,29 @@ impl WasmEngine {
     }
 }
 
+/// Threaded build: a helper thread's entry point. The JS side starts each helper worker on the same
+/// module and memory and calls this; it never returns.
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(js_name = threadMain)]
+pub fn thread_main() {
+    crate::parallel::thread_main()
+}
+
+/// Threaded build: helper threads registered so far.
+#[cfg(target_feature = "atomics")]
+#[wasm_bindgen(js_name = helperThreads)]
+pub fn helper_threads() -> u32 {
+    crate::parallel::helpers() as u32
+}
+
+/// Threads that parallel work uses, the calling one included (0: all started), capped at the
+/// helpers running + 1. Returns the count now in use.
+#[wasm_bindgen(js_name = setThreads)]
+pub fn set_threads(n: u32) -> u32 {
+    crate::parallel::set_threads(n as usize);
+    crate::parallel::threads() as u32
+}
+
 /// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
 #[wasm_bindgen(js_name = memoryBytes)]
 pub fn memory_bytes() -> f64 {

@@ -112,6 +112,32 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
     assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
 }
 
+/// The batched entry point (one weight row against up to MAX_ROWS activation rows, the prefill
+/// path) gives, row for row, exactly the single-row reference.
+#[test]
+fn batched_kernels_equal_the_reference_row_by_row() {
+    let mut rng = Rng(5);
+    for ty in WEIGHT_TYPES {
+        let at = act_type(ty).unwrap();
+        for blocks in [1, 3, 4, 5, 8, 18] {
+            let n = blocks * 32;
+            let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+            let wq = quant::quantize::quantize(ty, &w).unwrap();
+            for k in 1..=quant::MAX_ROWS {
+                let rows: Vec<Vec<u8>> =
+                    (0..k).map(|_| quantized_act(at, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+                let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+                let mut out = vec![f32::NAN; k];
+                quant::vec_dot_rows(ty, n, &wq, &refs, &mut out);
+                for (t, row) in rows.iter().enumerate() {
+                    let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, row));
+                    assert_eq!(out[t].to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, row {t} of {k}");
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn avx2_kernels_are_bit_identical_to_the_reference() {
@@ -125,20 +151,21 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
         let n = blocks * 32;
         let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
         let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-        let q8_0 = block_part(ActType::Q8_0, n, &quantized_act(ActType::Q8_0, &x, false)).to_vec();
-        let q8_1 = block_part(ActType::Q8_1, n, &quantized_act(ActType::Q8_1, &x, false)).to_vec();
+        let q8_0 = quantized_act(ActType::Q8_0, &x, false);
+        let q8_1 = quantized_act(ActType::Q8_1, &x, false);
         let q = |t| quant::quantize::quantize(t, &w).unwrap();
         // SAFETY: AVX2 is available (checked above).
         unsafe {
             let cases = [
-                (GgmlType::Q4_0, avx2::dot_q4_0(as_blocks(&q(GgmlType::Q4_0)), as_blocks(&q8_0)), &q8_0),
-                (GgmlType::Q4_1, avx2::dot_q4_1(as_blocks(&q(GgmlType::Q4_1)), as_blocks(&q8_1)), &q8_1),
-                (GgmlType::Q5_0, avx2::dot_q5_0(as_blocks(&q(GgmlType::Q5_0)), as_blocks(&q8_0)), &q8_0),
-                (GgmlType::Q5_1, avx2::dot_q5_1(as_blocks(&q(GgmlType::Q5_1)), as_blocks(&q8_1)), &q8_1),
-                (GgmlType::Q8_0, avx2::dot_q8_0(as_blocks(&q(GgmlType::Q8_0)), as_blocks(&q8_0)), &q8_0),
+                (GgmlType::Q4_0, avx2::dot_q4_0(as_blocks(&q(GgmlType::Q4_0)), &q8_0), &q8_0),
+                (GgmlType::Q4_1, avx2::dot_q4_1(as_blocks(&q(GgmlType::Q4_1)), &q8_1), &q8_1),
+                (GgmlType::Q5_0, avx2::dot_q5_0(as_blocks(&q(GgmlType::Q5_0)), &q8_0), &q8_0),
+                (GgmlType::Q5_1, avx2::dot_q5_1(as_blocks(&q(GgmlType::Q5_1)), &q8_1), &q8_1),
+                (GgmlType::Q8_0, avx2::dot_q8_0(as_blocks(&q(GgmlType::Q8_0)), &q8_0), &q8_0),
             ];
             for (ty, fast, act) in cases {
-                let reference = scalar::vec_dot(ty, n, &q(ty), act);
+                let at = act_type(ty).unwrap();
+                let reference = scalar::vec_dot(ty, n, &q(ty), block_part(at, n, act));
                 assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks");
             }
         }

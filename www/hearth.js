@@ -26,6 +26,7 @@ import * as store from './storage.js';
  * @property {number} [nCtx]       context length in tokens (default: the model's, at most 4096)
  * @property {boolean} [store]     keep a downloaded model in the browser's storage (default true)
  * @property {boolean} [threads]   use the threaded build when the page is cross-origin isolated (default true)
+ * @property {number} [nThreads]    threads for the threaded build (default: the device's cores, at most 4)
  *
  * @typedef {object} GenerateOptions
  * @property {number} [maxTokens]       default 256
@@ -72,6 +73,7 @@ import * as store from './storage.js';
  * @property {'network'|'storage'|'file'} source
  * @property {'opfs'|'memory'} storage  'memory': not stored (storage full, or store: false, or a local file)
  * @property {'simd'|'threads'} build
+ * @property {number} threads           threads the engine computes on
  * @property {string} reason            why this build runs
  * @property {boolean} crossOriginIsolated
  * @property {number} loadMs
@@ -332,6 +334,7 @@ export class Hearth {
       nCtx: options.nCtx,
       store: options.store,
       threads: options.threads !== false && typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated,
+      nThreads: options.nThreads,
     };
     try {
       const info = await conn.call('load', args, { signal: options.signal, onProgress });

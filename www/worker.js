@@ -19,7 +19,7 @@
 //  *   | { id: 0, fatal: { type: 'worker_crashed', name: string, message: string } }  // then the worker closes
 //  * } Response */
 // LoadArgs: { source: string (absolute URL) | Blob, sha256?: string, nCtx?: number, store?: boolean,
-//             threads?: boolean }
+//             threads?: boolean, nThreads?: number }
 // GenOptions: the wasm options JSON (maxTokens, temperature, topK, topP, minP, repeatPenalty,
 //             repeatLastN, seed, stop, ignoreEos).
 //
@@ -221,28 +221,83 @@ function progressReporter(id) {
   };
 }
 
-async function loadWasm(threads) {
+/** Threads used by default: what the device has, capped (this work is bound by memory bandwidth). */
+const DEFAULT_THREADS = 4;
+/** Most threads asked for explicitly. */
+const MAX_THREADS = 16;
+/** A helper thread that has not started after this long is given up on (the simd build runs). */
+const THREAD_START_MS = 20_000;
+
+/** Helper workers of the threaded build (they end with this worker). */
+const helpers = [];
+
+/** Starts `n` helper threads on the threaded build's module and memory; resolves when all run. */
+function startHelpers(n, module, memory) {
+  const started = [];
+  for (let i = 0; i < n; i++) {
+    const w = new Worker(new URL('./thread.js', import.meta.url), { type: 'module', name: `hearth-thread-${i + 1}` });
+    helpers.push(w);
+    started.push(
+      new Promise((ok, fail) => {
+        const timer = setTimeout(() => fail(new Error(`helper thread ${i + 1} did not start in ${THREAD_START_MS} ms`)), THREAD_START_MS);
+        w.onmessage = ({ data }) => {
+          clearTimeout(timer);
+          if (data?.ready) ok();
+          else fail(new Error(`helper thread ${i + 1}: ${data?.error ?? 'failed'}`));
+        };
+        w.onerror = (e) => {
+          clearTimeout(timer);
+          fail(new Error(`helper thread ${i + 1}: ${e.message || 'failed to start'}`));
+        };
+      }),
+    );
+    w.postMessage({ pkg: PKG_THREADS.href, module, memory });
+  }
+  return Promise.all(started);
+}
+
+function stopHelpers() {
+  for (const w of helpers.splice(0)) w.terminate();
+}
+
+async function loadWasm(threads, nThreads) {
   if (wasm) return;
-  if (threads) {
+  const requested = Number.isInteger(nThreads) && nThreads > 0 ? Math.min(nThreads, MAX_THREADS) : 0;
+  const want = requested || Math.max(1, Math.min(navigator.hardwareConcurrency || 1, DEFAULT_THREADS));
+  let failure = null;
+  if (threads && self.crossOriginIsolated) {
     try {
       const mod = await import(PKG_THREADS.href);
-      await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_THREADS) });
-      if (mod.initThreadPool) await mod.initThreadPool(Math.min(navigator.hardwareConcurrency || 1, 8));
+      const module = await WebAssembly.compileStreaming(fetch(new URL('hearth_bg.wasm', PKG_THREADS)));
+      const exports = await mod.default({ module_or_path: module });
+      await startHelpers(want - 1, module, exports.memory);
+      // "ready" comes just before a helper enters its loop: wait until all have registered there.
+      const t0 = performance.now();
+      while (mod.helperThreads() < want - 1) {
+        if (performance.now() - t0 > THREAD_START_MS) throw new Error('helper threads did not register');
+        await new Promise((ok) => setTimeout(ok, 1));
+      }
+      const running = mod.setThreads(want);
       wasm = mod;
-      build = { build: 'threads', reason: 'the page is cross-origin isolated' };
+      build = {
+        build: 'threads',
+        threads: running,
+        reason: `the page is cross-origin isolated; ${running} thread${running > 1 ? 's' : ''} (${requested ? 'asked for' : `of ${navigator.hardwareConcurrency || 1} cores, at most ${DEFAULT_THREADS} by default`})`,
+      };
       return;
-    } catch {
-      // no threaded build deployed (or it failed to start): the single-threaded one below
+    } catch (e) {
+      stopHelpers();
+      failure = e?.message ?? String(e);
     }
   }
   const mod = await import(PKG_SIMD.href);
   await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_SIMD) });
   wasm = mod;
   let reason;
-  if (threads) reason = 'no threaded build could be started';
-  else if (!self.crossOriginIsolated) reason = 'the page is not cross-origin isolated (no SharedArrayBuffer)';
-  else reason = 'threads were not requested';
-  build = { build: 'simd', reason };
+  if (failure) reason = `the threaded build could not start (${failure})`;
+  else if (!threads) reason = 'threads were not requested';
+  else reason = 'the page is not cross-origin isolated (no SharedArrayBuffer)';
+  build = { build: 'simd', threads: 1, reason };
 }
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
@@ -370,7 +425,7 @@ async function load(id, job, args) {
   const expectSha = args.sha256 ? String(args.sha256).toLowerCase() : null;
   const warnings = [];
   try {
-    await loadWasm(!!args.threads);
+    await loadWasm(!!args.threads, args.nThreads);
   } catch (e) {
     throw new WorkerError('load_error', `the engine could not be started: ${e?.message ?? e}`);
   }

@@ -40,12 +40,6 @@ unsafe fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
-/// i8 × i8 the same way (the sign moves onto y so maddubs sees an unsigned x).
-#[inline(always)]
-unsafe fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
-    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
-}
-
 #[inline(always)]
 unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
     _mm256_loadu_si256(qs.as_ptr() as *const __m256i)
@@ -77,74 +71,143 @@ fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
-/// Runs the canonical accumulation (see `scalar::Acc4`) over blocks, four at a time: `$ints(x, y)`
-/// gives a block's integer partial sums; `$dw`/`$da` the f16 scales of weight and activation block;
-/// `$mw`/`$sa` (optional) the weight minimum and the activation sum.
+/// An activation row as `quantize_act` lays it out (blocks, then the f32 scales `d`, then for Q8_1
+/// the f32 sums `s`), split into its parts for `nb` blocks.
+#[inline(always)]
+fn act_parts<B: Block>(row: &[u8], nb: usize, with_sums: bool) -> (&[B], *const f32, *const f32) {
+    let bb = nb * std::mem::size_of::<B>();
+    let need = bb + nb * 4 * (1 + with_sums as usize);
+    assert!(row.len() >= need, "activation row too short: {} < {need}", row.len());
+    let d = row[bb..].as_ptr() as *const f32;
+    // SAFETY: in bounds by the assert (the sums follow the scales).
+    let s = unsafe { d.add(nb) };
+    (as_blocks(&row[..bb]), d, s)
+}
+
+/// Runs the canonical accumulation (see `scalar::Acc4`) of one weight row against `N` activation
+/// rows at once, four blocks per step. Each weight block is prepared once (`$prep`: unpacked to
+/// bytes) and multiplied into every activation row (`$mul(prepared, act_block)` → the block's
+/// integer partial sums), so a batch pays for the unpacking once. `$dw` gives a weight block's f16
+/// scale and `$mw` (optional) its minimum; the activations' scales and sums come from the row's f32
+/// arrays. Each row's arithmetic is exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($w:expr, $a:expr, $ints:expr, $dw:expr, $da:expr $(, $mw:expr, $sa:expr)?) => {{
-        let (w, a) = ($w, $a);
-        let n = w.len().min(a.len());
+    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+        let (w, rows) = ($w, $rows);
+        let n = w.len();
+        let with_sums = false $( || { let _ = $mw; true } )?;
+        let parts: [(&[$AB], *const f32, *const f32); $N] = std::array::from_fn(|t| act_parts::<$AB>(rows[t], n, with_sums));
         let full = n / 4 * 4;
-        let mut acc = _mm_setzero_ps();
+        let mut acc = [_mm_setzero_ps(); $N];
         #[allow(unused_mut)]
-        let mut accm = _mm_setzero_ps();
+        let mut accm = [_mm_setzero_ps(); $N];
         let mut b = 0;
         while b < full {
-            let (w4, a4) = (&w[b..b + 4], &a[b..b + 4]);
-            let s = totals4($ints(&w4[0], &a4[0]), $ints(&w4[1], &a4[1]), $ints(&w4[2], &a4[2]), $ints(&w4[3], &a4[3]));
+            let w4 = &w[b..b + 4];
+            let p = [$prep(&w4[0]), $prep(&w4[1]), $prep(&w4[2]), $prep(&w4[3])];
             let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
-            let da = f16x4($da(&a4[0]), $da(&a4[1]), $da(&a4[2]), $da(&a4[3]));
-            acc = _mm_add_ps(acc, _mm_mul_ps(_mm_mul_ps(dw, da), s));
-            $(
-                let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3]));
-                let sa = f16x4($sa(&a4[0]), $sa(&a4[1]), $sa(&a4[2]), $sa(&a4[3]));
-                accm = _mm_add_ps(accm, _mm_mul_ps(mw, sa));
-            )?
+            $( let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3])); )?
+            for t in 0..$N {
+                let (q, d, _s) = parts[t];
+                let a4 = &q[b..b + 4];
+                let s = totals4($mul(p[0], &a4[0]), $mul(p[1], &a4[1]), $mul(p[2], &a4[2]), $mul(p[3], &a4[3]));
+                let da = _mm_loadu_ps(d.add(b));
+                acc[t] = _mm_add_ps(acc[t], _mm_mul_ps(_mm_mul_ps(dw, da), s));
+                $(
+                    let _ = $mw;
+                    accm[t] = _mm_add_ps(accm[t], _mm_mul_ps(mw, _mm_loadu_ps(_s.add(b))));
+                )?
+            }
             b += 4;
         }
-        let mut ad = [0f32; 4];
-        #[allow(unused_mut)]
-        let mut am = [0f32; 4];
-        _mm_storeu_ps(ad.as_mut_ptr(), acc);
-        _mm_storeu_ps(am.as_mut_ptr(), accm);
-        for b in full..n {
-            let scale = super::f16::to_f32($dw(&w[b])) * super::f16::to_f32($da(&a[b]));
-            ad[b % 4] += scale * total($ints(&w[b], &a[b])) as f32;
-            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * super::f16::to_f32($sa(&a[b])); )?
+        let mut out = [0f32; $N];
+        for t in 0..$N {
+            let (q, d, _s) = parts[t];
+            let mut ad = [0f32; 4];
+            #[allow(unused_mut)]
+            let mut am = [0f32; 4];
+            _mm_storeu_ps(ad.as_mut_ptr(), acc[t]);
+            _mm_storeu_ps(am.as_mut_ptr(), accm[t]);
+            for b in full..n {
+                let x = &w[b];
+                let scale = super::f16::to_f32($dw(x)) * d.add(b).read_unaligned();
+                ad[b % 4] += scale * total($mul($prep(x), &q[b])) as f32;
+                $( am[b % 4] += super::f16::to_f32($mw(x)) * _s.add(b).read_unaligned(); )?
+            }
+            out[t] = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
         }
-        ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
+        out
     }};
 }
 
+/// A signed weight block ready for `maddubs`: its magnitudes, and itself (for the signs).
+#[inline(always)]
+unsafe fn signed(x: __m256i) -> (__m256i, __m256i) {
+    (_mm256_sign_epi8(x, x), x)
+}
+
+/// Integer sums of a prepared signed block (see `signed`) times an activation block.
+#[inline(always)]
+unsafe fn mul_signed(p: (__m256i, __m256i), y: &[i8; 32]) -> __m256i {
+    dot_u8_i8(p.0, _mm256_sign_epi8(load_q8(y), p.1))
+}
+
+/// One weight row against `N` activation rows (1 ≤ N ≤ 4 in practice).
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f32 {
-    let ints = |x: &BlockQ4_0, y: &BlockQ8_0| dot_i8_i8(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8)), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+pub unsafe fn dotn_q4_0<const N: usize>(w: &[BlockQ4_0], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ4_0| signed(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8)));
+    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
+    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ4_0| h(x.d))
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f32 {
-    let ints = |x: &BlockQ4_1, y: &BlockQ8_1| dot_u8_i8(unpack_nibbles(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ4_1| h(x.m), |y: &BlockQ8_1| h(y.s))
+pub unsafe fn dotn_q4_1<const N: usize>(w: &[BlockQ4_1], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ4_1| unpack_nibbles(&x.qs);
+    let mul = |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs));
+    canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &BlockQ4_1| h(x.d), |x: &BlockQ4_1| h(x.m))
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> f32 {
-    let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
+pub unsafe fn dotn_q5_0<const N: usize>(w: &[BlockQ5_0], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ5_0| {
         let q = _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
-        dot_i8_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), load_q8(&y.qs))
+        signed(_mm256_sub_epi8(q, _mm256_set1_epi8(16)))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
+    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ5_0| h(x.d))
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1]) -> f32 {
-    let ints = |x: &BlockQ5_1, y: &BlockQ8_1| dot_u8_i8(_mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh)), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), |y: &BlockQ8_1| h(y.d), |x: &BlockQ5_1| h(x.m), |y: &BlockQ8_1| h(y.s))
+pub unsafe fn dotn_q5_1<const N: usize>(w: &[BlockQ5_1], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ5_1| _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
+    let mul = |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs));
+    canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &BlockQ5_1| h(x.d), |x: &BlockQ5_1| h(x.m))
 }
 
 #[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
-    let ints = |x: &BlockQ8_0, y: &BlockQ8_0| dot_i8_i8(load_q8(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), |y: &BlockQ8_0| h(y.d))
+pub unsafe fn dotn_q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ8_0| signed(load_q8(&x.qs));
+    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
+    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ8_0| h(x.d))
+}
+
+/// Single-row forms: `a` is a whole activation row as `quantize_act` lays it out.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[u8]) -> f32 {
+    dotn_q4_0::<1>(w, [a])[0]
+}
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[u8]) -> f32 {
+    dotn_q4_1::<1>(w, [a])[0]
+}
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[u8]) -> f32 {
+    dotn_q5_0::<1>(w, [a])[0]
+}
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[u8]) -> f32 {
+    dotn_q5_1::<1>(w, [a])[0]
+}
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[u8]) -> f32 {
+    dotn_q8_0::<1>(w, [a])[0]
 }

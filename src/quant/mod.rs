@@ -213,11 +213,11 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         // SAFETY: the CPU has AVX2 and F16C (checked once at run time).
         unsafe {
             match ty {
-                Q4_0 => return avx2::dot_q4_0(as_blocks(w), as_blocks(ab)),
-                Q4_1 => return avx2::dot_q4_1(as_blocks(w), as_blocks(ab)),
-                Q5_0 => return avx2::dot_q5_0(as_blocks(w), as_blocks(ab)),
-                Q5_1 => return avx2::dot_q5_1(as_blocks(w), as_blocks(ab)),
-                Q8_0 => return avx2::dot_q8_0(as_blocks(w), as_blocks(ab)),
+                Q4_0 => return avx2::dot_q4_0(as_blocks(w), a),
+                Q4_1 => return avx2::dot_q4_1(as_blocks(w), a),
+                Q5_0 => return avx2::dot_q5_0(as_blocks(w), a),
+                Q5_1 => return avx2::dot_q5_1(as_blocks(w), a),
+                Q8_0 => return avx2::dot_q8_0(as_blocks(w), a),
                 _ => {}
             }
         }
@@ -239,6 +239,48 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Dequantizes a row of `out.len()` elements of format `ty` from `w`.
+/// Most activation rows one kernel call takes (a weight row is unpacked once for all of them).
+pub const MAX_ROWS: usize = 4;
+
+/// `out[t] = W_row · acts[t]` for up to `MAX_ROWS` activation rows (as `vec_dot` computes each;
+/// the results are bit-identical to calling it row by row).
+#[inline]
+pub fn vec_dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+    debug_assert!(acts.len() <= MAX_ROWS && out.len() >= acts.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        {
+            // SAFETY: AVX2 and F16C are available (checked above).
+            unsafe {
+                macro_rules! go {
+                    ($f:ident) => {{
+                        let blocks = |i: usize| acts[i];
+                        match acts.len() {
+                            1 => out[..1].copy_from_slice(&avx2::$f::<1>(as_blocks(w), [blocks(0)])),
+                            2 => out[..2].copy_from_slice(&avx2::$f::<2>(as_blocks(w), [blocks(0), blocks(1)])),
+                            3 => out[..3].copy_from_slice(&avx2::$f::<3>(as_blocks(w), [blocks(0), blocks(1), blocks(2)])),
+                            4 => out[..4].copy_from_slice(&avx2::$f::<4>(as_blocks(w), [blocks(0), blocks(1), blocks(2), blocks(3)])),
+                            _ => {}
+                        }
+                        return;
+                    }};
+                }
+                match ty {
+                    GgmlType::Q4_0 => go!(dotn_q4_0),
+                    GgmlType::Q4_1 => go!(dotn_q4_1),
+                    GgmlType::Q5_0 => go!(dotn_q5_0),
+                    GgmlType::Q5_1 => go!(dotn_q5_1),
+                    GgmlType::Q8_0 => go!(dotn_q8_0),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for (o, a) in out.iter_mut().zip(acts) {
+        *o = vec_dot(ty, n, w, a);
+    }
+}
+
 pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {
     scalar::dequantize_row(ty, w, out)
 }
