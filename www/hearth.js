@@ -303,6 +303,9 @@ export class Hearth {
   }
 
   static async #start(source, options) {
+    if (options.nThreads !== undefined && !(Number.isInteger(options.nThreads) && options.nThreads >= 1)) {
+      throw new HearthError('invalid_argument', 'nThreads must be a whole number ≥ 1');
+    }
     let wire;
     if (typeof Blob !== 'undefined' && source instanceof Blob) wire = source;
     else if (typeof source === 'string' || source instanceof URL) {

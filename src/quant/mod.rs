@@ -142,11 +142,18 @@ pub fn act_type(ty: GgmlType) -> Option<ActType> {
 /// Bytes of the quantized form of `n` activations (n a multiple of 32 for the 8-bit types): the
 /// blocks, then their scales as f32 arrays (d, and s for Q8_1), converted once per row so the wasm
 /// kernels need not convert them for every weight row.
+/// wasm's kernels multiply i16 lanes: there, a quantized activation row also carries its values
+/// widened to i16 (once per row, instead of once per weight row that meets it).
+const ACT_I16: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
+
+/// Bytes of one activation row of `n` values: the blocks, their scales as f32 (and for Q8_1 the
+/// sums), and in wasm the values as i16.
 pub fn act_bytes(at: ActType, n: usize) -> usize {
+    let wide = if ACT_I16 { n * 2 } else { 0 };
     match at {
         ActType::F32 => n * 4,
-        ActType::Q8_0 => n / QK * (34 + 4),
-        ActType::Q8_1 => n / QK * (36 + 8),
+        ActType::Q8_0 => n / QK * (34 + 4) + wide,
+        ActType::Q8_1 => n / QK * (36 + 8) + wide,
     }
 }
 
@@ -171,17 +178,23 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
         }
         ActType::Q8_0 => {
             quantize_q8_0(x, as_blocks_mut(blocks));
-            for (o, b) in scales.chunks_exact_mut(4).zip(as_blocks::<BlockQ8_0>(blocks)) {
+            let (ds, _wide) = scales.split_at_mut(nb * 4);
+            for (o, b) in ds.chunks_exact_mut(4).zip(as_blocks::<BlockQ8_0>(blocks)) {
                 o.copy_from_slice(&f16::le(b.d).to_le_bytes());
             }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            simd128::widen_act(as_blocks::<BlockQ8_0>(blocks), |b| &b.qs, _wide);
         }
         ActType::Q8_1 => {
             quantize_q8_1(x, as_blocks_mut(blocks));
-            let (ds, ss) = scales.split_at_mut(nb * 4);
+            let (ds, rest) = scales.split_at_mut(nb * 4);
+            let (ss, _wide) = rest.split_at_mut(nb * 4);
             for ((od, os), b) in ds.chunks_exact_mut(4).zip(ss.chunks_exact_mut(4)).zip(as_blocks::<BlockQ8_1>(blocks)) {
                 od.copy_from_slice(&f16::le(b.d).to_le_bytes());
                 os.copy_from_slice(&f16::le(b.s).to_le_bytes());
             }
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            simd128::widen_act(as_blocks::<BlockQ8_1>(blocks), |b| &b.qs, _wide);
         }
     }
 }
@@ -206,8 +219,7 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     use GgmlType::*;
     let Some(at) = act_type(ty) else { return f32::NAN };
-    let (ab, scales) = a.split_at(act_block_bytes(at, n).min(a.len()));
-    let _ = scales;
+    let ab = &a[..act_block_bytes(at, n).min(a.len())];
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         // SAFETY: the CPU has AVX2 and F16C (checked once at run time).
@@ -223,17 +235,13 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        let nb = n / QK;
-        let (sd, ss) = scales.split_at((nb * 4).min(scales.len()));
-        match ty {
-            Q4_0 => return simd128::dot_q4_0(as_blocks(w), as_blocks(ab), sd),
-            Q4_1 => return simd128::dot_q4_1(as_blocks(w), as_blocks(ab), sd, ss),
-            Q5_0 => return simd128::dot_q5_0(as_blocks(w), as_blocks(ab), sd),
-            Q5_1 => return simd128::dot_q5_1(as_blocks(w), as_blocks(ab), sd, ss),
-            Q8_0 => return simd128::dot_q8_0(as_blocks(w), as_blocks(ab), sd),
-            _ => {}
-        }
+    match ty {
+        Q4_0 => return simd128::dotn_q4_0::<1>(as_blocks(w), [a])[0],
+        Q4_1 => return simd128::dotn_q4_1::<1>(as_blocks(w), [a])[0],
+        Q5_0 => return simd128::dotn_q5_0::<1>(as_blocks(w), [a])[0],
+        Q5_1 => return simd128::dotn_q5_1::<1>(as_blocks(w), [a])[0],
+        Q8_0 => return simd128::dotn_q8_0::<1>(as_blocks(w), [a])[0],
+        _ => {}
     }
     scalar::vec_dot(ty, n, w, ab)
 }
@@ -247,34 +255,41 @@ pub const MAX_ROWS: usize = 4;
 #[inline]
 pub fn vec_dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
     debug_assert!(acts.len() <= MAX_ROWS && out.len() >= acts.len());
+    macro_rules! go {
+        ($m:ident :: $f:ident) => {{
+            let a = |i: usize| acts[i];
+            match acts.len() {
+                1 => out[..1].copy_from_slice(&$m::$f::<1>(as_blocks(w), [a(0)])),
+                2 => out[..2].copy_from_slice(&$m::$f::<2>(as_blocks(w), [a(0), a(1)])),
+                3 => out[..3].copy_from_slice(&$m::$f::<3>(as_blocks(w), [a(0), a(1), a(2)])),
+                4 => out[..4].copy_from_slice(&$m::$f::<4>(as_blocks(w), [a(0), a(1), a(2), a(3)])),
+                _ => {}
+            }
+            return;
+        }};
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        {
-            // SAFETY: AVX2 and F16C are available (checked above).
-            unsafe {
-                macro_rules! go {
-                    ($f:ident) => {{
-                        let blocks = |i: usize| acts[i];
-                        match acts.len() {
-                            1 => out[..1].copy_from_slice(&avx2::$f::<1>(as_blocks(w), [blocks(0)])),
-                            2 => out[..2].copy_from_slice(&avx2::$f::<2>(as_blocks(w), [blocks(0), blocks(1)])),
-                            3 => out[..3].copy_from_slice(&avx2::$f::<3>(as_blocks(w), [blocks(0), blocks(1), blocks(2)])),
-                            4 => out[..4].copy_from_slice(&avx2::$f::<4>(as_blocks(w), [blocks(0), blocks(1), blocks(2), blocks(3)])),
-                            _ => {}
-                        }
-                        return;
-                    }};
-                }
-                match ty {
-                    GgmlType::Q4_0 => go!(dotn_q4_0),
-                    GgmlType::Q4_1 => go!(dotn_q4_1),
-                    GgmlType::Q5_0 => go!(dotn_q5_0),
-                    GgmlType::Q5_1 => go!(dotn_q5_1),
-                    GgmlType::Q8_0 => go!(dotn_q8_0),
-                    _ => {}
-                }
+        // SAFETY: AVX2 and F16C are available (checked above).
+        unsafe {
+            match ty {
+                GgmlType::Q4_0 => go!(avx2::dotn_q4_0),
+                GgmlType::Q4_1 => go!(avx2::dotn_q4_1),
+                GgmlType::Q5_0 => go!(avx2::dotn_q5_0),
+                GgmlType::Q5_1 => go!(avx2::dotn_q5_1),
+                GgmlType::Q8_0 => go!(avx2::dotn_q8_0),
+                _ => {}
             }
         }
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    match ty {
+        GgmlType::Q4_0 => go!(simd128::dotn_q4_0),
+        GgmlType::Q4_1 => go!(simd128::dotn_q4_1),
+        GgmlType::Q5_0 => go!(simd128::dotn_q5_0),
+        GgmlType::Q5_1 => go!(simd128::dotn_q5_1),
+        GgmlType::Q8_0 => go!(simd128::dotn_q8_0),
+        _ => {}
     }
     for (o, a) in out.iter_mut().zip(acts) {
         *o = vec_dot(ty, n, w, a);

@@ -40,20 +40,6 @@ fn fifth_bits(qh: [u8; 4]) -> (v128, v128) {
     )
 }
 
-/// Exact sum of 16 lane products of x (i8, or u8 < 128) and y (i8), as i32x4 partial sums.
-#[inline(always)]
-fn dot16(x: v128, y: v128) -> v128 {
-    let a = i32x4_dot_i16x8(i16x8_extend_low_i8x16(x), i16x8_extend_low_i8x16(y));
-    let b = i32x4_dot_i16x8(i16x8_extend_high_i8x16(x), i16x8_extend_high_i8x16(y));
-    i32x4_add(a, b)
-}
-
-/// A block's 32 products as i32x4 partial sums.
-#[inline(always)]
-fn block_ints(x: (v128, v128), y: (v128, v128)) -> v128 {
-    i32x4_add(dot16(x.0, y.0), dot16(x.1, y.1))
-}
-
 /// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
 #[inline(always)]
 fn totals4(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
@@ -81,97 +67,159 @@ fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
     v128_or(v128_bitselect(inf_nan, finite, special), sign)
 }
 
-/// Four f32 (little-endian bytes) from index `i` of a scale array.
-#[inline(always)]
-fn load_f32x4(bytes: &[u8], i: usize) -> v128 {
-    let s = &bytes[4 * i..4 * i + 16];
-    // SAFETY: reads exactly the 16 bytes of `s` (unaligned loads are allowed in wasm).
-    unsafe { v128_load(s.as_ptr() as *const v128) }
-}
-
-#[inline(always)]
-fn f32_at(bytes: &[u8], i: usize) -> f32 {
-    f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
-}
-
 #[inline(always)]
 fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
-/// The canonical accumulation of `scalar::Acc4`, four blocks per vector step: `$ints(x, y)` gives a
-/// block's integer partial sums; `$dw`/`$da` the f16 scales; `$mw`/`$sa` (optional) the weight
-/// minimum and the activation sum.
+/// An activation row as `quantize_act` lays it out for wasm (blocks, the f32 scales `d`, for Q8_1
+/// the f32 sums `s`, then the values again as i16), split into its parts for `nb` blocks.
+#[inline(always)]
+fn act_parts(row: &[u8], nb: usize, block: usize, with_sums: bool) -> (*const f32, *const f32, *const i16) {
+    let bb = nb * block;
+    let scales = nb * 4 * (1 + with_sums as usize);
+    let need = bb + scales + nb * QK * 2;
+    assert!(row.len() >= need, "activation row too short: {} < {need}", row.len());
+    let d = row[bb..].as_ptr() as *const f32;
+    // SAFETY: in bounds by the assert.
+    unsafe { (d, d.add(nb), row[bb + scales..].as_ptr() as *const i16) }
+}
+
+/// Exact i32x4 partial sums of a prepared weight block (32 values as four i16x8) times 32 i16
+/// activation values at `q`.
+#[inline(always)]
+unsafe fn mul_i16(p: &[v128; 4], q: *const i16) -> v128 {
+    let d0 = i32x4_dot_i16x8(p[0], v128_load(q as *const v128));
+    let d1 = i32x4_dot_i16x8(p[1], v128_load(q.add(8) as *const v128));
+    let d2 = i32x4_dot_i16x8(p[2], v128_load(q.add(16) as *const v128));
+    let d3 = i32x4_dot_i16x8(p[3], v128_load(q.add(24) as *const v128));
+    i32x4_add(i32x4_add(d0, d1), i32x4_add(d2, d3))
+}
+
+/// Two u8x16 halves (elements 0..15, 16..31) widened to four i16x8.
+#[inline(always)]
+fn widen_u(lo: v128, hi: v128) -> [v128; 4] {
+    [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)]
+}
+
+/// Two i8x16 halves widened to four i16x8.
+#[inline(always)]
+fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
+    [i16x8_extend_low_i8x16(lo), i16x8_extend_high_i8x16(lo), i16x8_extend_low_i8x16(hi), i16x8_extend_high_i8x16(hi)]
+}
+
+/// The canonical accumulation of `scalar::Acc4` for one weight row against `N` activation rows,
+/// four blocks per vector step. Each weight block is widened to i16 once (`$prep`) and multiplied
+/// into every row's i16 values, so a batch pays for the unpacking once (and the activations were
+/// widened once, when quantized). `$dw` gives a weight block's f16 scale and `$mw` (optional) its
+/// minimum; activation scales and sums come from the row's f32 arrays. Each row's arithmetic is
+/// exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($w:expr, $a:expr, $ints:expr, $dw:expr, $da:expr $(, $mw:expr, $sa:expr)?) => {{
-        let (w, a, da_all) = ($w, $a, $da);
-        let n = w.len().min(a.len());
+    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $dw:expr $(, $mw:expr)?) => {{
+        let (w, rows) = ($w, $rows);
+        let n = w.len();
+        let with_sums = false $( || { let _ = $mw; true } )?;
+        let parts: [(*const f32, *const f32, *const i16); $N] =
+            std::array::from_fn(|t| act_parts(rows[t], n, std::mem::size_of::<$AB>(), with_sums));
         let full = n / 4 * 4;
-        let mut acc = f32x4_splat(0.0);
+        let mut acc = [f32x4_splat(0.0); $N];
         #[allow(unused_mut)]
-        let mut accm = f32x4_splat(0.0);
+        let mut accm = [f32x4_splat(0.0); $N];
         let mut b = 0;
-        while b < full {
-            let (w4, a4) = (&w[b..b + 4], &a[b..b + 4]);
-            let s = totals4($ints(&w4[0], &a4[0]), $ints(&w4[1], &a4[1]), $ints(&w4[2], &a4[2]), $ints(&w4[3], &a4[3]));
-            let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
-            let da = load_f32x4(da_all, b);
-            acc = f32x4_add(acc, f32x4_mul(f32x4_mul(dw, da), s));
-            $(
-                let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3]));
-                let sa = load_f32x4($sa, b);
-                accm = f32x4_add(accm, f32x4_mul(mw, sa));
-            )?
-            b += 4;
+        // SAFETY: every pointer read stays inside its row (checked by `act_parts`).
+        unsafe {
+            while b < full {
+                let w4 = &w[b..b + 4];
+                let p = [$prep(&w4[0]), $prep(&w4[1]), $prep(&w4[2]), $prep(&w4[3])];
+                let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
+                $( let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3])); )?
+                for t in 0..$N {
+                    let (d, _s, q) = parts[t];
+                    let q = q.add(b * QK);
+                    let s = totals4(mul_i16(&p[0], q), mul_i16(&p[1], q.add(QK)), mul_i16(&p[2], q.add(2 * QK)), mul_i16(&p[3], q.add(3 * QK)));
+                    let da = v128_load(d.add(b) as *const v128);
+                    acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_mul(dw, da), s));
+                    $(
+                        let _ = $mw;
+                        accm[t] = f32x4_add(accm[t], f32x4_mul(mw, v128_load(_s.add(b) as *const v128)));
+                    )?
+                }
+                b += 4;
+            }
+            let mut out = [0f32; $N];
+            for t in 0..$N {
+                let (d, _s, q) = parts[t];
+                let mut ad = [f32x4_extract_lane::<0>(acc[t]), f32x4_extract_lane::<1>(acc[t]), f32x4_extract_lane::<2>(acc[t]), f32x4_extract_lane::<3>(acc[t])];
+                #[allow(unused_mut)]
+                let mut am = [f32x4_extract_lane::<0>(accm[t]), f32x4_extract_lane::<1>(accm[t]), f32x4_extract_lane::<2>(accm[t]), f32x4_extract_lane::<3>(accm[t])];
+                for b in full..n {
+                    let x = &w[b];
+                    let scale = super::f16::to_f32($dw(x)) * d.add(b).read_unaligned();
+                    ad[b % 4] += scale * total(mul_i16(&$prep(x), q.add(b * QK))) as f32;
+                    $( am[b % 4] += super::f16::to_f32($mw(x)) * _s.add(b).read_unaligned(); )?
+                }
+                out[t] = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
+            }
+            out
         }
-        let mut ad = [f32x4_extract_lane::<0>(acc), f32x4_extract_lane::<1>(acc), f32x4_extract_lane::<2>(acc), f32x4_extract_lane::<3>(acc)];
-        #[allow(unused_mut)]
-        let mut am = [f32x4_extract_lane::<0>(accm), f32x4_extract_lane::<1>(accm), f32x4_extract_lane::<2>(accm), f32x4_extract_lane::<3>(accm)];
-        for b in full..n {
-            let scale = super::f16::to_f32($dw(&w[b])) * f32_at(da_all, b);
-            ad[b % 4] += scale * total($ints(&w[b], &a[b])) as f32;
-            $( am[b % 4] += super::f16::to_f32($mw(&w[b])) * f32_at($sa, b); )?
-        }
-        ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]))
     }};
 }
 
-pub fn dot_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
+/// One weight row against `N` activation rows (whole rows as `quantize_act` lays them out).
+pub fn dotn_q4_0<const N: usize>(w: &[BlockQ4_0], a: [&[u8]; N]) -> [f32; N] {
     let eight = i8x16_splat(8);
-    let ints = |x: &BlockQ4_0, y: &BlockQ8_0| {
+    let prep = |x: &BlockQ4_0| {
         let (lo, hi) = nibbles(&x.qs);
-        block_ints((i8x16_sub(lo, eight), i8x16_sub(hi, eight)), load_q8(&y.qs))
+        widen_s(i8x16_sub(lo, eight), i8x16_sub(hi, eight))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ4_0| h(x.d), sd)
+    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ4_0| h(x.d))
 }
 
-pub fn dot_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1], sd: &[u8], ss: &[u8]) -> f32 {
-    let ints = |x: &BlockQ4_1, y: &BlockQ8_1| block_ints(nibbles(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ4_1| h(x.d), sd, |x: &BlockQ4_1| h(x.m), ss)
+pub fn dotn_q4_1<const N: usize>(w: &[BlockQ4_1], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ4_1| {
+        let (lo, hi) = nibbles(&x.qs);
+        widen_u(lo, hi)
+    };
+    canonical_dot!(N, BlockQ8_1, w, a, prep, |x: &BlockQ4_1| h(x.d), |x: &BlockQ4_1| h(x.m))
 }
 
-pub fn dot_q5_0(w: &[BlockQ5_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
+pub fn dotn_q5_0<const N: usize>(w: &[BlockQ5_0], a: [&[u8]; N]) -> [f32; N] {
     let sixteen = i8x16_splat(16);
-    let ints = |x: &BlockQ5_0, y: &BlockQ8_0| {
+    let prep = |x: &BlockQ5_0| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
-        block_ints((i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen)), load_q8(&y.qs))
+        widen_s(i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_0| h(x.d), sd)
+    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ5_0| h(x.d))
 }
 
-pub fn dot_q5_1(w: &[BlockQ5_1], a: &[BlockQ8_1], sd: &[u8], ss: &[u8]) -> f32 {
-    let ints = |x: &BlockQ5_1, y: &BlockQ8_1| {
+pub fn dotn_q5_1<const N: usize>(w: &[BlockQ5_1], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ5_1| {
         let (lo, hi) = nibbles(&x.qs);
         let (hl, hh) = fifth_bits(x.qh);
-        block_ints((v128_or(lo, hl), v128_or(hi, hh)), load_q8(&y.qs))
+        widen_u(v128_or(lo, hl), v128_or(hi, hh))
     };
-    canonical_dot!(w, a, ints, |x: &BlockQ5_1| h(x.d), sd, |x: &BlockQ5_1| h(x.m), ss)
+    canonical_dot!(N, BlockQ8_1, w, a, prep, |x: &BlockQ5_1| h(x.d), |x: &BlockQ5_1| h(x.m))
 }
 
-pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0], sd: &[u8]) -> f32 {
-    let ints = |x: &BlockQ8_0, y: &BlockQ8_0| block_ints(load_q8(&x.qs), load_q8(&y.qs));
-    canonical_dot!(w, a, ints, |x: &BlockQ8_0| h(x.d), sd)
+pub fn dotn_q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[u8]; N]) -> [f32; N] {
+    let prep = |x: &BlockQ8_0| {
+        let (lo, hi) = load_q8(&x.qs);
+        widen_s(lo, hi)
+    };
+    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ8_0| h(x.d))
+}
+
+/// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
+pub fn widen_act<B: Block>(blocks: &[B], qs: impl Fn(&B) -> &[i8; 32], out: &mut [u8]) {
+    for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK * 2)) {
+        let (lo, hi) = load_q8(qs(b));
+        let v = widen_s(lo, hi);
+        for (i, x) in v.iter().enumerate() {
+            // SAFETY: 4 × 16 bytes inside the 64-byte chunk.
+            unsafe { v128_store(o.as_mut_ptr().add(16 * i) as *mut v128, *x) };
+        }
+    }
 }
 
 /// max |x| over a block of 32, and the 8 f32x4 vectors of the block.
