@@ -2,7 +2,8 @@
 # hearth's one entry point. On a fresh machine each command installs what it lacks first.
 #   ./build.sh          set up, fetch the default model, build the CLI and the wasm module
 #   ./build.sh serve    … then serve www/ on http://127.0.0.1:${PORT:-8080}/
-#   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm build, browser tests)
+#   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm kernel tests, browser tests)
+#   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
 #   ./build.sh bench    … then the native benchmark (1 and 2 threads)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -71,7 +72,10 @@ apt_install() {
 }
 
 need_chromium() {
-  [ -x /usr/bin/chromium ] || { log "installing Debian's chromium"; apt_install chromium; }
+  if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    log "installing Debian's chromium and chromedriver"
+    apt_install chromium chromium-driver
+  fi
 }
 
 build_native() {
@@ -79,18 +83,25 @@ build_native() {
   cargo build --release
 }
 
+# Two single-threaded builds: simd128 for every browser, and simd128 + relaxed SIMD (8-bit dot
+# products in one instruction) for the browsers that have it; the worker picks at run time.
+RELAXED_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
 build_wasm() {
   need_wasm_bindgen
   log "building the wasm module (simd128)"
   cargo build --release --lib --target wasm32-unknown-unknown
   rm -rf www/pkg
   wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
+  log "building the wasm module (simd128 + relaxed SIMD)"
+  RUSTFLAGS="$RELAXED_RUSTFLAGS" cargo build --release --lib --target wasm32-unknown-unknown --target-dir target/relaxed
+  rm -rf www/pkg-relaxed
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg-relaxed target/relaxed/wasm32-unknown-unknown/release/hearth.wasm
 }
 
 # The threaded build: wasm atomics + shared memory, so std is rebuilt with them (nightly, -Z
 # build-std). Its own target dir, so it never overwrites the simd build. Helper threads are Web
 # Workers (www/thread.js) started by the engine's worker; see src/parallel.rs.
-THREADS_RUSTFLAGS="-C target-feature=+simd128,+atomics,+bulk-memory,+mutable-globals \
+THREADS_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals \
  -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=2147483648 \
  -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
  -C link-arg=--export=__tls_base"
@@ -107,7 +118,7 @@ need_nightly() {
 build_wasm_threads() {
   need_nightly
   need_wasm_bindgen
-  log "building the threaded wasm module (simd128 + atomics)"
+  log "building the threaded wasm module (simd128 + relaxed SIMD + atomics)"
   RUSTFLAGS="$THREADS_RUSTFLAGS" cargo +nightly build --release --lib --target wasm32-unknown-unknown \
     -Z build-std=std,panic_abort --target-dir target/threads
   rm -rf www/pkg-threads
@@ -129,6 +140,11 @@ case "$cmd" in
     build_all
     log "done: ./target/release/hearth chat, or ./build.sh serve"
     ;;
+  wasm)
+    need_rust
+    build_wasm
+    build_wasm_threads
+    ;;
   serve)
     build_all
     need_node_deps
@@ -144,6 +160,14 @@ case "$cmd" in
     log "kernel tests in wasm (simd128, run by wasm-bindgen-test-runner in node)"
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
       cargo test --release --target wasm32-unknown-unknown --no-default-features --test kernels
+    # Node 20's V8 has only an experimental, older relaxed SIMD (its dot products give other
+    # numbers), so the relaxed-SIMD kernels are tested in Chromium, through chromedriver.
+    need_chromium
+    log "kernel tests in wasm (simd128 + relaxed SIMD, in headless Chromium)"
+    WASM_BINDGEN_USE_BROWSER=1 WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver.json \
+      CHROMEDRIVER=/usr/bin/chromedriver RUSTFLAGS="$RELAXED_RUSTFLAGS" \
+      CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+      cargo test --release --target wasm32-unknown-unknown --target-dir target/relaxed --no-default-features --test kernels
     if [ -d tests/browser ]; then
       need_chromium
       need_node_deps
@@ -158,5 +182,5 @@ case "$cmd" in
     for t in 1 2; do ./target/release/hearth bench --threads "$t" --repeat 5; done
     ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|wasm]" >&2; exit 2 ;;
 esac

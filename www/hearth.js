@@ -74,6 +74,7 @@ import * as store from './storage.js';
  * @property {'opfs'|'memory'} storage  'memory': not stored (storage full, or store: false, or a local file)
  * @property {'simd'|'threads'} build
  * @property {number} threads           threads the engine computes on
+ * @property {boolean} relaxedSimd      the build uses WebAssembly relaxed SIMD (its 8-bit dot products)
  * @property {string} reason            why this build runs
  * @property {boolean} crossOriginIsolated
  * @property {number} loadMs
@@ -336,7 +337,7 @@ export class Hearth {
       sha256: options.sha256,
       nCtx: options.nCtx,
       store: options.store,
-      threads: options.threads !== false && typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated,
+      threads: options.threads !== false,
       nThreads: options.nThreads,
     };
     try {

@@ -39,6 +39,7 @@ const PROGRESS_MS = 100;
 const QUOTA_MARGIN = 1.1;
 
 const PKG_SIMD = new URL('./pkg/hearth.js', import.meta.url);
+const PKG_RELAXED = new URL('./pkg-relaxed/hearth.js', import.meta.url);
 const PKG_THREADS = new URL('./pkg-threads/hearth.js', import.meta.url);
 
 class WorkerError extends Error {
@@ -260,12 +261,36 @@ function stopHelpers() {
   for (const w of helpers.splice(0)) w.terminate();
 }
 
+/**
+ * Whether this engine has WebAssembly relaxed SIMD: a 1-function module using
+ * `i32x4.relaxed_dot_i8x16_i7x16_add_s` validates only where it does.
+ */
+function hasRelaxedSimd() {
+  const v128 = [0xfd, 0x0c, ...new Array(16).fill(0)];
+  const body = [0, ...v128, ...v128, ...v128, 0xfd, 0x93, 0x02, 0x0b];
+  const head = [0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 1, 5, 1, 0x60, 0, 1, 0x7b, 3, 2, 1, 0];
+  try {
+    return WebAssembly.validate(new Uint8Array([...head, 10, body.length + 2, 1, body.length, ...body]));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Picks and starts a build: the threaded one (relaxed SIMD + atomics) when the page is
+ * cross-origin isolated and the engine has relaxed SIMD; else the single-threaded relaxed-SIMD
+ * build; else the plain simd128 one. `build` says which runs and why.
+ */
 async function loadWasm(threads, nThreads) {
   if (wasm) return;
+  const relaxed = hasRelaxedSimd();
   const requested = Number.isInteger(nThreads) && nThreads > 0 ? Math.min(nThreads, MAX_THREADS) : 0;
   const want = requested || Math.max(1, Math.min(navigator.hardwareConcurrency || 1, DEFAULT_THREADS));
-  let failure = null;
-  if (threads && self.crossOriginIsolated) {
+  let why = null;
+  if (!threads) why = 'threads were not requested';
+  else if (!self.crossOriginIsolated) why = 'the page is not cross-origin isolated (no SharedArrayBuffer)';
+  else if (!relaxed) why = 'this browser has no WebAssembly relaxed SIMD, which the threaded build uses';
+  else {
     try {
       const mod = await import(PKG_THREADS.href);
       const module = await WebAssembly.compileStreaming(fetch(new URL('hearth_bg.wasm', PKG_THREADS)));
@@ -282,22 +307,30 @@ async function loadWasm(threads, nThreads) {
       build = {
         build: 'threads',
         threads: running,
+        relaxedSimd: true,
         reason: `the page is cross-origin isolated; ${running} thread${running > 1 ? 's' : ''} (${requested ? 'asked for' : `of ${navigator.hardwareConcurrency || 1} cores, at most ${DEFAULT_THREADS} by default`})`,
       };
       return;
     } catch (e) {
       stopHelpers();
-      failure = e?.message ?? String(e);
+      why = `the threaded build could not start (${e?.message ?? e})`;
+    }
+  }
+  if (relaxed) {
+    try {
+      const mod = await import(PKG_RELAXED.href);
+      await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_RELAXED) });
+      wasm = mod;
+      build = { build: 'simd', threads: 1, relaxedSimd: true, reason: why };
+      return;
+    } catch {
+      // not deployed: the plain simd128 build below
     }
   }
   const mod = await import(PKG_SIMD.href);
   await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_SIMD) });
   wasm = mod;
-  let reason;
-  if (failure) reason = `the threaded build could not start (${failure})`;
-  else if (!threads) reason = 'threads were not requested';
-  else reason = 'the page is not cross-origin isolated (no SharedArrayBuffer)';
-  build = { build: 'simd', threads: 1, reason };
+  build = { build: 'simd', threads: 1, relaxedSimd: false, reason: why };
 }
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian

@@ -86,7 +86,7 @@ fn act_parts(row: &[u8], nb: usize, block: usize, with_sums: bool) -> (*const f3
 }
 
 /// Exact i32x4 partial sums of a prepared weight block (32 values as four i16x8) times 32 i16
-/// activation values at `q`.
+/// activation values at `q` (SAFETY: `q` points at 32 readable i16).
 #[inline(always)]
 unsafe fn mul_i16(p: &[v128; 4], q: *const i16) -> v128 {
     let d0 = i32x4_dot_i16x8(p[0], v128_load(q as *const v128));
@@ -98,6 +98,7 @@ unsafe fn mul_i16(p: &[v128; 4], q: *const i16) -> v128 {
 
 /// Two u8x16 halves (elements 0..15, 16..31) widened to four i16x8.
 #[inline(always)]
+#[cfg_attr(target_feature = "relaxed-simd", allow(dead_code))]
 fn widen_u(lo: v128, hi: v128) -> [v128; 4] {
     [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)]
 }
@@ -115,12 +116,13 @@ fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
 /// minimum; activation scales and sums come from the row's f32 arrays. Each row's arithmetic is
 /// exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $dw:expr $(, $mw:expr)?) => {{
+    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
         let (w, rows) = ($w, $rows);
         let n = w.len();
         let with_sums = false $( || { let _ = $mw; true } )?;
         let parts: [(*const f32, *const f32, *const i16); $N] =
             std::array::from_fn(|t| act_parts(rows[t], n, std::mem::size_of::<$AB>(), with_sums));
+        let blocks: [&[$AB]; $N] = std::array::from_fn(|t| as_blocks(&rows[t][..n * std::mem::size_of::<$AB>()]));
         let full = n / 4 * 4;
         let mut acc = [f32x4_splat(0.0); $N];
         #[allow(unused_mut)]
@@ -135,8 +137,8 @@ macro_rules! canonical_dot {
                 $( let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3])); )?
                 for t in 0..$N {
                     let (d, _s, q) = parts[t];
-                    let q = q.add(b * QK);
-                    let s = totals4(mul_i16(&p[0], q), mul_i16(&p[1], q.add(QK)), mul_i16(&p[2], q.add(2 * QK)), mul_i16(&p[3], q.add(3 * QK)));
+                    let (q, y) = (q.add(b * QK), &blocks[t][b..b + 4]);
+                    let s = totals4($mul(&p[0], &y[0], q), $mul(&p[1], &y[1], q.add(QK)), $mul(&p[2], &y[2], q.add(2 * QK)), $mul(&p[3], &y[3], q.add(3 * QK)));
                     let da = v128_load(d.add(b) as *const v128);
                     acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_mul(dw, da), s));
                     $(
@@ -155,7 +157,7 @@ macro_rules! canonical_dot {
                 for b in full..n {
                     let x = &w[b];
                     let scale = super::f16::to_f32($dw(x)) * d.add(b).read_unaligned();
-                    ad[b % 4] += scale * total(mul_i16(&$prep(x), q.add(b * QK))) as f32;
+                    ad[b % 4] += scale * total($mul(&$prep(x), &blocks[t][b], q.add(b * QK))) as f32;
                     $( am[b % 4] += super::f16::to_f32($mw(x)) * _s.add(b).read_unaligned(); )?
                 }
                 out[t] = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
@@ -165,49 +167,94 @@ macro_rules! canonical_dot {
     }};
 }
 
-/// One weight row against `N` activation rows (whole rows as `quantize_act` lays them out).
-pub fn dotn_q4_0<const N: usize>(w: &[BlockQ4_0], a: [&[u8]; N]) -> [f32; N] {
-    let eight = i8x16_splat(8);
-    let prep = |x: &BlockQ4_0| {
-        let (lo, hi) = nibbles(&x.qs);
-        widen_s(i8x16_sub(lo, eight), i8x16_sub(hi, eight))
-    };
-    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ4_0| h(x.d))
+/// With relaxed SIMD: exact i32x4 partial sums of 32 i8 activations times 32 weights in 0..=127
+/// (`lo`: elements 0..15, `hi`: 16..31). The weights are the instruction's 7-bit operand, so every
+/// engine computes the same exact integers (no pair sum comes near i16 saturation: |127·31·2| < 2^15).
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+fn relaxed_ints(w: &(v128, v128), y: &[i8; 32]) -> v128 {
+    let (a0, a1) = load_q8(y);
+    i32x4_relaxed_dot_i8x16_i7x16_add(a1, w.1, i32x4_relaxed_dot_i8x16_i7x16_add(a0, w.0, i32x4_splat(0)))
 }
 
-pub fn dotn_q4_1<const N: usize>(w: &[BlockQ4_1], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ4_1| {
-        let (lo, hi) = nibbles(&x.qs);
-        widen_u(lo, hi)
-    };
-    canonical_dot!(N, BlockQ8_1, w, a, prep, |x: &BlockQ4_1| h(x.d), |x: &BlockQ4_1| h(x.m))
+/// With relaxed SIMD: the partial sums of `k · y` (for weights stored with an offset `k`).
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+fn relaxed_offset(k: i8, y: &[i8; 32]) -> v128 {
+    let kk = i8x16_splat(k);
+    relaxed_ints(&(kk, kk), y)
 }
 
-pub fn dotn_q5_0<const N: usize>(w: &[BlockQ5_0], a: [&[u8]; N]) -> [f32; N] {
-    let sixteen = i8x16_splat(16);
-    let prep = |x: &BlockQ5_0| {
-        let (lo, hi) = nibbles(&x.qs);
-        let (hl, hh) = fifth_bits(x.qh);
-        widen_s(i8x16_sub(v128_or(lo, hl), sixteen), i8x16_sub(v128_or(hi, hh), sixteen))
+/// Q4_0 and Q5_0 store `q + k` with `q + k` in 0..2k: relaxed SIMD multiplies the stored value
+/// (7-bit) and subtracts `k · Σy`, exact in integers.
+macro_rules! offset_kernel {
+    ($name:ident, $WB:ty, $k:expr, $unsigned:expr) => {
+        pub fn $name<const N: usize>(w: &[$WB], a: [&[u8]; N]) -> [f32; N] {
+            #[cfg(target_feature = "relaxed-simd")]
+            {
+                let prep = |x: &$WB| $unsigned(x);
+                let mul = |p: &(v128, v128), y: &BlockQ8_0, _q: *const i16| i32x4_sub(relaxed_ints(p, &y.qs), relaxed_offset($k, &y.qs));
+                canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &$WB| h(x.d))
+            }
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            {
+                let k = i8x16_splat($k);
+                let prep = |x: &$WB| {
+                    let (lo, hi) = $unsigned(x);
+                    widen_s(i8x16_sub(lo, k), i8x16_sub(hi, k))
+                };
+                let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
+                canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &$WB| h(x.d))
+            }
+        }
     };
-    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ5_0| h(x.d))
 }
 
-pub fn dotn_q5_1<const N: usize>(w: &[BlockQ5_1], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ5_1| {
-        let (lo, hi) = nibbles(&x.qs);
-        let (hl, hh) = fifth_bits(x.qh);
-        widen_u(v128_or(lo, hl), v128_or(hi, hh))
+/// Q4_1 and Q5_1 store unsigned values with a separate minimum.
+macro_rules! min_kernel {
+    ($name:ident, $WB:ty, $unsigned:expr) => {
+        pub fn $name<const N: usize>(w: &[$WB], a: [&[u8]; N]) -> [f32; N] {
+            #[cfg(target_feature = "relaxed-simd")]
+            {
+                let prep = |x: &$WB| $unsigned(x);
+                let mul = |p: &(v128, v128), y: &BlockQ8_1, _q: *const i16| relaxed_ints(p, &y.qs);
+                canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+            }
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            {
+                let prep = |x: &$WB| {
+                    let (lo, hi) = $unsigned(x);
+                    widen_u(lo, hi)
+                };
+                let mul = |p: &[v128; 4], _y: &BlockQ8_1, q: *const i16| unsafe { mul_i16(p, q) };
+                canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+            }
+        }
     };
-    canonical_dot!(N, BlockQ8_1, w, a, prep, |x: &BlockQ5_1| h(x.d), |x: &BlockQ5_1| h(x.m))
 }
 
+/// The stored values of a Q5 block (0..31) as two u8x16 halves.
+#[inline(always)]
+fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> (v128, v128) {
+    let (lo, hi) = nibbles(qs);
+    let (hl, hh) = fifth_bits(qh);
+    (v128_or(lo, hl), v128_or(hi, hh))
+}
+
+// One weight row against `N` activation rows (whole rows as `quantize_act` lays them out).
+offset_kernel!(dotn_q4_0, BlockQ4_0, 8, |x: &BlockQ4_0| nibbles(&x.qs));
+offset_kernel!(dotn_q5_0, BlockQ5_0, 16, |x: &BlockQ5_0| q5_values(&x.qs, x.qh));
+min_kernel!(dotn_q4_1, BlockQ4_1, |x: &BlockQ4_1| nibbles(&x.qs));
+min_kernel!(dotn_q5_1, BlockQ5_1, |x: &BlockQ5_1| q5_values(&x.qs, x.qh));
+
+/// Q8_0 weights use all 8 bits (not a 7-bit operand): always the i16 path.
 pub fn dotn_q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[u8]; N]) -> [f32; N] {
     let prep = |x: &BlockQ8_0| {
         let (lo, hi) = load_q8(&x.qs);
         widen_s(lo, hi)
     };
-    canonical_dot!(N, BlockQ8_0, w, a, prep, |x: &BlockQ8_0| h(x.d))
+    let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
+    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ8_0| h(x.d))
 }
 
 /// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
