@@ -42,36 +42,33 @@ impl QMatrix {
     }
 
     /// out[(b, r)] = W[r] · x_b for the `n_tok` activation rows in `act` (quantized to `act_type`).
-    /// Rows are split across threads; each weight row is read once for all tokens of the batch.
+    /// Rows are split across threads. A batch goes through in tiles of `TILE_ROWS` weight rows
+    /// (small enough to stay in L1) × `MAX_ROWS` tokens, so each weight row is read from memory
+    /// once and unpacked once per group of tokens.
     pub fn matmul(&self, act: &[u8], n_tok: usize, out: &mut [f32]) {
+        const TILE_ROWS: usize = 16;
         let ab = act_bytes(self.act, self.cols);
-        debug_assert!(act.len() >= n_tok * ab && out.len() >= n_tok * self.rows);
+        assert!(act.len() >= n_tok * ab && out.len() >= n_tok * self.rows);
         let out_ptr = SyncPtr(out.as_mut_ptr());
-        parallel::for_each_range(self.rows, 16, |range| {
+        parallel::for_each_range(self.rows, TILE_ROWS, |range| {
             let o = out_ptr.get();
+            let w = &self.data[range.start * self.row_bytes..range.end * self.row_bytes];
             if n_tok == 1 {
-                for r in range {
-                    let v = quant::vec_dot(self.ty, self.cols, self.row(r), &act[..ab]);
-                    // SAFETY: each thread writes only rows of its own range; r < out.len().
-                    unsafe { *o.add(r) = v };
-                }
+                // SAFETY: this thread's rows of a row of `out` (range ⊂ 0..rows).
+                unsafe { quant::dot_rows(self.ty, self.cols, w, &[&act[..ab]], &[o.add(range.start)]) };
                 return;
             }
-            // Tokens in groups of MAX_ROWS: each weight row is unpacked once per group, and stays
-            // in L1 while the groups pass over it.
-            let mut v = [0f32; quant::MAX_ROWS];
-            for r in range {
-                let w = self.row(r);
+            for (i, tile) in w.chunks(TILE_ROWS * self.row_bytes).enumerate() {
+                let r0 = range.start + i * TILE_ROWS;
                 let mut t0 = 0;
                 while t0 < n_tok {
                     let k = (n_tok - t0).min(quant::MAX_ROWS);
                     let acts: [&[u8]; quant::MAX_ROWS] =
-                        std::array::from_fn(|i| if i < k { &act[(t0 + i) * ab..(t0 + i + 1) * ab] } else { &[] });
-                    quant::vec_dot_rows(self.ty, self.cols, w, &acts[..k], &mut v[..k]);
-                    for (i, &x) in v[..k].iter().enumerate() {
-                        // SAFETY: each thread writes only rows of its own range; (t0+i)*rows+r < out.len().
-                        unsafe { *o.add((t0 + i) * self.rows + r) = x };
-                    }
+                        std::array::from_fn(|j| if j < k { &act[(t0 + j) * ab..(t0 + j + 1) * ab] } else { &[] });
+                    // SAFETY: (t0+j)*rows + r0 + tile rows ≤ n_tok*rows ≤ out.len(); rows of this
+                    // thread's range only.
+                    let outs: [*mut f32; quant::MAX_ROWS] = std::array::from_fn(|j| o.wrapping_add((t0 + j) * self.rows + r0));
+                    unsafe { quant::dot_rows(self.ty, self.cols, tile, &acts[..k], &outs[..k]) };
                     t0 += k;
                 }
             }

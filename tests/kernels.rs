@@ -112,8 +112,8 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
     assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
 }
 
-/// The batched entry point (one weight row against up to MAX_ROWS activation rows, the prefill
-/// path) gives, row for row, exactly the single-row reference.
+/// The batched entry point (several weight rows against up to MAX_ROWS activation rows, the
+/// prefill path) gives, row for row, exactly the single-row reference.
 #[test]
 fn batched_kernels_equal_the_reference_row_by_row() {
     let mut rng = Rng(5);
@@ -121,17 +121,24 @@ fn batched_kernels_equal_the_reference_row_by_row() {
         let at = act_type(ty).unwrap();
         for blocks in [1, 3, 4, 5, 8, 18] {
             let n = blocks * 32;
-            let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+            let weight_rows = 3;
+            let w: Vec<f32> = (0..n * weight_rows).map(|_| rng.value()).collect();
             let wq = quant::quantize::quantize(ty, &w).unwrap();
+            let rb = wq.len() / weight_rows;
             for k in 1..=quant::MAX_ROWS {
                 let rows: Vec<Vec<u8>> =
                     (0..k).map(|_| quantized_act(at, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
                 let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                let mut out = vec![f32::NAN; k];
-                quant::vec_dot_rows(ty, n, &wq, &refs, &mut out);
+                let mut out = vec![f32::NAN; k * weight_rows];
+                let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
+                // SAFETY: each pointer has room for `weight_rows` floats.
+                unsafe { quant::dot_rows(ty, n, &wq, &refs, &ptrs) };
                 for (t, row) in rows.iter().enumerate() {
-                    let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, row));
-                    assert_eq!(out[t].to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, row {t} of {k}");
+                    for r in 0..weight_rows {
+                        let reference = scalar::vec_dot(ty, n, &wq[r * rb..(r + 1) * rb], block_part(at, n, row));
+                        let got = out[t * weight_rows + r];
+                        assert_eq!(got.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, weight row {r}, act row {t} of {k}");
+                    }
                 }
             }
         }

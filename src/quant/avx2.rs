@@ -91,11 +91,9 @@ fn act_parts<B: Block>(row: &[u8], nb: usize, with_sums: bool) -> (&[B], *const 
 /// scale and `$mw` (optional) its minimum; the activations' scales and sums come from the row's f32
 /// arrays. Each row's arithmetic is exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
-        let (w, rows) = ($w, $rows);
+    ($N:expr, $w:expr, $parts:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+        let (w, parts) = ($w, $parts);
         let n = w.len();
-        let with_sums = false $( || { let _ = $mw; true } )?;
-        let parts: [(&[$AB], *const f32, *const f32); $N] = std::array::from_fn(|t| act_parts::<$AB>(rows[t], n, with_sums));
         let full = n / 4 * 4;
         let mut acc = [_mm_setzero_ps(); $N];
         #[allow(unused_mut)]
@@ -151,63 +149,73 @@ unsafe fn mul_signed(p: (__m256i, __m256i), y: &[i8; 32]) -> __m256i {
     dot_u8_i8(p.0, _mm256_sign_epi8(load_q8(y), p.1))
 }
 
-/// One weight row against `N` activation rows (1 ≤ N ≤ 4 in practice).
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dotn_q4_0<const N: usize>(w: &[BlockQ4_0], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ4_0| signed(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8)));
-    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
-    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ4_0| h(x.d))
-}
-
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dotn_q4_1<const N: usize>(w: &[BlockQ4_1], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ4_1| unpack_nibbles(&x.qs);
-    let mul = |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs));
-    canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &BlockQ4_1| h(x.d), |x: &BlockQ4_1| h(x.m))
-}
-
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dotn_q5_0<const N: usize>(w: &[BlockQ5_0], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ5_0| {
-        let q = _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
-        signed(_mm256_sub_epi8(q, _mm256_set1_epi8(16)))
+/// Defines `$name::<N>(w, nb, acts, out)`: every weight row in `w` (rows of `nb` blocks) against
+/// `N` activation rows, `out[t][r]` = row r · acts[t]. Dispatch, the activation layout and the
+/// loop are paid once per call, not per row.
+macro_rules! rows_kernel {
+    ($name:ident, $WB:ty, $AB:ty, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {
+        /// SAFETY: AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
+        #[target_feature(enable = "avx2,f16c")]
+        pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+            let with_sums = false $( || { let _ = $mw; true } )?;
+            let parts: [(&[$AB], *const f32, *const f32); N] = std::array::from_fn(|t| act_parts::<$AB>(a[t], nb, with_sums));
+            for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+                let v = canonical_dot!(N, row, parts, $prep, $mul, $dw $(, $mw)?);
+                for t in 0..N {
+                    *out[t].add(r) = v[t];
+                }
+            }
+        }
     };
-    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
-    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ5_0| h(x.d))
 }
 
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dotn_q5_1<const N: usize>(w: &[BlockQ5_1], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ5_1| _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh));
-    let mul = |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs));
-    canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &BlockQ5_1| h(x.d), |x: &BlockQ5_1| h(x.m))
-}
+rows_kernel!(
+    rows_q4_0, BlockQ4_0, BlockQ8_0,
+    |x: &BlockQ4_0| signed(_mm256_sub_epi8(unpack_nibbles(&x.qs), _mm256_set1_epi8(8))),
+    |p, y: &BlockQ8_0| mul_signed(p, &y.qs),
+    |x: &BlockQ4_0| h(x.d)
+);
+rows_kernel!(
+    rows_q4_1, BlockQ4_1, BlockQ8_1,
+    |x: &BlockQ4_1| unpack_nibbles(&x.qs),
+    |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs)),
+    |x: &BlockQ4_1| h(x.d),
+    |x: &BlockQ4_1| h(x.m)
+);
+rows_kernel!(
+    rows_q5_0, BlockQ5_0, BlockQ8_0,
+    |x: &BlockQ5_0| signed(_mm256_sub_epi8(_mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh)), _mm256_set1_epi8(16))),
+    |p, y: &BlockQ8_0| mul_signed(p, &y.qs),
+    |x: &BlockQ5_0| h(x.d)
+);
+rows_kernel!(
+    rows_q5_1, BlockQ5_1, BlockQ8_1,
+    |x: &BlockQ5_1| _mm256_or_si256(unpack_nibbles(&x.qs), fifth_bits(x.qh)),
+    |p, y: &BlockQ8_1| dot_u8_i8(p, load_q8(&y.qs)),
+    |x: &BlockQ5_1| h(x.d),
+    |x: &BlockQ5_1| h(x.m)
+);
+rows_kernel!(
+    rows_q8_0, BlockQ8_0, BlockQ8_0,
+    |x: &BlockQ8_0| signed(load_q8(&x.qs)),
+    |p, y: &BlockQ8_0| mul_signed(p, &y.qs),
+    |x: &BlockQ8_0| h(x.d)
+);
 
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dotn_q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[u8]; N]) -> [f32; N] {
-    let prep = |x: &BlockQ8_0| signed(load_q8(&x.qs));
-    let mul = |p, y: &BlockQ8_0| mul_signed(p, &y.qs);
-    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ8_0| h(x.d))
+/// Single-row forms (for the tests): `a` is a whole activation row as `quantize_act` lays it out.
+macro_rules! one_row {
+    ($name:ident, $rows:ident, $WB:ty) => {
+        /// SAFETY: AVX2 and F16C present.
+        #[target_feature(enable = "avx2,f16c")]
+        pub unsafe fn $name(w: &[$WB], a: &[u8]) -> f32 {
+            let mut v = 0f32;
+            $rows::<1>(w, w.len(), [a], [&mut v]);
+            v
+        }
+    };
 }
-
-/// Single-row forms: `a` is a whole activation row as `quantize_act` lays it out.
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q4_0(w: &[BlockQ4_0], a: &[u8]) -> f32 {
-    dotn_q4_0::<1>(w, [a])[0]
-}
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q4_1(w: &[BlockQ4_1], a: &[u8]) -> f32 {
-    dotn_q4_1::<1>(w, [a])[0]
-}
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q5_0(w: &[BlockQ5_0], a: &[u8]) -> f32 {
-    dotn_q5_0::<1>(w, [a])[0]
-}
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q5_1(w: &[BlockQ5_1], a: &[u8]) -> f32 {
-    dotn_q5_1::<1>(w, [a])[0]
-}
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q8_0(w: &[BlockQ8_0], a: &[u8]) -> f32 {
-    dotn_q8_0::<1>(w, [a])[0]
-}
+one_row!(dot_q4_0, rows_q4_0, BlockQ4_0);
+one_row!(dot_q4_1, rows_q4_1, BlockQ4_1);
+one_row!(dot_q5_0, rows_q5_0, BlockQ5_0);
+one_row!(dot_q5_1, rows_q5_1, BlockQ5_1);
+one_row!(dot_q8_0, rows_q8_0, BlockQ8_0);

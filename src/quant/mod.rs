@@ -215,54 +215,37 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
 
 /// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
 /// (`a`, as `quantize_act` writes it for `act_type(ty)`), both of `n` elements.
-#[inline]
+/// One weight row `w` (of `n` values in format `ty`) · one activation row `a` (as `quantize_act`
+/// lays it out).
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
-    use GgmlType::*;
-    let Some(at) = act_type(ty) else { return f32::NAN };
-    let ab = &a[..act_block_bytes(at, n).min(a.len())];
-    #[cfg(target_arch = "x86_64")]
-    if avx2::available() {
-        // SAFETY: the CPU has AVX2 and F16C (checked once at run time).
-        unsafe {
-            match ty {
-                Q4_0 => return avx2::dot_q4_0(as_blocks(w), a),
-                Q4_1 => return avx2::dot_q4_1(as_blocks(w), a),
-                Q5_0 => return avx2::dot_q5_0(as_blocks(w), a),
-                Q5_1 => return avx2::dot_q5_1(as_blocks(w), a),
-                Q8_0 => return avx2::dot_q8_0(as_blocks(w), a),
-                _ => {}
-            }
-        }
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    match ty {
-        Q4_0 => return simd128::dotn_q4_0::<1>(as_blocks(w), [a])[0],
-        Q4_1 => return simd128::dotn_q4_1::<1>(as_blocks(w), [a])[0],
-        Q5_0 => return simd128::dotn_q5_0::<1>(as_blocks(w), [a])[0],
-        Q5_1 => return simd128::dotn_q5_1::<1>(as_blocks(w), [a])[0],
-        Q8_0 => return simd128::dotn_q8_0::<1>(as_blocks(w), [a])[0],
-        _ => {}
-    }
-    scalar::vec_dot(ty, n, w, ab)
+    let mut out = 0f32;
+    // SAFETY: one row, one output.
+    unsafe { dot_rows(ty, n, w, &[a], &[&mut out as *mut f32]) };
+    out
 }
 
-/// Dequantizes a row of `out.len()` elements of format `ty` from `w`.
 /// Most activation rows one kernel call takes (a weight row is unpacked once for all of them).
 pub const MAX_ROWS: usize = 4;
 
-/// `out[t] = W_row · acts[t]` for up to `MAX_ROWS` activation rows (as `vec_dot` computes each;
-/// the results are bit-identical to calling it row by row).
-#[inline]
-pub fn vec_dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut [f32]) {
+/// `*out[t].add(r) = W[r] · acts[t]` for every row r of `w` (whole rows of `n` values in format
+/// `ty`) and up to `MAX_ROWS` activation rows (laid out by `quantize_act`). The results are
+/// bit-identical to the scalar reference row by row, whatever the number of activation rows.
+///
+/// # Safety
+/// Each `out[t]` must be valid for writing `w.len() / row_bytes` floats.
+pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[*mut f32]) {
+    use GgmlType::*;
     debug_assert!(acts.len() <= MAX_ROWS && out.len() >= acts.len());
+    let nb = n / QK;
     macro_rules! go {
         ($m:ident :: $f:ident) => {{
-            let a = |i: usize| acts[i];
+            let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
+            let w = as_blocks(w);
             match acts.len() {
-                1 => out[..1].copy_from_slice(&$m::$f::<1>(as_blocks(w), [a(0)])),
-                2 => out[..2].copy_from_slice(&$m::$f::<2>(as_blocks(w), [a(0), a(1)])),
-                3 => out[..3].copy_from_slice(&$m::$f::<3>(as_blocks(w), [a(0), a(1), a(2)])),
-                4 => out[..4].copy_from_slice(&$m::$f::<4>(as_blocks(w), [a(0), a(1), a(2), a(3)])),
+                1 => $m::$f::<1>(w, nb, [a(0)], [o(0)]),
+                2 => $m::$f::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
+                3 => $m::$f::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
+                4 => $m::$f::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
                 _ => {}
             }
             return;
@@ -270,30 +253,44 @@ pub fn vec_dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &mut 
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        // SAFETY: AVX2 and F16C are available (checked above).
-        unsafe {
-            match ty {
-                GgmlType::Q4_0 => go!(avx2::dotn_q4_0),
-                GgmlType::Q4_1 => go!(avx2::dotn_q4_1),
-                GgmlType::Q5_0 => go!(avx2::dotn_q5_0),
-                GgmlType::Q5_1 => go!(avx2::dotn_q5_1),
-                GgmlType::Q8_0 => go!(avx2::dotn_q8_0),
-                _ => {}
-            }
+        match ty {
+            Q4_0 => go!(avx2::rows_q4_0),
+            Q4_1 => go!(avx2::rows_q4_1),
+            Q5_0 => go!(avx2::rows_q5_0),
+            Q5_1 => go!(avx2::rows_q5_1),
+            Q8_0 => go!(avx2::rows_q8_0),
+            _ => {}
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     match ty {
-        GgmlType::Q4_0 => go!(simd128::dotn_q4_0),
-        GgmlType::Q4_1 => go!(simd128::dotn_q4_1),
-        GgmlType::Q5_0 => go!(simd128::dotn_q5_0),
-        GgmlType::Q5_1 => go!(simd128::dotn_q5_1),
-        GgmlType::Q8_0 => go!(simd128::dotn_q8_0),
+        Q4_0 => go!(simd128::rows_q4_0),
+        Q4_1 => go!(simd128::rows_q4_1),
+        Q5_0 => go!(simd128::rows_q5_0),
+        Q5_1 => go!(simd128::rows_q5_1),
+        Q8_0 => go!(simd128::rows_q8_0),
         _ => {}
     }
-    for (o, a) in out.iter_mut().zip(acts) {
-        *o = vec_dot(ty, n, w, a);
+    let Some(at) = act_type(ty) else {
+        for o in out {
+            for r in 0..w.len() / row_bytes(ty, n).max(1) {
+                *o.add(r) = f32::NAN;
+            }
+        }
+        return;
+    };
+    let rb = row_bytes(ty, n).max(1);
+    let bb = act_block_bytes(at, n);
+    for (r, row) in w.chunks_exact(rb).enumerate() {
+        for (a, o) in acts.iter().zip(out) {
+            *o.add(r) = scalar::vec_dot(ty, n, row, &a[..bb.min(a.len())]);
+        }
     }
+}
+
+/// Bytes of one row of `n` values in format `ty`.
+pub fn row_bytes(ty: GgmlType, n: usize) -> usize {
+    ty.bytes_for(n as u64).unwrap_or(0) as usize
 }
 
 pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {

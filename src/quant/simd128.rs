@@ -116,13 +116,9 @@ fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
 /// minimum; activation scales and sums come from the row's f32 arrays. Each row's arithmetic is
 /// exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($N:expr, $AB:ty, $w:expr, $rows:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
-        let (w, rows) = ($w, $rows);
+    ($N:expr, $w:expr, $parts:expr, $blocks:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+        let (w, parts, blocks) = ($w, $parts, $blocks);
         let n = w.len();
-        let with_sums = false $( || { let _ = $mw; true } )?;
-        let parts: [(*const f32, *const f32, *const i16); $N] =
-            std::array::from_fn(|t| act_parts(rows[t], n, std::mem::size_of::<$AB>(), with_sums));
-        let blocks: [&[$AB]; $N] = std::array::from_fn(|t| as_blocks(&rows[t][..n * std::mem::size_of::<$AB>()]));
         let full = n / 4 * 4;
         let mut acc = [f32x4_splat(0.0); $N];
         #[allow(unused_mut)]
@@ -185,16 +181,35 @@ fn relaxed_offset(k: i8, y: &[i8; 32]) -> v128 {
     relaxed_ints(&(kk, kk), y)
 }
 
+/// Every weight row in `w` (rows of `nb` blocks) against `N` activation rows: `out[t][r]` =
+/// row r · acts[t]. The activation layout is split once per call, not per row.
+macro_rules! rows_loop {
+    ($N:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $with_sums:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+        let (w, nb, a, out): (_, usize, [&[u8]; $N], [*mut f32; $N]) = ($w, $nb, $a, $out);
+        let parts: [(*const f32, *const f32, *const i16); $N] =
+            std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<$AB>(), $with_sums));
+        let blocks: [&[$AB]; $N] = std::array::from_fn(|t| as_blocks(&a[t][..nb * std::mem::size_of::<$AB>()]));
+        for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+            let v = canonical_dot!($N, row, parts, blocks, $prep, $mul, $dw $(, $mw)?);
+            for t in 0..$N {
+                // SAFETY: the caller gives room for every row.
+                unsafe { *out[t].add(r) = v[t] };
+            }
+        }
+    }};
+}
+
 /// Q4_0 and Q5_0 store `q + k` with `q + k` in 0..2k: relaxed SIMD multiplies the stored value
 /// (7-bit) and subtracts `k · Σy`, exact in integers.
 macro_rules! offset_kernel {
     ($name:ident, $WB:ty, $k:expr, $unsigned:expr) => {
-        pub fn $name<const N: usize>(w: &[$WB], a: [&[u8]; N]) -> [f32; N] {
+        /// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+        pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 let prep = |x: &$WB| $unsigned(x);
                 let mul = |p: &(v128, v128), y: &BlockQ8_0, _q: *const i16| i32x4_sub(relaxed_ints(p, &y.qs), relaxed_offset($k, &y.qs));
-                canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &$WB| h(x.d))
+                rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &$WB| h(x.d))
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -204,7 +219,7 @@ macro_rules! offset_kernel {
                     widen_s(i8x16_sub(lo, k), i8x16_sub(hi, k))
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-                canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &$WB| h(x.d))
+                rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &$WB| h(x.d))
             }
         }
     };
@@ -213,12 +228,13 @@ macro_rules! offset_kernel {
 /// Q4_1 and Q5_1 store unsigned values with a separate minimum.
 macro_rules! min_kernel {
     ($name:ident, $WB:ty, $unsigned:expr) => {
-        pub fn $name<const N: usize>(w: &[$WB], a: [&[u8]; N]) -> [f32; N] {
+        /// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+        pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 let prep = |x: &$WB| $unsigned(x);
                 let mul = |p: &(v128, v128), y: &BlockQ8_1, _q: *const i16| relaxed_ints(p, &y.qs);
-                canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+                rows_loop!(N, BlockQ8_1, w, nb, a, out, true, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -227,7 +243,7 @@ macro_rules! min_kernel {
                     widen_u(lo, hi)
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_1, q: *const i16| unsafe { mul_i16(p, q) };
-                canonical_dot!(N, BlockQ8_1, w, a, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+                rows_loop!(N, BlockQ8_1, w, nb, a, out, true, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
             }
         }
     };
@@ -241,20 +257,20 @@ fn q5_values(qs: &[u8; 16], qh: [u8; 4]) -> (v128, v128) {
     (v128_or(lo, hl), v128_or(hi, hh))
 }
 
-// One weight row against `N` activation rows (whole rows as `quantize_act` lays them out).
-offset_kernel!(dotn_q4_0, BlockQ4_0, 8, |x: &BlockQ4_0| nibbles(&x.qs));
-offset_kernel!(dotn_q5_0, BlockQ5_0, 16, |x: &BlockQ5_0| q5_values(&x.qs, x.qh));
-min_kernel!(dotn_q4_1, BlockQ4_1, |x: &BlockQ4_1| nibbles(&x.qs));
-min_kernel!(dotn_q5_1, BlockQ5_1, |x: &BlockQ5_1| q5_values(&x.qs, x.qh));
+offset_kernel!(rows_q4_0, BlockQ4_0, 8, |x: &BlockQ4_0| nibbles(&x.qs));
+offset_kernel!(rows_q5_0, BlockQ5_0, 16, |x: &BlockQ5_0| q5_values(&x.qs, x.qh));
+min_kernel!(rows_q4_1, BlockQ4_1, |x: &BlockQ4_1| nibbles(&x.qs));
+min_kernel!(rows_q5_1, BlockQ5_1, |x: &BlockQ5_1| q5_values(&x.qs, x.qh));
 
 /// Q8_0 weights use all 8 bits (not a 7-bit operand): always the i16 path.
-pub fn dotn_q8_0<const N: usize>(w: &[BlockQ8_0], a: [&[u8]; N]) -> [f32; N] {
+/// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let prep = |x: &BlockQ8_0| {
         let (lo, hi) = load_q8(&x.qs);
         widen_s(lo, hi)
     };
     let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-    canonical_dot!(N, BlockQ8_0, w, a, prep, mul, |x: &BlockQ8_0| h(x.d))
+    rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &BlockQ8_0| h(x.d))
 }
 
 /// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
