@@ -2,7 +2,7 @@
 // network is off. It handles only the shell's own files: the model never passes through here
 // (it is stored in OPFS by the worker), nor does anything from another origin.
 
-const CACHE = 'hearth-shell-v1';
+const CACHE = 'hearth-shell-v2';
 const SHELL = [
   './',
   'index.html',
@@ -16,7 +16,13 @@ const SHELL = [
   'pkg/hearth_bg.wasm',
 ];
 /** Cached when present; a deployment without a threaded build is fine. */
-const OPTIONAL = ['pkg-threads/hearth.js', 'pkg-threads/hearth_bg.wasm'];
+const OPTIONAL = [
+  'thread.js',
+  'pkg-relaxed/hearth.js',
+  'pkg-relaxed/hearth_bg.wasm',
+  'pkg-threads/hearth.js',
+  'pkg-threads/hearth_bg.wasm',
+];
 
 const scope = () => new URL(self.registration.scope);
 const shellPaths = () => new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, scope()).pathname));
