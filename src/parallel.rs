@@ -103,26 +103,31 @@ mod imp {
     const SPIN: u32 = 1 << 16;
     /// A sleeper re-checks this often even without a notify (belt and braces; ns).
     const NAP_NS: i64 = 50_000_000;
+    /// A job whose helpers make no progress for this long means a helper is gone.
+    const STUCK_MS: u32 = 30_000;
 
     fn as_ptr(a: &AtomicI32) -> *mut i32 {
         a.as_ptr()
     }
 
-    /// Waits until `a` is no longer `old`: spins, then sleeps.
-    fn wait_while(a: &AtomicI32, old: i32) {
+    /// Waits until `a` is no longer `old`: spins, then sleeps; gives up after `naps` sleeps
+    /// (`u32::MAX`: never).
+    fn wait_while(a: &AtomicI32, old: i32, naps: u32) {
         for _ in 0..SPIN {
             if a.load(Acquire) != old {
                 return;
             }
             core::hint::spin_loop();
         }
-        while a.load(SeqCst) == old {
+        let mut n = 0;
+        while a.load(SeqCst) == old && n < naps {
             SLEEPERS.fetch_add(1, SeqCst);
             // SAFETY: a valid, aligned i32 in shared memory; returns at once if `*a != old`, else on
             // notify or timeout. A store seen as "no sleepers" comes before this check, so no
             // wakeup is lost.
             unsafe { memory_atomic_wait32(as_ptr(a), old, NAP_NS) };
             SLEEPERS.fetch_sub(1, SeqCst);
+            n = n.saturating_add(1);
         }
     }
 
@@ -151,7 +156,7 @@ mod imp {
         let mut seen = EPOCH.load(SeqCst);
         HELPERS.fetch_add(1, SeqCst);
         loop {
-            wait_while(&EPOCH, seen);
+            wait_while(&EPOCH, seen, u32::MAX);
             seen = EPOCH.load(Acquire);
             let job = JOB.load(Acquire);
             if !job.is_null() {
@@ -201,12 +206,22 @@ mod imp {
         EPOCH.fetch_add(1, SeqCst);
         wake(&EPOCH);
         work(&job);
+        // A helper that died (a trap in its worker) would leave this wait forever: after
+        // STUCK_MS without progress, trap here too, so the worker reports a crash instead of
+        // hanging (the page then starts a new one).
+        let mut naps = 0u32;
         loop {
             let left = ACTIVE.load(SeqCst);
             if left == 0 {
                 break;
             }
-            wait_while(&ACTIVE, left);
+            wait_while(&ACTIVE, left, 1);
+            if ACTIVE.load(SeqCst) == left {
+                naps += 1;
+                assert!(naps < STUCK_MS / (NAP_NS / 1_000_000) as u32 + 1, "a helper thread stopped responding");
+            } else {
+                naps = 0;
+            }
         }
         JOB.store(core::ptr::null_mut(), Release);
         BUSY.store(false, Release);
