@@ -121,7 +121,7 @@ impl Loader<'_> {
         })?;
         // Rows must be whole blocks: 32 elements for the legacy formats, 256 for the K-quants.
         let bl = t.ty.block_len() as u64;
-        if cols as u64 % bl != 0 {
+        if !(cols as u64).is_multiple_of(bl) {
             return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![bl * (cols as u64).div_ceil(bl), rows as u64] });
         }
         let row_bytes = t.ty.bytes_for(cols as u64).unwrap_or(0) as usize;

@@ -62,10 +62,10 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
         src.read_at(g.tensor_range(t).start, &mut raw)?;
         let cols = t.dims[0] as usize;
         let is_matrix = t.dims.len() == 2 && t.name.ends_with(".weight");
-        let to = if cols % target.block_len() == 0 {
+        let to = if cols.is_multiple_of(target.block_len()) {
             Some(target)
         } else {
-            k_fallback(target).filter(|f| cols % f.block_len() == 0)
+            k_fallback(target).filter(|f| cols.is_multiple_of(f.block_len()))
         };
         match to {
             Some(to) if is_matrix && t.ty != to && quant::act_type(t.ty).is_some() => {

@@ -188,6 +188,8 @@ unsafe fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize) -> (__m256i, __
     total(s)
 }
 
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0x0f);
@@ -203,6 +205,8 @@ pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0x0f);
@@ -226,6 +230,8 @@ pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let m4 = _mm256_set1_epi8(0x0f);

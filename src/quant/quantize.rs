@@ -173,11 +173,11 @@ pub fn q6_k(x: &[f32]) -> Vec<BlockQ6K> {
                 }
             });
             let mut q = [0u8; 256];
-            for j in 0..16 {
-                let ds = d * sc[j] as f32;
+            for ((qj, xj), &s) in q.chunks_exact_mut(16).zip(xb.chunks_exact(16)).zip(&sc) {
+                let ds = d * s as f32;
                 let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
-                for i in 16 * j..16 * j + 16 {
-                    q[i] = ((xb[i] * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
+                for (q, &x) in qj.iter_mut().zip(xj) {
+                    *q = ((x * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
                 }
             }
             let mut ql = [0u8; 128];
