@@ -24,6 +24,7 @@ pub struct QMatrix {
     pub rows: usize,
     pub cols: usize,
     act: ActType,
+    dot: quant::DotKernel,
     row_bytes: usize,
     data: Vec<u8>,
 }
@@ -52,7 +53,7 @@ impl QMatrix {
             for r in range {
                 let w = self.row(r);
                 for b in 0..n_tok {
-                    let v = quant::vec_dot(self.ty, self.cols, w, &act[b * ab..(b + 1) * ab]);
+                    let v = (self.dot)(self.cols, w, &act[b * ab..(b + 1) * ab]);
                     // SAFETY: each thread writes only rows of its own range; b*rows+r < out.len().
                     unsafe { *o.add(b * self.rows + r) = v };
                 }
@@ -115,10 +116,9 @@ impl Loader<'_> {
         if t.dims != [cols as u64, rows as u64] {
             return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![cols as u64, rows as u64] });
         }
-        let act = act_type(t.ty).ok_or_else(|| Error::UnsupportedTensorType {
-            name: t.name.clone(),
-            type_name: t.ty.name().to_string(),
-        })?;
+        let unsupported = || Error::UnsupportedTensorType { name: t.name.clone(), type_name: t.ty.name().to_string() };
+        let act = act_type(t.ty).ok_or_else(unsupported)?;
+        let dot = quant::kernel(t.ty).ok_or_else(unsupported)?;
         // Rows must be whole blocks: 32 elements for the legacy formats, 256 for the K-quants.
         let bl = t.ty.block_len() as u64;
         if !(cols as u64).is_multiple_of(bl) {
@@ -126,7 +126,7 @@ impl Loader<'_> {
         }
         let row_bytes = t.ty.bytes_for(cols as u64).unwrap_or(0) as usize;
         let data = self.read(&t)?;
-        Ok(QMatrix { ty: t.ty, rows, cols, act, row_bytes, data })
+        Ok(QMatrix { ty: t.ty, rows, cols, act, dot, row_bytes, data })
     }
 
     /// A vector of `n` f32 (stored as F32 or F16).

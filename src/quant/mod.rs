@@ -291,48 +291,114 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
     scalar::quantize_q8_k(x, out)
 }
 
-/// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
-/// (`a`, as `quantize_act` writes it for `act_type(ty)`), both of `n` elements.
-#[inline]
-pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+/// A dot-product kernel resolved for one weight format and this CPU: `(n, weight row, activation
+/// row)`, the activation row as `quantize_act` writes it for `act_type(ty)`. A matrix picks its
+/// kernel once at load (`kernel`), so the per-row call does no format or CPU dispatch.
+pub type DotKernel = fn(usize, &[u8], &[u8]) -> f32;
+
+/// The plain reference for format `$ty`, as a kernel.
+macro_rules! scalar_kernel {
+    ($ty:ident) => {{
+        fn k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let at = act_type(GgmlType::$ty).unwrap_or(ActType::F32);
+            scalar::vec_dot(GgmlType::$ty, n, w, &a[..act_block_bytes(at, n).min(a.len())])
+        }
+        k as DotKernel
+    }};
+}
+
+/// An AVX2 kernel `avx2::$f` taking activations of format `$at`, as a kernel.
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx2_kernel {
+    ($f:ident, $at:ident) => {{
+        fn k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let ab = &a[..act_block_bytes(ActType::$at, n).min(a.len())];
+            // SAFETY: `kernel` hands this out only when the CPU has AVX2 and F16C.
+            unsafe { avx2::$f(as_blocks(w), as_blocks(ab)) }
+        }
+        k as DotKernel
+    }};
+}
+
+/// A simd128 kernel `simd128::$f`: `$at` the activation format; `d` / `ds` whether it takes the
+/// f32 array of activation scales (and of sums) that follows the blocks.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+macro_rules! simd128_kernel {
+    ($f:ident, $at:ident) => {{
+        fn k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (ab, _) = a.split_at(act_block_bytes(ActType::$at, n).min(a.len()));
+            simd128::$f(as_blocks(w), as_blocks(ab))
+        }
+        k as DotKernel
+    }};
+    ($f:ident, $at:ident, d) => {{
+        fn k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (ab, scales) = a.split_at(act_block_bytes(ActType::$at, n).min(a.len()));
+            let sd = &scales[..(n / QK * 4).min(scales.len())];
+            simd128::$f(as_blocks(w), as_blocks(ab), sd)
+        }
+        k as DotKernel
+    }};
+    ($f:ident, $at:ident, ds) => {{
+        fn k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (ab, scales) = a.split_at(act_block_bytes(ActType::$at, n).min(a.len()));
+            let (sd, ss) = scales.split_at((n / QK * 4).min(scales.len()));
+            simd128::$f(as_blocks(w), as_blocks(ab), sd, ss)
+        }
+        k as DotKernel
+    }};
+}
+
+/// The fastest kernel for weight format `ty` on this CPU (`None`: no matmul for that format).
+pub fn kernel(ty: GgmlType) -> Option<DotKernel> {
     use GgmlType::*;
-    let Some(at) = act_type(ty) else { return f32::NAN };
-    let (ab, scales) = a.split_at(act_block_bytes(at, n).min(a.len()));
-    let _ = scales;
+    act_type(ty)?;
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
-        // SAFETY: the CPU has AVX2 and F16C (checked once at run time).
-        unsafe {
-            match ty {
-                Q4_0 => return avx2::dot_q4_0(as_blocks(w), as_blocks(ab)),
-                Q4_1 => return avx2::dot_q4_1(as_blocks(w), as_blocks(ab)),
-                Q5_0 => return avx2::dot_q5_0(as_blocks(w), as_blocks(ab)),
-                Q5_1 => return avx2::dot_q5_1(as_blocks(w), as_blocks(ab)),
-                Q8_0 => return avx2::dot_q8_0(as_blocks(w), as_blocks(ab)),
-                Q4K => return avx2::dot_q4_k(as_blocks(w), as_blocks(ab)),
-                Q5K => return avx2::dot_q5_k(as_blocks(w), as_blocks(ab)),
-                Q6K => return avx2::dot_q6_k(as_blocks(w), as_blocks(ab)),
-                _ => {}
-            }
-        }
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        let nb = n / QK;
-        let (sd, ss) = scales.split_at((nb * 4).min(scales.len()));
         match ty {
-            Q4_0 => return simd128::dot_q4_0(as_blocks(w), as_blocks(ab), sd),
-            Q4_1 => return simd128::dot_q4_1(as_blocks(w), as_blocks(ab), sd, ss),
-            Q5_0 => return simd128::dot_q5_0(as_blocks(w), as_blocks(ab), sd),
-            Q5_1 => return simd128::dot_q5_1(as_blocks(w), as_blocks(ab), sd, ss),
-            Q8_0 => return simd128::dot_q8_0(as_blocks(w), as_blocks(ab), sd),
-            Q4K => return simd128::dot_q4_k(as_blocks(w), as_blocks(ab)),
-            Q5K => return simd128::dot_q5_k(as_blocks(w), as_blocks(ab)),
-            Q6K => return simd128::dot_q6_k(as_blocks(w), as_blocks(ab)),
+            Q4_0 => return Some(avx2_kernel!(dot_q4_0, Q8_0)),
+            Q4_1 => return Some(avx2_kernel!(dot_q4_1, Q8_1)),
+            Q5_0 => return Some(avx2_kernel!(dot_q5_0, Q8_0)),
+            Q5_1 => return Some(avx2_kernel!(dot_q5_1, Q8_1)),
+            Q8_0 => return Some(avx2_kernel!(dot_q8_0, Q8_0)),
+            Q4K => return Some(avx2_kernel!(dot_q4_k, Q8K)),
+            Q5K => return Some(avx2_kernel!(dot_q5_k, Q8K)),
+            Q6K => return Some(avx2_kernel!(dot_q6_k, Q8K)),
             _ => {}
         }
     }
-    scalar::vec_dot(ty, n, w, ab)
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    match ty {
+        Q4_0 => return Some(simd128_kernel!(dot_q4_0, Q8_0, d)),
+        Q4_1 => return Some(simd128_kernel!(dot_q4_1, Q8_1, ds)),
+        Q5_0 => return Some(simd128_kernel!(dot_q5_0, Q8_0, d)),
+        Q5_1 => return Some(simd128_kernel!(dot_q5_1, Q8_1, ds)),
+        Q8_0 => return Some(simd128_kernel!(dot_q8_0, Q8_0, d)),
+        Q4K => return Some(simd128_kernel!(dot_q4_k, Q8K)),
+        Q5K => return Some(simd128_kernel!(dot_q5_k, Q8K)),
+        Q6K => return Some(simd128_kernel!(dot_q6_k, Q8K)),
+        _ => {}
+    }
+    Some(match ty {
+        F32 => scalar_kernel!(F32),
+        F16 => scalar_kernel!(F16),
+        Q4_0 => scalar_kernel!(Q4_0),
+        Q4_1 => scalar_kernel!(Q4_1),
+        Q5_0 => scalar_kernel!(Q5_0),
+        Q5_1 => scalar_kernel!(Q5_1),
+        Q8_0 => scalar_kernel!(Q8_0),
+        Q4K => scalar_kernel!(Q4K),
+        Q5K => scalar_kernel!(Q5K),
+        Q6K => scalar_kernel!(Q6K),
+        _ => return None,
+    })
+}
+
+/// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
+/// (`a`, as `quantize_act` writes it for `act_type(ty)`), both of `n` elements, with the kernel
+/// `kernel(ty)` picks. (NaN for a format without a kernel.)
+pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    kernel(ty).map_or(f32::NAN, |k| k(n, w, a))
 }
 
 /// Dequantizes a row of `out.len()` elements of format `ty` from `w`.

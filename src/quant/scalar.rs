@@ -243,6 +243,7 @@ pub fn acc_k_min(acc: &mut Acc4, b: usize, d: [u8; 2], dmin: [u8; 2], y: &BlockQ
     acc.add_min(b, -((le(dmin) * da) * msum as f32));
 }
 
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut acc = Acc4::new();
     for (b, (x, y)) in w.iter().zip(a).enumerate() {
@@ -253,6 +254,7 @@ pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
 pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
     let mut acc = Acc4::new();
     for (b, (x, y)) in w.iter().zip(a).enumerate() {
@@ -265,6 +267,7 @@ pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
 
 /// Q6_K: per super-block, the exact Σ_j sc_j · ((q − 32)·a over sub-block j of 16), scaled by
 /// (d_w·d_a) into accumulator b mod 4.
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
 pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut acc = Acc4::new();
     for (b, (x, y)) in w.iter().zip(a).enumerate() {
