@@ -114,3 +114,33 @@ fn quantizing_to_k_types_falls_back_for_short_rows() {
     }
 }
 
+
+/// Kernel throughput, for the record: `cargo test --release --test kquants -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    use hearth::quant::{self, act_bytes, act_type};
+    let (rows, cols) = (1024, 2048);
+    let mut rng = Rng::new(9);
+    let x: Vec<f32> = (0..cols).map(|_| rng.normal(1.0)).collect();
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.1)).collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let at = act_type(ty).unwrap();
+        let wq = hearth::quant::quantize::quantize(ty, &w).unwrap();
+        let rb = wq.len() / rows;
+        let mut a = vec![0u8; act_bytes(at, cols)];
+        quant::quantize_act(at, &x, &mut a);
+        let k = quant::kernel(ty).unwrap();
+        let mut best = f64::MAX;
+        let mut sink = 0f32;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            for r in 0..rows {
+                sink += k(cols, &wq[r * rb..(r + 1) * rb], &a);
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let elems = (rows * cols) as f64;
+        println!("{:5} {:6.2} Gelem/s {:6.2} GB/s of weights (sink {sink:.1})", ty.name(), elems / best / 1e9, wq.len() as f64 / best / 1e9);
+    }
+}
