@@ -67,14 +67,15 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
         } else {
             k_fallback(target).filter(|f| cols.is_multiple_of(f.block_len()))
         };
+        let convertible = is_matrix && quant::act_type(t.ty).is_some();
+        fell_back += usize::from(convertible && to.is_some_and(|to| to != target));
         match to {
-            Some(to) if is_matrix && t.ty != to && quant::act_type(t.ty).is_some() => {
+            Some(to) if convertible && t.ty != to => {
                 let mut f = vec![0f32; t.elements() as usize];
                 quant::dequantize_row(t.ty, &raw, &mut f);
                 raw = quant::quantize::quantize(to, &f).unwrap_or_default();
                 datas.push((to, raw));
                 changed += 1;
-                fell_back += usize::from(to != target);
             }
             _ => datas.push((t.ty, raw)),
         }
@@ -88,7 +89,7 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
     gguf::write(w, &metadata, &tensors)?;
     let mut summary = format!("{changed} of {} tensors rewritten as {}", g.tensors.len(), target.name());
     if let Some(f) = k_fallback(target).filter(|_| fell_back > 0) {
-        summary += &format!(" ({fell_back} of them as {}: rows not a multiple of {})", f.name(), target.block_len());
+        summary += &format!("; {fell_back} matrices in {} instead: rows not a multiple of {}", f.name(), target.block_len());
     }
     Ok(summary)
 }
