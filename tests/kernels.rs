@@ -317,7 +317,7 @@ fn k_weight_quantizers_round_trip() {
             rms(&x, &y) / x_rms
         })
         .collect();
-    for (ty, rel, levels) in [(GgmlType::Q4K, 0.13, 15.0), (GgmlType::Q5K, 0.065, 31.0), (GgmlType::Q6K, 0.04, 63.0)] {
+    for (ty, rel, levels) in [(GgmlType::Q4K, 0.12, 15.0), (GgmlType::Q5K, 0.06, 31.0), (GgmlType::Q6K, 0.04, 63.0)] {
         let q = quant::quantize::quantize(ty, &x).unwrap();
         assert_eq!(q.len() as u64, ty.bytes_for(x.len() as u64).unwrap());
         let mut y = vec![0f32; x.len()];
@@ -334,10 +334,10 @@ fn k_weight_quantizers_round_trip() {
         }
         errors.push(e);
     }
-    // more bits, less error; and the 6-bit sub-block scales cost little next to Q4_1/Q5_1's f16 ones
-    // (measured: Q4_K 0.117 vs Q4_1 0.114, Q5_K 0.057 vs Q5_1 0.055, Q6_K 0.033)
+    // more bits, less error; and with the scale search, 6-bit sub-block scales beat Q4_1/Q5_1's f16 ones
+    // (measured: Q4_K 0.105 vs Q4_1 0.114, Q5_K 0.052 vs Q5_1 0.055, Q6_K 0.032)
     assert!(errors[0] > errors[1] && errors[1] > errors[2], "{errors:?}");
-    assert!(errors[0] < 1.1 * legacy[0] && errors[1] < 1.1 * legacy[1], "{errors:?} vs Q4_1, Q5_1 {legacy:?}");
+    assert!(errors[0] < legacy[0] && errors[1] < legacy[1], "{errors:?} vs Q4_1, Q5_1 {legacy:?}");
     // an all-zero and a constant super-block are exact
     for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
         for c in [0.0f32, -0.5] {

@@ -86,10 +86,12 @@ pub fn q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
 //   `m` is non-negative). The offsets are quantized first (dmin = max/63, m rounded to nearest),
 //   then each sub-block's scale is the step that spans [−dmin·m, max] with 2^bits − 1 steps;
 //   d = max step/63 and sc is that step / d rounded *up* (a step a little too large costs a little
-//   precision; one too small would clip the largest values). q = round((x + dmin·m)/(d·sc)).
+//   precision; one too small would clip the largest values). Then a small search: of the codes
+//   sc−2..sc+1 and m−1..m+1, the pair with the least squared error is kept. q = round((x + dmin·m)/(d·sc)).
 // * Q6_K, per sub-block of 16: the step is max|x|/32 (the largest value maps to ±32, clamped to
 //   −32..31 as ggml); d = max step/127, sc = ±⌈step/d⌉ (sign so the largest value lands on −32),
-//   q = round(x/(d·sc)) clamped to −32..31.
+//   then the code among |sc|−2..|sc|+1 with the least squared error; q = round(x/(d·sc)) clamped
+//   to −32..31.
 // Every scale is computed from the f16-rounded super-block scales, so q matches what dequantizes.
 
 fn round_f16(x: f32) -> f32 {
@@ -105,13 +107,30 @@ fn k_min_quants(xb: &[f32], nmax: f32) -> (f32, f32, [u8; 8], [u8; 8], [u8; 256]
     let steps: [f32; 8] = std::array::from_fn(|j| ((subs[j].1 + dmin * m[j] as f32) / nmax).max(0.0));
     let max_step = steps.iter().fold(0f32, |a, &s| a.max(s));
     let d = round_f16(max_step / 63.0);
-    let sc: [u8; 8] = std::array::from_fn(|j| if d > 0.0 { (steps[j] / d).ceil().clamp(0.0, 63.0) as u8 } else { 0 });
+    let mut sc = [0u8; 8];
+    let mut m = m;
     let mut q = [0u8; 256];
     for j in 0..8 {
+        let x = &xb[32 * j..32 * j + 32];
+        // the 6-bit codes around the first choice (sc rounded up, m to nearest): keep the pair with
+        // the least squared error after rounding the values
+        let c = if d > 0.0 { (steps[j] / d).ceil().min(63.0) as i32 } else { 0 };
+        let mut best = (f32::INFINITY, 0u8, 0u8);
+        for s in (c - 2).max(0)..=(c + 1).min(63) {
+            for mm in (m[j] as i32 - 1).max(0)..=(m[j] as i32 + 1).min(63) {
+                let (ds, ms) = (d * s as f32, dmin * mm as f32);
+                let id = if ds > 0.0 { 1.0 / ds } else { 0.0 };
+                let err: f32 = x.iter().map(|&v| (((v + ms) * id).round().clamp(0.0, nmax) * ds - ms - v).powi(2)).sum();
+                if err < best.0 {
+                    best = (err, s as u8, mm as u8);
+                }
+            }
+        }
+        (sc[j], m[j]) = (best.1, best.2);
         let (ds, ms) = (d * sc[j] as f32, dmin * m[j] as f32);
         let id = if ds > 0.0 { 1.0 / ds } else { 0.0 };
-        for i in 32 * j..32 * j + 32 {
-            q[i] = ((xb[i] + ms) * id).round().clamp(0.0, nmax) as u8;
+        for (q, &v) in q[32 * j..32 * j + 32].iter_mut().zip(x) {
+            *q = ((v + ms) * id).round().clamp(0.0, nmax) as u8;
         }
     }
     (d, dmin, sc, m, q)
@@ -165,12 +184,24 @@ pub fn q6_k(x: &[f32]) -> Vec<BlockQ6K> {
             let steps: [f32; 16] = std::array::from_fn(|j| signed_absmax(&xb[16 * j..16 * j + 16]) / -32.0);
             let max_step = steps.iter().fold(0f32, |a, &s| a.max(s.abs()));
             let d = round_f16(max_step / 127.0);
+            // the scale code around the first choice (magnitude rounded up) with the least squared error
             let sc: [i8; 16] = std::array::from_fn(|j| {
-                if d > 0.0 {
-                    ((steps[j].abs() / d).ceil().min(127.0) * steps[j].signum()) as i8
-                } else {
-                    0
+                if d <= 0.0 {
+                    return 0;
                 }
+                let x = &xb[16 * j..16 * j + 16];
+                let c = (steps[j].abs() / d).ceil().min(127.0) as i32;
+                let sign = if steps[j] < 0.0 { -1 } else { 1 };
+                let err = |s: i32| -> f32 {
+                    let ds = d * (sign * s) as f32;
+                    let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
+                    x.iter().map(|&v| ((v * id).round().clamp(-32.0, 31.0) * ds - v).powi(2)).sum()
+                };
+                let best = ((c - 2).max(0)..=(c + 1).min(127)).fold((f32::INFINITY, 0), |b, s| {
+                    let e = err(s);
+                    if e < b.0 { (e, s) } else { b }
+                });
+                (sign * best.1) as i8
             });
             let mut q = [0u8; 256];
             for ((qj, xj), &s) in q.chunks_exact_mut(16).zip(xb.chunks_exact(16)).zip(&sc) {
