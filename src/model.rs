@@ -130,12 +130,12 @@ impl Loader<'_> {
         if t.dims != [cols as u64, rows as u64] {
             return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![cols as u64, rows as u64] });
         }
-        let act = act_type(t.ty).ok_or_else(|| Error::UnsupportedTensorType {
-            name: t.name.clone(),
-            type_name: t.ty.name().to_string(),
-        })?;
-        if cols % 32 != 0 && act != ActType::F32 {
-            return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![32 * (cols as u64).div_ceil(32)] });
+        let unsupported = || Error::UnsupportedTensorType { name: t.name.clone(), type_name: t.ty.name().to_string() };
+        let act = act_type(t.ty).ok_or_else(unsupported)?;
+        // Rows must be whole blocks: 32 elements for the legacy formats, 256 for the K-quants.
+        let bl = t.ty.block_len() as u64;
+        if !(cols as u64).is_multiple_of(bl) {
+            return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![bl * (cols as u64).div_ceil(bl), rows as u64] });
         }
         let row_bytes = t.ty.bytes_for(cols as u64).unwrap_or(0) as usize;
         let data = self.read(&t)?;
@@ -526,12 +526,12 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Quantized copies of one activation batch, one per format a matmul asks for, made on first
 /// use and reused by the other matmuls of the same input (q, k and v; gate and up).
 struct Acts {
-    bufs: [(bool, Vec<u8>); 3],
+    bufs: [(bool, Vec<u8>); 4],
 }
 
 impl Acts {
     fn new() -> Self {
-        Acts { bufs: [(false, Vec::new()), (false, Vec::new()), (false, Vec::new())] }
+        Acts { bufs: std::array::from_fn(|_| (false, Vec::new())) }
     }
 
     /// Forgets the quantized copies: the next `get` is of a new input.

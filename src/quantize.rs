@@ -1,6 +1,8 @@
 //! Rewriting a GGUF's weight matrices in another block format (`hearth quantize`): metadata,
 //! tokenizer and 1-D tensors are kept; every 2-D `.weight` matrix whose rows fit the target's block
-//! is dequantized and quantized again.
+//! is dequantized and quantized again. For the K-quants (blocks of 256), a matrix whose rows are a
+//! multiple of 32 but not of 256 gets llama.cpp's fallback instead (Q4_K → Q5_0, Q5_K → Q5_1,
+//! Q6_K → Q8_0: a 32-block format of at least the same precision); other matrices are kept as they are.
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgmlType, Gguf, TensorData, Value};
@@ -19,7 +21,22 @@ fn file_type(t: GgmlType) -> u32 {
         Q8_0 => 7,
         Q5_0 => 8,
         Q5_1 => 9,
+        // MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K: one K type for every matrix that fits it
+        Q4K => 14,
+        Q5K => 16,
+        Q6K => 18,
         _ => 0,
+    }
+}
+
+/// The 32-block format llama.cpp uses for a matrix whose rows do not fit a K-quant's 256.
+pub fn k_fallback(t: GgmlType) -> Option<GgmlType> {
+    use GgmlType::*;
+    match t {
+        Q4K => Some(Q5_0),
+        Q5K => Some(Q5_1),
+        Q6K => Some(Q8_0),
+        _ => None,
     }
 }
 
@@ -39,19 +56,28 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
 
     let mut datas = Vec::with_capacity(g.tensors.len());
     let mut changed = 0usize;
+    let mut fell_back = 0usize;
     for t in &g.tensors {
         let mut raw = vec![0u8; t.size as usize];
         src.read_at(g.tensor_range(t).start, &mut raw)?;
         let cols = t.dims[0] as usize;
         let is_matrix = t.dims.len() == 2 && t.name.ends_with(".weight");
-        if is_matrix && cols % target.block_len() == 0 && t.ty != target && quant::act_type(t.ty).is_some() {
-            let mut f = vec![0f32; t.elements() as usize];
-            quant::dequantize_row(t.ty, &raw, &mut f);
-            raw = quant::quantize::quantize(target, &f).unwrap_or_default();
-            datas.push((target, raw));
-            changed += 1;
+        let to = if cols.is_multiple_of(target.block_len()) {
+            Some(target)
         } else {
-            datas.push((t.ty, raw));
+            k_fallback(target).filter(|f| cols.is_multiple_of(f.block_len()))
+        };
+        let convertible = is_matrix && quant::act_type(t.ty).is_some();
+        fell_back += usize::from(convertible && to.is_some_and(|to| to != target));
+        match to {
+            Some(to) if convertible && t.ty != to => {
+                let mut f = vec![0f32; t.elements() as usize];
+                quant::dequantize_row(t.ty, &raw, &mut f);
+                raw = quant::quantize::quantize(to, &f).unwrap_or_default();
+                datas.push((to, raw));
+                changed += 1;
+            }
+            _ => datas.push((t.ty, raw)),
         }
     }
     let tensors: Vec<TensorData> = g
@@ -61,7 +87,11 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
         .map(|(t, (ty, data))| TensorData { name: &t.name, dims: &t.dims, ty: *ty, data })
         .collect();
     gguf::write(w, &metadata, &tensors)?;
-    Ok(format!("{changed} of {} tensors rewritten as {}", g.tensors.len(), target.name()))
+    let mut summary = format!("{changed} of {} tensors rewritten as {}", g.tensors.len(), target.name());
+    if let Some(f) = k_fallback(target).filter(|_| fell_back > 0) {
+        summary += &format!("; {fell_back} matrices in {} instead: rows not a multiple of {}", f.name(), target.block_len());
+    }
+    Ok(summary)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -27,8 +27,31 @@ impl Rng {
     }
 }
 
-const WEIGHT_TYPES: [GgmlType; 7] =
-    [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::F16, GgmlType::F32];
+const WEIGHT_TYPES: [GgmlType; 10] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::F16,
+    GgmlType::F32,
+];
+
+/// Elements per block of a weight type's kernel (F32/F16 are tested in blocks of 32).
+fn block_len(ty: GgmlType) -> usize {
+    ty.block_len().max(32)
+}
+
+/// Q8_K activations back to f32 (q·d per super-block).
+fn dequantize_q8_k(a: &[u8], out: &mut [f32]) {
+    for (o, b) in out.chunks_exact_mut(256).zip(a.chunks_exact(292)) {
+        let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        o.iter_mut().zip(&b[4..260]).for_each(|(o, &q)| *o = q as i8 as f32 * d);
+    }
+}
 
 /// A quantized activation row as `quantize_act` lays it out; with `simd == false` its blocks come
 /// from the scalar reference quantizer instead.
@@ -39,6 +62,7 @@ fn quantized_act(at: ActType, x: &[f32], simd: bool) -> Vec<u8> {
     match (at, simd) {
         (ActType::Q8_0, false) => scalar::quantize_q8_0(x, quant::as_blocks_mut(&mut out[..blocks])),
         (ActType::Q8_1, false) => scalar::quantize_q8_1(x, quant::as_blocks_mut(&mut out[..blocks])),
+        (ActType::Q8K, false) => scalar::quantize_q8_k(x, quant::as_blocks_mut(&mut out[..blocks])),
         _ => {}
     }
     out
@@ -71,6 +95,37 @@ fn activation_quantizers_match_the_reference() {
 }
 
 #[test]
+fn q8_k_activations_are_ggml_s() {
+    let mut rng = Rng(5);
+    for blocks in 1..=6 {
+        let n = blocks * 256;
+        let mut x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+        x[..256].fill(0.0); // an all-zero block
+        let a = quantized_act(ActType::Q8K, &x, true);
+        assert_eq!(a.len(), blocks * 292);
+        assert_eq!(a, quantized_act(ActType::Q8K, &x, false));
+        for (xb, b) in x.chunks_exact(256).zip(quant::as_blocks::<quant::BlockQ8K>(&a)) {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = b.d();
+            if amax == 0.0 {
+                assert_eq!(d, 0.0);
+                assert!(b.qs.iter().all(|&q| q == 0) && (0..16).all(|j| b.bsum(j) == 0));
+                continue;
+            }
+            // the largest magnitude maps to −127 (ggml's iscale = −127/max)
+            let i = xb.iter().position(|v| v.abs() == amax).unwrap();
+            assert_eq!(b.qs[i], -127);
+            for (j, (&v, &q)) in xb.iter().zip(&b.qs).enumerate() {
+                assert!((q as f32 * d - v).abs() <= d.abs() * 0.5001, "element {j}: {v} → {q}·{d}");
+            }
+            for j in 0..16 {
+                assert_eq!(b.bsum(j), b.qs[16 * j..16 * j + 16].iter().map(|&q| q as i32).sum::<i32>());
+            }
+        }
+    }
+}
+
+#[test]
 fn dot_kernels_are_bit_identical_to_the_reference() {
     let mut rng = Rng(42);
     let mut checked = 0;
@@ -78,7 +133,7 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
         let at = act_type(ty).unwrap();
         for blocks in 1..=13 {
             for _ in 0..20 {
-                let n = blocks * 32;
+                let n = blocks * block_len(ty);
                 let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
                 let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
                 let wq = quant::quantize::quantize(ty, &w).unwrap();
@@ -100,6 +155,7 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
                             o.iter_mut().zip(&b[4..]).for_each(|(o, &q)| *o = q as i8 as f32 * d);
                         }
                     }
+                    ActType::Q8K => dequantize_q8_k(block_part(at, n, &xq), &mut xd),
                 }
                 let exact: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
                 let scale: f64 = wd.iter().zip(&xd).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
@@ -120,7 +176,7 @@ fn batched_kernels_equal_the_reference_row_by_row() {
     for ty in WEIGHT_TYPES {
         let at = act_type(ty).unwrap();
         for blocks in [1, 3, 4, 5, 8, 18] {
-            let n = blocks * 32;
+            let n = blocks * block_len(ty);
             let weight_rows = 3;
             let w: Vec<f32> = (0..n * weight_rows).map(|_| rng.value()).collect();
             let wq = quant::quantize::quantize(ty, &w).unwrap();
@@ -160,6 +216,12 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
         let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
         let q8_0 = quantized_act(ActType::Q8_0, &x, false);
         let q8_1 = quantized_act(ActType::Q8_1, &x, false);
+        // the K-quants over `blocks` super-blocks of 256
+        let nk = blocks * 256;
+        let wk: Vec<f32> = (0..nk).map(|_| rng.value()).collect();
+        let xk: Vec<f32> = (0..nk).map(|_| rng.value()).collect();
+        let q8k = quantized_act(ActType::Q8K, &xk, false);
+        let qk = |t| quant::quantize::quantize(t, &wk).unwrap();
         let q = |t| quant::quantize::quantize(t, &w).unwrap();
         // SAFETY: AVX2 is available (checked above).
         unsafe {
@@ -174,6 +236,15 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
                 let at = act_type(ty).unwrap();
                 let reference = scalar::vec_dot(ty, n, &q(ty), block_part(at, n, act));
                 assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks");
+            }
+            let cases = [
+                (GgmlType::Q4K, avx2::dot_q4_k(as_blocks(&qk(GgmlType::Q4K)), as_blocks(&q8k))),
+                (GgmlType::Q5K, avx2::dot_q5_k(as_blocks(&qk(GgmlType::Q5K)), as_blocks(&q8k))),
+                (GgmlType::Q6K, avx2::dot_q6_k(as_blocks(&qk(GgmlType::Q6K)), as_blocks(&q8k))),
+            ];
+            for (ty, fast) in cases {
+                let reference = scalar::vec_dot(ty, nk, &qk(ty), &q8k);
+                assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} super-blocks");
             }
         }
     }
@@ -195,6 +266,119 @@ fn weight_quantizers_round_trip_within_their_step() {
                 // within one step (the symmetric formats clamp the largest positive value one step short)
                 assert!((a - b).abs() <= step * 1.01 + 1e-3 * range, "{ty:?}: {a} → {b} (step {step})");
             }
+        }
+    }
+}
+
+/// Extreme blocks for the K-quant kernels: every bit pattern of quants and scales at its limits
+/// (all-ones nibbles and high bits, scales 63 / ±127/−128, activations ±127), where an overflow or
+/// a sign slip in a SIMD kernel would show.
+#[test]
+fn k_kernels_are_exact_at_the_extremes() {
+    let mut rng = Rng(99);
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let bytes = ty.block_bytes();
+        for fill in [0x00u8, 0xff, 0x55, 0xaa, 0x80, 0x7f] {
+            for act in [127i8, -127, 0] {
+                let n = 4 * 256 + 256; // five super-blocks: one past the groups of four
+                let mut w = vec![fill; n / 256 * bytes];
+                for b in w.chunks_exact_mut(bytes) {
+                    // finite f16 scales
+                    let (d_at, dmin_at) = if ty == GgmlType::Q6K { (208, None) } else { (0, Some(2)) };
+                    b[d_at..d_at + 2].copy_from_slice(&hearth::quant::f16::to_le(0.01));
+                    if let Some(m) = dmin_at {
+                        b[m..m + 2].copy_from_slice(&hearth::quant::f16::to_le(0.02));
+                    }
+                }
+                let mut x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                let mut a = quantized_act(ActType::Q8K, &x, false);
+                for blk in quant::as_blocks_mut::<quant::BlockQ8K>(&mut a) {
+                    blk.qs = [act; 256];
+                    for s in blk.bsums.iter_mut() {
+                        *s = (16 * act as i16).to_le_bytes();
+                    }
+                }
+                let reference = scalar::vec_dot(ty, n, &w, &a);
+                let fast = quant::vec_dot(ty, n, &w, &a);
+                assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?} fill {fill:#x} act {act}: {fast} vs {reference}");
+                // and against the dequantized weights
+                let mut wd = vec![0f32; n];
+                quant::dequantize_row(ty, &w, &mut wd);
+                dequantize_q8_k(&a, &mut x);
+                let exact: f64 = wd.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                let scale: f64 = wd.iter().zip(&x).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
+                assert!(((reference as f64) - exact).abs() / scale < 1e-5, "{ty:?} fill {fill:#x}: {reference} vs {exact}");
+            }
+        }
+    }
+}
+
+/// The block layouts are ggml's: random super-blocks dequantize to exactly the floats llama.cpp's
+/// own gguf-py computes for them (tests/fixtures/kquants_ggml.py writes the fixture).
+#[test]
+fn k_dequantization_matches_ggml_to_the_float() {
+    let hex = |s: &str| -> Vec<u8> { (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect() };
+    let mut seen = 0;
+    for line in include_str!("fixtures/kquants_ggml.txt").lines() {
+        let mut f = line.split_whitespace();
+        let ty = GgmlType::from_name(f.next().unwrap()).unwrap();
+        let blocks = hex(f.next().unwrap());
+        let expected: Vec<f32> = hex(f.next().unwrap()).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(blocks.len() / ty.block_bytes() * 256, expected.len());
+        let mut out = vec![0f32; expected.len()];
+        quant::dequantize_row(ty, &blocks, &mut out);
+        for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} element {i}: {a} vs ggml {b}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+}
+
+#[test]
+fn k_weight_quantizers_round_trip() {
+    let mut rng = Rng(13);
+    let x: Vec<f32> = (0..256 * 32).map(|_| rng.value()).collect();
+    let rms = |a: &[f32], b: &[f32]| (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
+    let x_rms = rms(&x, &vec![0.0; x.len()]);
+    let mut errors = vec![];
+    // (type, bound on the rms error relative to the data's, levels per sub-block for the max bound)
+    let legacy: Vec<f64> = [GgmlType::Q4_1, GgmlType::Q5_1]
+        .into_iter()
+        .map(|ty| {
+            let mut y = vec![0f32; x.len()];
+            quant::dequantize_row(ty, &quant::quantize::quantize(ty, &x).unwrap(), &mut y);
+            rms(&x, &y) / x_rms
+        })
+        .collect();
+    for (ty, rel, levels) in [(GgmlType::Q4K, 0.12, 15.0), (GgmlType::Q5K, 0.06, 31.0), (GgmlType::Q6K, 0.04, 63.0)] {
+        let q = quant::quantize::quantize(ty, &x).unwrap();
+        assert_eq!(q.len() as u64, ty.bytes_for(x.len() as u64).unwrap());
+        let mut y = vec![0f32; x.len()];
+        quant::dequantize_row(ty, &q, &mut y);
+        let e = rms(&x, &y) / x_rms;
+        eprintln!("{ty:?}: relative rms error {e:.4}");
+        assert!(e < rel, "{ty:?}: relative rms error {e}");
+        // no element off by more than about a step of its super-block's widest sub-block
+        for (xb, yb) in x.chunks(256).zip(y.chunks(256)) {
+            let range = xb.iter().fold(0f32, |m, v| m.max(v.abs())) * 2.0;
+            for (a, b) in xb.iter().zip(yb) {
+                assert!((a - b).abs() <= 1.5 * range / levels, "{ty:?}: {a} → {b}");
+            }
+        }
+        errors.push(e);
+    }
+    // more bits, less error; and with the scale search, 6-bit sub-block scales beat Q4_1/Q5_1's f16 ones
+    // (measured: Q4_K 0.105 vs Q4_1 0.114, Q5_K 0.052 vs Q5_1 0.055, Q6_K 0.032)
+    assert!(errors[0] > errors[1] && errors[1] > errors[2], "{errors:?}");
+    assert!(errors[0] < legacy[0] && errors[1] < legacy[1], "{errors:?} vs Q4_1, Q5_1 {legacy:?}");
+    // an all-zero and a constant super-block are exact
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        for c in [0.0f32, -0.5] {
+            let x = vec![c; 256];
+            let mut y = vec![1f32; 256];
+            quant::dequantize_row(ty, &quant::quantize::quantize(ty, &x).unwrap(), &mut y);
+            assert!(y.iter().all(|&v| (v - c).abs() <= 1e-3), "{ty:?} constant {c}: {:?}", &y[..4]);
         }
     }
 }

@@ -219,3 +219,126 @@ one_row!(dot_q4_1, rows_q4_1, BlockQ4_1);
 one_row!(dot_q5_0, rows_q5_0, BlockQ5_0);
 one_row!(dot_q5_1, rows_q5_1, BlockQ5_1);
 one_row!(dot_q8_0, rows_q8_0, BlockQ8_0);
+
+// ---- K-quants (super-blocks of 256, Q8_K activations) ----
+//
+// Each super-block's integer sums are computed exactly in SIMD (maddubs → madd by the sub-block
+// scale); the scale unpacking and the float accumulation are the scalar reference's own code
+// (`scalar::scales_mins_k4`, `scalar::acc_k_min`, `Acc4`), so results are bit-identical to it.
+
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Σ_j m_j · (bsum_2j + bsum_2j+1): the minimums against Q8_K's per-16 sums.
+#[inline(always)]
+unsafe fn msum_k(m: &[u8; 8], y: &BlockQ8K) -> i32 {
+    let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    // pairs of per-16 sums (exact: |sum of 32| ≤ 4064)
+    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    let mins = _mm_cvtepu8_epi16(_mm_loadl_epi64(m.as_ptr() as *const __m128i));
+    let p = _mm_madd_epi16(pairs, mins);
+    let s = _mm_add_epi32(p, _mm_shuffle_epi32(p, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Σ over the four 64-element chunks of sc · (q·a): `q(i)` gives chunk i's 32 low-half values
+/// (sub-block 2i) and 32 high-half values (sub-block 2i+1), unsigned < 128.
+#[inline(always)]
+unsafe fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize) -> (__m256i, __m256i)) -> i32 {
+    let a = y.qs.as_ptr() as *const u8;
+    let mut s = _mm256_setzero_si256();
+    for i in 0..4 {
+        let (lo, hi) = q(i);
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(a.add(64 * i))), _mm256_set1_epi16(sc[2 * i] as i16));
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(a.add(64 * i + 32))), _mm256_set1_epi16(sc[2 * i + 1] as i16));
+        s = _mm256_add_epi32(s, _mm256_add_epi32(p0, p1));
+    }
+    total(s)
+}
+
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let isum = isum_k32(&sc, y, |i| {
+            let q = load32(x.qs.as_ptr().add(32 * i));
+            (_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4))
+        });
+        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let b4 = _mm256_set1_epi8(0x10);
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let qh = load32(x.qh.as_ptr());
+        let isum = isum_k32(&sc, y, |i| {
+            let q = load32(x.qs.as_ptr().add(32 * i));
+            let (bl, bh) = (_mm256_set1_epi8((1u8 << (2 * i)) as i8), _mm256_set1_epi8((2u8 << (2 * i)) as i8));
+            let hl = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bl), bl), b4);
+            let hh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bh), bh), b4);
+            (
+                _mm256_or_si256(_mm256_and_si256(q, m4), hl),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), hh),
+            )
+        });
+        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let m2 = _mm256_set1_epi8(0x03);
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let ap = y.qs.as_ptr() as *const u8;
+        // the sub-block scales as i16, and the −32 offset through the per-16 sums
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+        let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        let offset = total(_mm256_madd_epi16(sc16, bs));
+        let mut s = _mm256_setzero_si256();
+        for n in 0..2 {
+            let ql0 = load32(x.ql.as_ptr().add(64 * n));
+            let ql1 = load32(x.ql.as_ptr().add(64 * n + 32));
+            let qh = load32(x.qh.as_ptr().add(32 * n));
+            let hb = |k: i32| match k {
+                0 => _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
+                1 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
+                2 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
+                _ => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
+            };
+            let q = [
+                _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0)),
+                _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(1)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hb(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(3)),
+            ];
+            for (k, q) in q.into_iter().enumerate() {
+                let j = 8 * n + 2 * k; // sub-blocks j (lanes 0..8) and j+1 (lanes 8..16)
+                let scv = _mm256_set_m128i(_mm_set1_epi16(x.scales[j + 1] as i16), _mm_set1_epi16(x.scales[j] as i16));
+                let p = _mm256_maddubs_epi16(q, load32(ap.add(128 * n + 32 * k)));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scv));
+            }
+        }
+        acc.add(b, super::f16::le(x.d) * y.d(), total(s) - 32 * offset);
+    }
+    acc.sum()
+}

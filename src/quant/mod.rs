@@ -2,8 +2,9 @@
 //!
 //! Like llama.cpp, a quantized matmul first quantizes its input vector to 8 bits — Q8_1 blocks of 32
 //! for weights with a minimum (Q4_1, Q5_1), Q8_0 blocks for the others — and then takes integer dot
-//! products block by block. Doing the same keeps the engine within float rounding of llama.cpp's
-//! tokens. `scalar` holds one plain reference per format; SIMD variants (`simd128` for wasm, `avx2`
+//! products block by block. The K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256) take their input
+//! as Q8_K, 256 i8 with an f32 scale and the sums of each 16. Doing the same keeps the engine within
+//! float rounding of llama.cpp's tokens. `scalar` holds one plain reference per format; SIMD variants (`simd128` for wasm, `avx2`
 //! natively) are tested against it on random blocks.
 
 pub mod f16;
@@ -66,6 +67,75 @@ pub struct BlockQ8_1 {
     pub qs: [i8; 32],
 }
 
+/// Elements per super-block of the K-quants and of Q8_K.
+pub const QK_K: usize = 256;
+
+/// Q4_K: 8 sub-blocks of 32; x = d·sc_j·q − dmin·m_j, with 6-bit sc_j, m_j packed in `scales`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ4K {
+    pub d: [u8; 2],    // f16 scale of the sub-block scales
+    pub dmin: [u8; 2], // f16 scale of the sub-block minimums
+    pub scales: [u8; 12], // see `scalar::scales_mins_k4`
+    pub qs: [u8; 128], // per 64 elements, 32 bytes: elements 0..32 low nibbles, 32..64 high nibbles
+}
+
+/// Q5_K: as Q4_K plus a fifth bit per element: bit 2i of qh[l] for element 64i+l, bit 2i+1 for 64i+32+l.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ5K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
+/// Q6_K: 16 sub-blocks of 16; x = d·sc_j·(q − 32) with 6-bit q and i8 sc_j. Per 128 elements,
+/// 64 bytes of `ql` and 32 of `qh`: element l (l < 32) takes the low nibble of ql[l] and bits 0-1 of
+/// qh[l]; l+32: low nibble of ql[l+32], bits 2-3; l+64: high nibble of ql[l], bits 4-5; l+96: high
+/// nibble of ql[l+32], bits 6-7.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ6K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: [u8; 2],
+}
+
+/// Q8_K (activations only): 256 i8, an f32 scale, and the sum of each 16 values as i16.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8K {
+    pub d: [u8; 4],            // f32
+    pub qs: [i8; 256],
+    pub bsums: [[u8; 2]; 16], // i16
+}
+
+impl BlockQ8K {
+    #[inline(always)]
+    pub fn d(&self) -> f32 {
+        f32::from_le_bytes(self.d)
+    }
+    #[inline(always)]
+    pub fn bsum(&self, j: usize) -> i32 {
+        i16::from_le_bytes(self.bsums[j]) as i32
+    }
+}
+
+macro_rules! zero_default {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                // SAFETY: plain byte arrays; all-zero is a valid value.
+                unsafe { std::mem::zeroed() }
+            }
+        }
+    )*};
+}
+zero_default!(BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K);
+
 impl Default for BlockQ8_0 {
     fn default() -> Self {
         BlockQ8_0 { d: [0; 2], qs: [0; 32] }
@@ -90,6 +160,10 @@ check_size!(BlockQ5_0, 22);
 check_size!(BlockQ5_1, 24);
 check_size!(BlockQ8_0, 34);
 check_size!(BlockQ8_1, 36);
+check_size!(BlockQ4K, 144);
+check_size!(BlockQ5K, 176);
+check_size!(BlockQ6K, 210);
+check_size!(BlockQ8K, 292);
 
 /// Marker for the block types above: plain old data of alignment 1.
 pub unsafe trait Block: Copy + Default {}
@@ -99,6 +173,10 @@ unsafe impl Block for BlockQ5_0 {}
 unsafe impl Block for BlockQ5_1 {}
 unsafe impl Block for BlockQ8_0 {}
 unsafe impl Block for BlockQ8_1 {}
+unsafe impl Block for BlockQ4K {}
+unsafe impl Block for BlockQ5K {}
+unsafe impl Block for BlockQ6K {}
+unsafe impl Block for BlockQ8K {}
 
 /// Views bytes as blocks. `bytes.len()` must be a multiple of the block size (checked at load).
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
@@ -126,6 +204,8 @@ pub enum ActType {
     F32,
     Q8_0,
     Q8_1,
+    /// Super-blocks of 256 for the K-quants.
+    Q8K,
 }
 
 /// Weight formats with a matmul kernel.
@@ -135,25 +215,26 @@ pub fn act_type(ty: GgmlType) -> Option<ActType> {
         F32 | F16 => Some(ActType::F32),
         Q4_0 | Q5_0 | Q8_0 => Some(ActType::Q8_0),
         Q4_1 | Q5_1 => Some(ActType::Q8_1),
+        Q4K | Q5K | Q6K => Some(ActType::Q8K),
         _ => None,
     }
 }
 
-/// Bytes of the quantized form of `n` activations (n a multiple of 32 for the 8-bit types): the
-/// blocks, then their scales as f32 arrays (d, and s for Q8_1), converted once per row so the wasm
-/// kernels need not convert them for every weight row.
-/// wasm's kernels multiply i16 lanes: there, a quantized activation row also carries its values
-/// widened to i16 (once per row, instead of once per weight row that meets it).
+/// wasm's kernels multiply i16 lanes: there, a quantized 8-bit activation row also carries its
+/// values widened to i16 (once per row, instead of once per weight row that meets it).
 const ACT_I16: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
 
-/// Bytes of one activation row of `n` values: the blocks, their scales as f32 (and for Q8_1 the
-/// sums), and in wasm the values as i16.
+/// Bytes of one activation row of `n` values (n a multiple of 32 for the 8-bit types, of 256 for
+/// Q8_K): the blocks, their scales as f32 arrays (d, and s for Q8_1, converted once per row so the
+/// kernels need not convert them for every weight row), and in wasm the values as i16. (Q8_K's
+/// scale is already f32 and it has no i16 copy.)
 pub fn act_bytes(at: ActType, n: usize) -> usize {
     let wide = if ACT_I16 { n * 2 } else { 0 };
     match at {
         ActType::F32 => n * 4,
         ActType::Q8_0 => n / QK * (34 + 4) + wide,
         ActType::Q8_1 => n / QK * (36 + 8) + wide,
+        ActType::Q8K => n / QK_K * 292,
     }
 }
 
@@ -163,6 +244,7 @@ pub fn act_block_bytes(at: ActType, n: usize) -> usize {
         ActType::F32 => n * 4,
         ActType::Q8_0 => n / QK * 34,
         ActType::Q8_1 => n / QK * 36,
+        ActType::Q8K => n / QK_K * 292,
     }
 }
 
@@ -196,6 +278,7 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             simd128::widen_act(as_blocks::<BlockQ8_1>(blocks), |b| &b.qs, _wide);
         }
+        ActType::Q8K => quantize_q8_k(x, as_blocks_mut(blocks)),
     }
 }
 
@@ -213,8 +296,6 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     scalar::quantize_q8_1(x, out)
 }
 
-/// Dot product of one weight row (`w`, raw bytes of format `ty`) with a quantized activation row
-/// (`a`, as `quantize_act` writes it for `act_type(ty)`), both of `n` elements.
 /// One weight row `w` (of `n` values in format `ty`) · one activation row `a` (as `quantize_act`
 /// lays it out).
 pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -237,6 +318,19 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
     use GgmlType::*;
     debug_assert!(acts.len() <= MAX_ROWS && out.len() >= acts.len());
     let nb = n / QK;
+    // K-quants: one weight row at a time (their kernels take one activation row).
+    macro_rules! per_row {
+        ($f:expr) => {{
+            let rb = row_bytes(ty, n).max(1);
+            let bb = act_block_bytes(ActType::Q8K, n);
+            for (r, row) in w.chunks_exact(rb).enumerate() {
+                for (a, o) in acts.iter().zip(out) {
+                    *o.add(r) = $f(as_blocks(row), as_blocks(&a[..bb.min(a.len())]));
+                }
+            }
+            return;
+        }};
+    }
     macro_rules! go {
         ($m:ident :: $f:ident) => {{
             let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
@@ -259,6 +353,9 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             Q5_0 => go!(avx2::rows_q5_0),
             Q5_1 => go!(avx2::rows_q5_1),
             Q8_0 => go!(avx2::rows_q8_0),
+            Q4K => per_row!(avx2::dot_q4_k),
+            Q5K => per_row!(avx2::dot_q5_k),
+            Q6K => per_row!(avx2::dot_q6_k),
             _ => {}
         }
     }
@@ -269,6 +366,9 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
         Q5_0 => go!(simd128::rows_q5_0),
         Q5_1 => go!(simd128::rows_q5_1),
         Q8_0 => go!(simd128::rows_q8_0),
+        Q4K => per_row!(simd128::dot_q4_k),
+        Q5K => per_row!(simd128::dot_q5_k),
+        Q6K => per_row!(simd128::dot_q6_k),
         _ => {}
     }
     let Some(at) = act_type(ty) else {
@@ -291,6 +391,12 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
 /// Bytes of one row of `n` values in format `ty`.
 pub fn row_bytes(ty: GgmlType, n: usize) -> usize {
     ty.bytes_for(n as u64).unwrap_or(0) as usize
+}
+
+/// x → Q8_K. One plain implementation on every target (it is O(n) per row, next to the O(n·rows)
+/// of the matmul), so native and wasm quantize activations identically.
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    scalar::quantize_q8_k(x, out)
 }
 
 pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {

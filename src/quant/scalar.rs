@@ -34,6 +34,92 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     }
 }
 
+/// x → Q8_K, as ggml's reference: the element of largest magnitude maps to −127 (iscale = −127/max,
+/// d = 1/iscale), q = round(x·iscale) (ties to even) capped at 127; bsums[j] = sum of q[16j..16j+16].
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let (mut amax, mut max) = (0f32, 0f32);
+        for &v in xb {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        if amax == 0.0 {
+            *b = BlockQ8K::default();
+            continue;
+        }
+        let iscale = -127.0 / max;
+        for (q, v) in b.qs.iter_mut().zip(xb) {
+            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        }
+        for (s, q) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+            *s = (q.iter().map(|&v| v as i16).sum::<i16>()).to_le_bytes();
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+    }
+}
+
+/// The eight 6-bit scales and eight 6-bit minimums of a Q4_K/Q5_K super-block, unpacked from its
+/// 12 bytes: for j < 4, sc_j and m_j are the low 6 bits of bytes j and j+4; for j ≥ 4, the low 4
+/// bits come from byte j+4 (sc: low nibble, m: high nibble) and the top 2 from the top bits of
+/// byte j−4 (sc) and byte j (m).
+#[inline(always)]
+pub fn scales_mins_k4(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (s[j + 8] & 0x0f) | ((s[j] >> 6) << 4);
+        m[j + 4] = (s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4);
+    }
+    (sc, m)
+}
+
+/// The 256 unsigned 4-bit values of a Q4_K super-block (or the low 4 bits of a Q5_K one).
+#[inline(always)]
+fn nibbles_k(qs: &[u8; 128]) -> [u8; 256] {
+    let mut q = [0u8; 256];
+    for i in 0..4 {
+        for l in 0..32 {
+            q[64 * i + l] = qs[32 * i + l] & 0x0f;
+            q[64 * i + 32 + l] = qs[32 * i + l] >> 4;
+        }
+    }
+    q
+}
+
+/// The 256 unsigned 5-bit values of a Q5_K super-block.
+#[inline(always)]
+fn five_bits_k(qs: &[u8; 128], qh: &[u8; 32]) -> [u8; 256] {
+    let mut q = nibbles_k(qs);
+    for i in 0..4 {
+        for l in 0..32 {
+            q[64 * i + l] |= ((qh[l] >> (2 * i)) & 1) << 4;
+            q[64 * i + 32 + l] |= ((qh[l] >> (2 * i + 1)) & 1) << 4;
+        }
+    }
+    q
+}
+
+/// The 256 unsigned 6-bit values (0..63; the weight is q − 32) of a Q6_K super-block.
+#[inline(always)]
+fn six_bits_k(ql: &[u8; 128], qh: &[u8; 64]) -> [u8; 256] {
+    let mut q = [0u8; 256];
+    for n in 0..2 {
+        let (ql, qh) = (&ql[64 * n..64 * n + 64], &qh[32 * n..32 * n + 32]);
+        let o = 128 * n;
+        for l in 0..32 {
+            q[o + l] = (ql[l] & 0x0f) | ((qh[l] & 3) << 4);
+            q[o + 32 + l] = (ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4);
+            q[o + 64 + l] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+            q[o + 96 + l] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+        }
+    }
+    q
+}
+
 /// The 32 unsigned 4-bit values of a block, in element order.
 #[inline(always)]
 fn nibbles(qs: &[u8; 16]) -> [u8; 32] {
@@ -135,6 +221,65 @@ pub fn dot_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f32 {
     acc.sum()
 }
 
+/// Σ_j sc_j · (q·a over sub-block j of 32): Q4_K/Q5_K's exact integer sum.
+#[inline(always)]
+fn isum_k32(q: &[u8; 256], sc: &[u8; 8], a: &[i8; 256]) -> i32 {
+    (0..8).map(|j| sc[j] as i32 * (32 * j..32 * j + 32).map(|i| q[i] as i32 * a[i] as i32).sum::<i32>()).sum()
+}
+
+/// Σ_j m_j · (sum of the activations of sub-block j of 32), from Q8_K's per-16 sums.
+#[inline(always)]
+fn msum_k(m: &[u8; 8], y: &BlockQ8K) -> i32 {
+    (0..8).map(|j| m[j] as i32 * (y.bsum(2 * j) + y.bsum(2 * j + 1))).sum()
+}
+
+/// Q4_K/Q5_K: per super-block b, the exact integer sums are scaled in f32 — (d_w·d_a)·Σ sc·q·a into
+/// accumulator b mod 4 and −((dmin_w·d_a)·Σ m·bsum) into the minimum accumulator b mod 4 — and
+/// summed as `Acc4` does. Every SIMD kernel computes the same integers and this same float code.
+#[inline(always)]
+pub fn acc_k_min(acc: &mut Acc4, b: usize, d: [u8; 2], dmin: [u8; 2], y: &BlockQ8K, isum: i32, msum: i32) {
+    let da = y.d();
+    acc.add(b, le(d) * da, isum);
+    acc.add_min(b, -((le(dmin) * da) * msum as f32));
+}
+
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scales_mins_k4(&x.scales);
+        let isum = isum_k32(&nibbles_k(&x.qs), &sc, &y.qs);
+        acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scales_mins_k4(&x.scales);
+        let isum = isum_k32(&five_bits_k(&x.qs, &x.qh), &sc, &y.qs);
+        acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+/// Q6_K: per super-block, the exact Σ_j sc_j · ((q − 32)·a over sub-block j of 16), scaled by
+/// (d_w·d_a) into accumulator b mod 4.
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let q = six_bits_k(&x.ql, &x.qh);
+        let isum: i32 = (0..16)
+            .map(|j| x.scales[j] as i32 * (16 * j..16 * j + 16).map(|i| (q[i] as i32 - 32) * y.qs[i] as i32).sum::<i32>())
+            .sum();
+        acc.add(b, le(x.d) * y.d(), isum);
+    }
+    acc.sum()
+}
+
 fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
@@ -154,6 +299,9 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         Q5_0 => dot_q5_0(as_blocks(w), as_blocks(a)),
         Q5_1 => dot_q5_1(as_blocks(w), as_blocks(a)),
         Q8_0 => dot_q8_0(as_blocks(w), as_blocks(a)),
+        Q4K => dot_q4_k(as_blocks(w), as_blocks(a)),
+        Q5K => dot_q5_k(as_blocks(w), as_blocks(a)),
+        Q6K => dot_q6_k(as_blocks(w), as_blocks(a)),
         // The loader only accepts formats that `act_type` knows.
         _ => f32::NAN,
     }
@@ -195,6 +343,36 @@ pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {
                 o.iter_mut().zip(b.qs).for_each(|(o, q)| *o = q as f32 * d);
             }
         }
+        // K-quants as ggml's dequantize_row_q*_K, to the float: (d·sc)·q − dmin·m, (d·sc)·(q − 32).
+        Q4K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockQ4K>(w)) {
+                dequant_k_min(o, b.d, b.dmin, &b.scales, &nibbles_k(&b.qs));
+            }
+        }
+        Q5K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockQ5K>(w)) {
+                dequant_k_min(o, b.d, b.dmin, &b.scales, &five_bits_k(&b.qs, &b.qh));
+            }
+        }
+        Q6K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockQ6K>(w)) {
+                let d = le(b.d);
+                let q = six_bits_k(&b.ql, &b.qh);
+                for (j, o) in o.chunks_exact_mut(16).enumerate() {
+                    let ds = d * b.scales[j] as f32;
+                    o.iter_mut().zip(&q[16 * j..]).for_each(|(o, &q)| *o = ds * (q as i32 - 32) as f32);
+                }
+            }
+        }
         _ => out.fill(f32::NAN),
+    }
+}
+
+fn dequant_k_min(o: &mut [f32], d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], q: &[u8; 256]) {
+    let (d, dmin) = (le(d), le(dmin));
+    let (sc, m) = scales_mins_k4(scales);
+    for (j, o) in o.chunks_exact_mut(32).enumerate() {
+        let (ds, ms) = (d * sc[j] as f32, dmin * m[j] as f32);
+        o.iter_mut().zip(&q[32 * j..]).for_each(|(o, &q)| *o = ds * q as f32 - ms);
     }
 }

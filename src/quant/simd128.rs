@@ -40,6 +40,23 @@ fn fifth_bits(qh: [u8; 4]) -> (v128, v128) {
     )
 }
 
+/// Exact sum of 16 lane products of x (i8) and y (i8), as i32x4 partial sums.
+#[inline(always)]
+fn dot16(x: v128, y: v128) -> v128 {
+    let a = i32x4_dot_i16x8(i16x8_extend_low_i8x16(x), i16x8_extend_low_i8x16(y));
+    let b = i32x4_dot_i16x8(i16x8_extend_high_i8x16(x), i16x8_extend_high_i8x16(y));
+    i32x4_add(a, b)
+}
+
+/// `dot16` for x known to be in 0..=127: relaxed SIMD's 8-bit dot product where the build has it.
+#[inline(always)]
+fn dot16_u7(x: v128, y: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return i32x4_relaxed_dot_i8x16_i7x16_add(y, x, i32x4_splat(0));
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    dot16(x, y)
+}
+
 /// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
 #[inline(always)]
 fn totals4(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
@@ -333,4 +350,119 @@ pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         let sum = round_pack(&v, id, &mut b.qs);
         b.s = to_le(d * sum as f32);
     }
+}
+
+// ---- K-quants (super-blocks of 256, Q8_K activations) ----
+//
+// Each super-block's integer sums are exact (i16 products summed by `i32x4.dot_i16x8_s`, then
+// multiplied by the sub-block scale in i32); the scale unpacking and the float accumulation are the
+// scalar reference's own code, so results are bit-identical to it.
+
+#[inline(always)]
+fn load_at(p: &[u8], i: usize) -> v128 {
+    let s = &p[i..i + 16];
+    // SAFETY: reads exactly the 16 bytes of `s` (unaligned loads are allowed in wasm).
+    unsafe { v128_load(s.as_ptr() as *const v128) }
+}
+
+#[inline(always)]
+fn q8k_at(y: &BlockQ8K, i: usize) -> v128 {
+    let s = &y.qs[i..i + 16];
+    // SAFETY: as `load_at`.
+    unsafe { v128_load(s.as_ptr() as *const v128) }
+}
+
+/// Σ_j m_j · (bsum_2j + bsum_2j+1): the minimums against Q8_K's per-16 sums.
+#[inline(always)]
+fn msum_k(m: &[u8; 8], y: &BlockQ8K) -> i32 {
+    // SAFETY: two 16-byte loads inside the 32-byte bsums array.
+    let (b0, b1) = unsafe { (v128_load(y.bsums.as_ptr() as *const v128), v128_load(y.bsums.as_ptr().add(8) as *const v128)) };
+    // the mins each twice, as i16, against the 16 sums
+    let m16 = u16x8(m[0] as u16, m[0] as u16, m[1] as u16, m[1] as u16, m[2] as u16, m[2] as u16, m[3] as u16, m[3] as u16);
+    let m16b = u16x8(m[4] as u16, m[4] as u16, m[5] as u16, m[5] as u16, m[6] as u16, m[6] as u16, m[7] as u16, m[7] as u16);
+    total(i32x4_add(i32x4_dot_i16x8(b0, m16), i32x4_dot_i16x8(b1, m16b)))
+}
+
+/// Σ over the four 64-element chunks of sc · (q·a): `q(i)` gives chunk i's low-half values
+/// (sub-block 2i) and high-half values (sub-block 2i+1), 16 lanes at a time, unsigned < 128.
+#[inline(always)]
+fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize) -> [v128; 4]) -> i32 {
+    let mut s = i32x4_splat(0);
+    for i in 0..4 {
+        let [l0, l1, h0, h1] = q(i);
+        let o = 64 * i;
+        let lo = i32x4_add(dot16_u7(l0, q8k_at(y, o)), dot16_u7(l1, q8k_at(y, o + 16)));
+        let hi = i32x4_add(dot16_u7(h0, q8k_at(y, o + 32)), dot16_u7(h1, q8k_at(y, o + 48)));
+        s = i32x4_add(s, i32x4_mul(lo, i32x4_splat(sc[2 * i] as i32)));
+        s = i32x4_add(s, i32x4_mul(hi, i32x4_splat(sc[2 * i + 1] as i32)));
+    }
+    total(s)
+}
+
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let isum = isum_k32(&sc, y, |i| {
+            let (q0, q1) = (load_at(&x.qs, 32 * i), load_at(&x.qs, 32 * i + 16));
+            [v128_and(q0, m4), v128_and(q1, m4), u8x16_shr(q0, 4), u8x16_shr(q1, 4)]
+        });
+        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
+    let m4 = u8x16_splat(0x0f);
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let (h0, h1) = (load_at(&x.qh, 0), load_at(&x.qh, 16));
+        let isum = isum_k32(&sc, y, |i| {
+            let (q0, q1) = (load_at(&x.qs, 32 * i), load_at(&x.qs, 32 * i + 16));
+            // bit 2i of qh[l] → 16 for the low half, bit 2i+1 for the high half
+            let fifth = |h: v128, bit: u32| u8x16_shl(v128_and(u8x16_shr(h, bit), u8x16_splat(1)), 4);
+            let (bl, bh) = (2 * i as u32, 2 * i as u32 + 1);
+            [
+                v128_or(v128_and(q0, m4), fifth(h0, bl)),
+                v128_or(v128_and(q1, m4), fifth(h1, bl)),
+                v128_or(u8x16_shr(q0, 4), fifth(h0, bh)),
+                v128_or(u8x16_shr(q1, 4), fifth(h1, bh)),
+            ]
+        });
+        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+    }
+    acc.sum()
+}
+
+pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let (m4, m2, thirty_two) = (u8x16_splat(0x0f), u8x16_splat(0x03), i8x16_splat(32));
+    let mut acc = scalar::Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let mut s = i32x4_splat(0);
+        for n in 0..2 {
+            for half in 0..2 {
+                // lanes l = 16·half .. 16·half+16 of this 128-element chunk's four groups of 32
+                let l = 16 * half;
+                let ql0 = load_at(&x.ql, 64 * n + l);
+                let ql1 = load_at(&x.ql, 64 * n + 32 + l);
+                let qh = load_at(&x.qh, 32 * n + l);
+                let hb = |sh: u32| u8x16_shl(v128_and(u8x16_shr(qh, sh), m2), 4);
+                let q = [
+                    v128_or(v128_and(ql0, m4), hb(0)),
+                    v128_or(v128_and(ql1, m4), hb(2)),
+                    v128_or(u8x16_shr(ql0, 4), hb(4)),
+                    v128_or(u8x16_shr(ql1, 4), hb(6)),
+                ];
+                for (k, q) in q.into_iter().enumerate() {
+                    let e = 128 * n + 32 * k + l; // first element; its sub-block of 16 is e/16
+                    let p = dot16(i8x16_sub(q, thirty_two), q8k_at(y, e));
+                    s = i32x4_add(s, i32x4_mul(p, i32x4_splat(x.scales[e / 16] as i32)));
+                }
+            }
+        }
+        acc.add(b, super::f16::le(x.d) * y.d(), total(s));
+    }
+    acc.sum()
 }

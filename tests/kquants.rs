@@ -1,0 +1,145 @@
+//! K-quant models end to end: a tiny llama whose matrices are Q4_K/Q5_K/Q6_K loads, runs, and
+//! gives logits close to the same model in F32; rows that are not whole super-blocks are a typed
+//! error at load; `hearth quantize` to a K type falls back to a 32-block format where it must.
+
+mod common;
+
+use common::tiny::*;
+use hearth::gguf::{GgmlType, Gguf};
+use hearth::session::{Engine, Session};
+use hearth::Error;
+use std::sync::Arc;
+
+/// Dims that are whole super-blocks: every matrix's rows (n_embd, n_head·head_dim, n_ff) are
+/// multiples of 256.
+fn spec(ty: GgmlType, seed: u64) -> TinySpec {
+    TinySpec { n_embd: 256, n_ff: 512, n_head: 4, n_head_kv: 2, weight_type: ty, seed, ..Default::default() }
+}
+
+fn load(bytes: &[u8]) -> Result<Engine, Error> {
+    Engine::load(&mut &bytes[..])
+}
+
+const PROMPT: [u32; 12] = [5, 70, 71, 72, 9, 100, 101, 102, 200, 201, 3, 150];
+
+/// The logits at every position of PROMPT.
+fn logits(bytes: &[u8]) -> Vec<f32> {
+    let mut s = Session::new(Arc::new(load(bytes).expect("loads")), 64).unwrap();
+    s.all_logits(&PROMPT, 0).unwrap()
+}
+
+/// rms(a − b) / rms(b).
+fn rel_rms(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (d / n).sqrt()
+}
+
+fn argmaxes(l: &[f32], vocab: usize) -> Vec<usize> {
+    l.chunks_exact(vocab)
+        .map(|r| r.iter().enumerate().fold(0, |best, (i, v)| if *v > r[best] { i } else { best }))
+        .collect()
+}
+
+#[test]
+fn k_quantized_models_run_close_to_f32() {
+    let vocab = vocab().0.len();
+    let reference = logits(&tiny_gguf(&spec(GgmlType::F32, 1)));
+    assert_eq!(reference.len(), PROMPT.len() * vocab);
+    let error = |ty| rel_rms(&logits(&tiny_gguf(&spec(ty, 1))), &reference);
+    // Yardsticks: this random tiny model amplifies weight rounding (Q8_0: 0.047 already), so each
+    // K-quant is held to the legacy format of its bits, and far from an unrelated model.
+    let unrelated = rel_rms(&logits(&tiny_gguf(&spec(GgmlType::F32, 2))), &reference);
+    let (q4_1, q5_1) = (error(GgmlType::Q4_1), error(GgmlType::Q5_1));
+    let mut errors = vec![];
+    // (type, absolute bound, legacy bound; measured: Q4_K 0.439 (Q4_1 0.413), Q5_K 0.208 (Q5_1
+    // 0.356), Q6_K 0.186, unrelated 1.41)
+    for (ty, bound, legacy) in [(GgmlType::Q4K, 0.6, 1.25 * q4_1), (GgmlType::Q5K, 0.3, 1.25 * q5_1), (GgmlType::Q6K, 0.25, q5_1)] {
+        let bytes = tiny_gguf(&spec(ty, 1));
+        let g = Gguf::from_bytes(&bytes).unwrap();
+        assert_eq!(g.tensor("blk.0.ffn_down.weight").unwrap().ty, ty);
+        let l = logits(&bytes);
+        assert!(l.iter().all(|v| v.is_finite()), "{ty:?}");
+        let e = rel_rms(&l, &reference);
+        let same = argmaxes(&l, vocab).iter().zip(argmaxes(&reference, vocab)).filter(|(a, b)| **a == *b).count();
+        eprintln!("{ty:?}: logits' relative rms error vs F32 {e:.4}, top-1 agree {same}/{} (Q4_1 {q4_1:.3}, Q5_1 {q5_1:.3}, another model {unrelated:.3})", PROMPT.len());
+        assert!(e < bound && e < legacy, "{ty:?}: relative rms error {e} (bounds {bound}, {legacy})");
+        assert!(e < unrelated / 2.5, "{ty:?}: {e} is not far below an unrelated model's {unrelated}");
+        errors.push(e);
+    }
+    assert!(errors[0] > errors[1] && errors[1] > errors[2], "more bits, less error: {errors:?}");
+}
+
+#[test]
+fn k_quantized_prefill_is_batch_independent() {
+    // the Q8_K activations of a batch are quantized row by row: batching changes nothing
+    let e = Arc::new(load(&tiny_gguf(&spec(GgmlType::Q4K, 3))).unwrap());
+    let mut whole = Session::new(e.clone(), 64).unwrap();
+    whole.feed(&PROMPT).unwrap();
+    let mut one = Session::with_batch(e, 64, 1).unwrap();
+    one.feed(&PROMPT).unwrap();
+    assert_eq!(whole.logits(), one.logits());
+}
+
+#[test]
+fn rows_that_are_not_whole_super_blocks_are_a_typed_error() {
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        // n_embd 64: attn_q has 64×64 = 4096 elements (16 super-blocks' worth) but rows of 64
+        let bytes = tiny_gguf(&TinySpec { weight_type: ty, ..Default::default() });
+        match load(&bytes) {
+            Err(Error::TensorShape { name, .. }) => assert!(name.starts_with("blk.0."), "{ty:?}: {name}"),
+            Err(e) => panic!("{ty:?}: unexpected error {e}"),
+            Ok(_) => panic!("{ty:?}: loaded"),
+        }
+    }
+}
+
+#[test]
+fn quantizing_to_k_types_falls_back_for_short_rows() {
+    // n_ff 384: ffn_down's rows (384) are not whole super-blocks; everything else is
+    let f32_model = tiny_gguf(&TinySpec { n_ff: 384, ..spec(GgmlType::F32, 4) });
+    let reference = logits(&f32_model);
+    for (ty, fallback) in [(GgmlType::Q4K, GgmlType::Q5_0), (GgmlType::Q5K, GgmlType::Q5_1), (GgmlType::Q6K, GgmlType::Q8_0)] {
+        let mut out = Vec::new();
+        let summary = hearth::quantize::quantize_gguf(&mut &f32_model[..], ty, &mut out).unwrap();
+        let g = Gguf::from_bytes(&out).unwrap();
+        assert_eq!(g.tensor("blk.0.ffn_up.weight").unwrap().ty, ty);
+        assert_eq!(g.tensor("token_embd.weight").unwrap().ty, ty);
+        assert_eq!(g.tensor("blk.1.ffn_down.weight").unwrap().ty, fallback);
+        assert_eq!(g.tensor("blk.0.attn_norm.weight").unwrap().ty, GgmlType::F32);
+        assert!(summary.contains(&format!("2 matrices in {} instead", fallback.name())), "{summary}");
+        let e = rel_rms(&logits(&out), &reference);
+        eprintln!("{ty:?} with {fallback:?} fallback: {e:.4}");
+        assert!(e < 1.0, "{ty:?}: {e}");
+    }
+}
+
+
+/// Kernel throughput, for the record: `cargo test --release --test kquants -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    use hearth::quant::{self, act_bytes, act_type};
+    let (rows, cols) = (1024, 2048);
+    let mut rng = Rng::new(9);
+    let x: Vec<f32> = (0..cols).map(|_| rng.normal(1.0)).collect();
+    let w: Vec<f32> = (0..rows * cols).map(|_| rng.normal(0.1)).collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let at = act_type(ty).unwrap();
+        let wq = hearth::quant::quantize::quantize(ty, &w).unwrap();
+        let mut a = vec![0u8; act_bytes(at, cols)];
+        quant::quantize_act(at, &x, &mut a);
+        let mut best = f64::MAX;
+        let mut sink = 0f32;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            let mut out = vec![0f32; rows];
+            // SAFETY: `out` has room for every row.
+            unsafe { quant::dot_rows(ty, cols, &wq, &[&a], &[out.as_mut_ptr()]) };
+            sink += out[rows / 2];
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        let elems = (rows * cols) as f64;
+        println!("{:5} {:6.2} Gelem/s {:6.2} GB/s of weights (sink {sink:.1})", ty.name(), elems / best / 1e9, wq.len() as f64 / best / 1e9);
+    }
+}
