@@ -43,6 +43,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
+import { createHash } from 'node:crypto';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const BROWSER_DIR = join(ROOT, 'tests/browser');
@@ -191,6 +192,17 @@ function sizes(wllamaEsm) {
   };
 }
 
+/** sha256 prefixes and mtimes of the wasm files served, to notice a rebuild in the middle of a run. */
+function wasmStamp() {
+  const out = {};
+  for (const p of ['www/pkg/hearth_bg.wasm', 'www/pkg-threads/hearth_bg.wasm']) {
+    const f = join(ROOT, p);
+    if (!existsSync(f)) continue;
+    out[p] = createHash('sha256').update(readFileSync(f)).digest('hex').slice(0, 16);
+  }
+  return out;
+}
+
 function machine() {
   const cpuinfo = readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1]?.trim() ?? cpus()[0]?.model ?? 'unknown';
@@ -265,9 +277,23 @@ async function main() {
   if (!existsSync(join(ROOT, 'www/pkg/hearth_bg.wasm'))) throw new Fatal('www/pkg/hearth_bg.wasm is missing: build the wasm module first (./build.sh)');
 
   const started = new Date();
+  const stampStart = wasmStamp();
   const env = machine();
   say(`==> bench: ${models.map((m) => m.label).join(', ')}; configs ${configs.map((c) => c.id).join(' ')}; ${RUNS} runs; ${MAX_TOKENS} tokens; load average ${env.loadavg.join(' ')}`);
 
+  // What else the machine is doing: the 1-minute load average every 5 s, and the busiest processes.
+  const loadSamples = [];
+  const busy = new Map();
+  const sampler = setInterval(() => {
+    loadSamples.push(loadavg()[0]);
+    try {
+      for (const l of sh('ps', ['-eo', 'pcpu,comm', '--sort=-pcpu', '--no-headers']).split('\n').slice(0, 4)) {
+        const m = /^\s*([\d.]+)\s+(.*)$/.exec(l);
+        if (m && Number(m[1]) >= 20) busy.set(m[2], (busy.get(m[2]) ?? 0) + 1);
+      }
+    } catch {}
+  }, 5000);
+  sampler.unref();
   const server = await helpers.startServer();
   const b = await helpers.launch();
   const results = { models: {}, warmup: {} };
@@ -363,6 +389,7 @@ async function main() {
       if (NATIVE) per.native = native(model);
     }
   } finally {
+    clearInterval(sampler);
     await b.close();
     await server.stop();
   }
@@ -370,11 +397,19 @@ async function main() {
   const report = {
     date: started.toISOString(),
     finished: new Date().toISOString(),
-    machine: { ...env, loadavgEnd: loadavg().map((x) => +x.toFixed(2)) },
+    machine: {
+      ...env,
+      loadavgEnd: loadavg().map((x) => +x.toFixed(2)),
+      load1During: loadSamples.length ? { min: +Math.min(...loadSamples).toFixed(2), median: +median(loadSamples).toFixed(2), max: +Math.max(...loadSamples).toFixed(2) } : null,
+      // process name -> how many 5 s samples saw it among the busiest (>= 20% of a core)
+      busyProcesses: Object.fromEntries([...busy].sort((a, b) => b[1] - a[1])),
+      samples: loadSamples.length,
+    },
     browser: { chromium: env.chromium, playwrightVersion: browserVersion, userAgent },
     wllama: { version: wl.version, libllama },
     settings: { runs: RUNS, maxTokens: MAX_TOKENS, nCtx: N_CTX, prompt: PROMPT, configs: configs.map((c) => c.id) },
     sizes: sizes(wl.esm),
+    hearthWasm: { atStart: stampStart, atEnd: wasmStamp() },
     ...results,
   };
   const out = resolve(ROOT, opt.out);
@@ -471,7 +506,17 @@ function markdown(rep) {
   L.push(`## hearth vs wllama — ${rep.date.slice(0, 16).replace('T', ' ')} UTC`);
   L.push('');
   L.push(`- CPU: ${rep.machine.cpu}, ${rep.machine.cores} cores; load average at start ${rep.machine.loadavg.join(' ')}, at end ${rep.machine.loadavgEnd.join(' ')}`);
+  const d = rep.machine.load1During;
+  if (d) {
+    const others = Object.entries(rep.machine.busyProcesses)
+      .filter(([name]) => !/chrom|node|hearth/.test(name))
+      .map(([name, n]) => `${name} in ${n}/${rep.machine.samples}`);
+    L.push(`- 1-min load average during the run: ${d.min}–${d.max} (median ${d.median}); other busy processes (5 s samples): ${others.join(', ') || 'none'}`);
+  }
   L.push(`- Browser: ${rep.browser.chromium ?? '?'} (headless${rep.browser.playwrightVersion ? `, reports ${rep.browser.playwrightVersion}` : ''})`);
+  if (JSON.stringify(rep.hearthWasm.atStart) !== JSON.stringify(rep.hearthWasm.atEnd)) {
+    L.push(`- **WARNING: hearth's wasm files changed during the run** (rebuilt?): rows may mix builds`);
+  }
   L.push(`- hearth ${rep.machine.hearthRev ?? ''}; wllama ${rep.wllama.version} (llama.cpp ${rep.wllama.libllama ?? '?'})`);
   L.push(`- ${rep.settings.runs} runs per configuration, alternating, medians; the same 128-token English prompt (token counts as each engine saw it below), ${rep.settings.maxTokens} greedy tokens (EOS ignored), context ${rep.settings.nCtx}`);
   L.push('');
