@@ -184,6 +184,10 @@ function sizes(wllamaEsm) {
   };
   return {
     'hearth-simd': { wasm: fileSize(join(ROOT, 'www/pkg/hearth_bg.wasm')), js: js(['www/hearth.js', 'www/worker.js', 'www/storage.js', 'www/pkg/hearth.js'].map((p) => join(ROOT, p))) },
+    'hearth-relaxed': {
+      wasm: fileSize(join(ROOT, 'www/pkg-relaxed/hearth_bg.wasm')),
+      js: js(['www/hearth.js', 'www/worker.js', 'www/storage.js', 'www/pkg-relaxed/hearth.js'].map((p) => join(ROOT, p))),
+    },
     'hearth-threads': {
       wasm: fileSize(join(ROOT, 'www/pkg-threads/hearth_bg.wasm')),
       js: js(['www/hearth.js', 'www/worker.js', 'www/storage.js', 'www/pkg-threads/hearth.js'].map((p) => join(ROOT, p))),
@@ -195,7 +199,7 @@ function sizes(wllamaEsm) {
 /** sha256 prefixes and mtimes of the wasm files served, to notice a rebuild in the middle of a run. */
 function wasmStamp() {
   const out = {};
-  for (const p of ['www/pkg/hearth_bg.wasm', 'www/pkg-threads/hearth_bg.wasm']) {
+  for (const p of ['www/pkg/hearth_bg.wasm', 'www/pkg-relaxed/hearth_bg.wasm', 'www/pkg-threads/hearth_bg.wasm']) {
     const f = join(ROOT, p);
     if (!existsSync(f)) continue;
     out[p] = createHash('sha256').update(readFileSync(f)).digest('hex').slice(0, 16);
@@ -430,6 +434,8 @@ function summarize(slot) {
     if (runs.some((r) => r.prefillTokens !== r.promptTokens)) notes.push('part of the prompt came from a cache');
   }
   slot.notes = notes;
+  // hearth's single-thread build is the relaxed-SIMD one (www/pkg-relaxed/) where the browser has it
+  slot.relaxedSimd = slot.engine === 'hearth' && runs.some((r) => r.info?.relaxedSimd);
   slot.median = runs.length
     ? {
         loadMs: median(runs.map((r) => r.loadWallMs)),
@@ -524,8 +530,9 @@ function markdown(rep) {
   L.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
   for (const [label, per] of Object.entries(rep.models)) {
     for (const slot of Object.values(per.configs)) {
-      const sizeKey = slot.engine === 'wllama' ? 'wllama' : `hearth-${slot.build}`;
-      const build = slot.engine === 'wllama' ? `wasm (${slot.threads > 1 ? 'pthreads' : 'no pthreads'})` : slot.build;
+      const sizeKey = slot.engine === 'wllama' ? 'wllama' : slot.build === 'simd' && slot.relaxedSimd ? 'hearth-relaxed' : `hearth-${slot.build}`;
+      const build =
+        slot.engine === 'wllama' ? `wasm (${slot.threads > 1 ? 'pthreads' : 'no pthreads'})` : `${slot.build}${slot.relaxedSimd ? ' (relaxed)' : ''}`;
       const m = slot.median;
       if (slot.na || !m) {
         L.push(`| ${label} | ${slot.label} | ${build} | ${slot.threads} | n/a | n/a | n/a | n/a | n/a | n/a | ${wasmCell(rep.sizes[sizeKey])} | n/a (${slot.na ?? 'not run'}) |`);
