@@ -4,7 +4,7 @@
 #   ./build.sh serve    … then serve www/ on http://127.0.0.1:${PORT:-8080}/
 #   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm kernel tests, browser tests)
 #   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
-#   ./build.sh bench    … then the native benchmark (1 and 2 threads)
+#   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -177,9 +177,10 @@ case "$cmd" in
     ;;
   bench)
     build_all
-    # The side-by-side browser benchmark against wllama is not built yet (issue: speed); until it
-    # is, this measures the native engine at 1 and 2 threads.
-    for t in 1 2; do ./target/release/hearth bench --threads "$t" --repeat 5; done
+    need_chromium
+    need_node_deps
+    log "browser benchmark: hearth vs wllama in headless Chromium, then the native CLI (docs/bench.md)"
+    node tools/bench.mjs "${@:2}"
     ;;
   *)
     echo "usage: ./build.sh [build|serve|test|bench|wasm]" >&2; exit 2 ;;
