@@ -486,6 +486,9 @@ macro_rules! attend_body {
 
 #[inline(always)]
 fn round8_portable(c: &mut [f32; 8]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return quant::simd128::round8_f16(c);
+    #[allow(unreachable_code)]
     for x in c.iter_mut() {
         *x = f16::round(*x);
     }

@@ -382,3 +382,24 @@ fn k_weight_quantizers_round_trip() {
         }
     }
 }
+
+/// wasm's vector rounding to f16 precision (attention's accumulator) is `f16::round` lane for lane.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[test]
+fn simd_f16_rounding_matches_the_scalar_one() {
+    let mut xs: Vec<f32> = vec![0.0, -0.0, 65504.0, 65519.99, 65520.0, -1e9, f32::INFINITY, f32::NAN, 5.96e-8, 2.98e-8, 6.1e-5];
+    let mut bits = 0u32;
+    while let Some(b) = bits.checked_add(40_009) {
+        xs.push(f32::from_bits(b));
+        bits = b;
+    }
+    for chunk in xs.chunks(8) {
+        let mut c = [0f32; 8];
+        c[..chunk.len()].copy_from_slice(chunk);
+        let want = c.map(hearth::quant::f16::round);
+        hearth::quant::simd128::round8_f16(&mut c);
+        for (a, b) in c.iter().zip(want) {
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{b:e} vs {a:e}");
+        }
+    }
+}

@@ -466,3 +466,29 @@ pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     }
     acc.sum()
 }
+
+/// `f16::round` on 4 lanes (the same bit operations, written out so they surely stay vectors).
+#[inline(always)]
+fn round4_f16(x: v128) -> v128 {
+    let sign = v128_and(x, u32x4_splat(0x8000_0000));
+    let a = v128_and(x, u32x4_splat(0x7fff_ffff));
+    let odd = v128_and(u32x4_shr(a, 13), u32x4_splat(1));
+    let normal = v128_and(i32x4_add(i32x4_add(a, u32x4_splat(0x0fff)), odd), u32x4_splat(!0x1fff));
+    let half = f32x4_splat(0.5);
+    let sub = f32x4_sub(f32x4_add(a, half), half);
+    let r = v128_bitselect(sub, normal, u32x4_lt(a, u32x4_splat(0x3880_0000)));
+    let r = v128_bitselect(u32x4_splat(0x7f80_0000), r, u32x4_gt(r, u32x4_splat(0x477f_e000)));
+    let r = v128_bitselect(v128_or(a, u32x4_splat(0x0040_0000)), r, u32x4_gt(a, u32x4_splat(0x7f80_0000)));
+    v128_or(r, sign)
+}
+
+/// Eight lanes rounded to f16 precision in place (attention's value accumulator).
+#[inline(always)]
+pub fn round8_f16(c: &mut [f32; 8]) {
+    // SAFETY: two 16-byte loads and stores inside the 32-byte array.
+    unsafe {
+        let p = c.as_mut_ptr() as *mut v128;
+        v128_store(p, round4_f16(v128_load(p)));
+        v128_store(p.add(1), round4_f16(v128_load(p.add(1))));
+    }
+}
