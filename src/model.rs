@@ -62,7 +62,7 @@ impl QMatrix {
                 let r0 = range.start + i * TILE_ROWS;
                 let mut t0 = 0;
                 while t0 < n_tok {
-                    let k = (n_tok - t0).min(quant::MAX_ROWS);
+                    let k = quant::rows_per_call(n_tok - t0);
                     let acts: [&[u8]; quant::MAX_ROWS] =
                         std::array::from_fn(|j| if j < k { &act[(t0 + j) * ab..(t0 + j + 1) * ab] } else { &[] });
                     // SAFETY: (t0+j)*rows + r0 + tile rows ≤ n_tok*rows ≤ out.len(); rows of this

@@ -306,18 +306,30 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 /// Most activation rows one kernel call takes (a weight row is unpacked once for all of them).
-pub const MAX_ROWS: usize = 4;
+pub const MAX_ROWS: usize = 8;
+
+/// How many of `left` activation rows the next kernel call should take: 8, 4 or what is left (the
+/// kernels are compiled for 1, 2, 3, 4 and 8 rows).
+pub fn rows_per_call(left: usize) -> usize {
+    if left >= 8 {
+        8
+    } else {
+        left.min(4)
+    }
+}
 
 /// `*out[t].add(r) = W[r] · acts[t]` for every row r of `w` (whole rows of `n` values in format
-/// `ty`) and up to `MAX_ROWS` activation rows (laid out by `quantize_act`). The results are
+/// `ty`) and any number of activation rows (laid out by `quantize_act`; `MAX_ROWS` at most per
+/// kernel call, so a weight block is unpacked once for that many). The results are
 /// bit-identical to the scalar reference row by row, whatever the number of activation rows.
 ///
 /// # Safety
 /// Each `out[t]` must be valid for writing `w.len() / row_bytes` floats.
 pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[*mut f32]) {
     use GgmlType::*;
-    debug_assert!(acts.len() <= MAX_ROWS && out.len() >= acts.len());
+    debug_assert!(out.len() >= acts.len());
     let nb = n / QK;
+    let w_bytes = w;
     // K-quants: one weight row at a time (their kernels take one activation row).
     macro_rules! per_row {
         ($f:expr) => {{
@@ -340,7 +352,16 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
                 2 => $m::$f::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
                 3 => $m::$f::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
                 4 => $m::$f::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
-                _ => {}
+                8 => $m::$f::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
+                k => {
+                    // any other count: in calls the kernels are compiled for
+                    let mut t = 0;
+                    while t < k {
+                        let c = rows_per_call(k - t);
+                        dot_rows(ty, n, w_bytes, &acts[t..t + c], &out[t..t + c]);
+                        t += c;
+                    }
+                }
             }
             return;
         }};
