@@ -119,7 +119,7 @@ function renderInfo(info) {
     ['Weights', `${info.quantization}, ${bytes(info.sizeBytes)}`],
     ['Context', `${info.context} tokens (trained on ${info.contextTrain})`],
     ['Loaded', `${describeSource(info)} in ${seconds(info.loadMs)}`],
-    ['Engine', `${info.build === 'threads' ? `wasm threads ×${info.threads}` : 'wasm SIMD, one thread'} — ${info.reason}`],
+    ['Engine', `${info.build === 'threads' ? `wasm threads ×${info.threads}` : 'wasm SIMD, one thread'}${info.relaxedSimd ? ' (relaxed SIMD)' : ''} — ${info.reason}`],
     ['Memory', `${bytes(info.wasmMemoryBytes)} of wasm memory`],
     ['SHA-256', info.sha256],
   ];
