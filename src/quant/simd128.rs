@@ -71,10 +71,10 @@ fn total(p: v128) -> i32 {
     i32x4_extract_lane::<0>(p) + i32x4_extract_lane::<1>(p) + i32x4_extract_lane::<2>(p) + i32x4_extract_lane::<3>(p)
 }
 
-/// Four f16 values (bits) as f32 lanes, exactly as `f16::to_f32` converts each.
+/// f16 values (bits, in the low half of each u32 lane; the high half is ignored) as f32 lanes,
+/// exactly as `f16::to_f32` converts each.
 #[inline(always)]
-fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
-    let v = u32x4(a as u32, b as u32, c as u32, d as u32);
+fn f16_lanes(v: v128) -> v128 {
     let sign = i32x4_shl(v128_and(v, u32x4_splat(0x8000)), 16);
     let em = v128_and(v, u32x4_splat(0x7fff));
     let shifted = i32x4_shl(em, 13);
@@ -82,6 +82,30 @@ fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
     let inf_nan = v128_or(shifted, u32x4_splat(0x7f80_0000));
     let special = u32x4_ge(em, u32x4_splat(0x7c00));
     v128_or(v128_bitselect(inf_nan, finite, special), sign)
+}
+
+/// Four f16 values (bits) as f32 lanes.
+#[inline(always)]
+fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
+    f16_lanes(u32x4(a as u32, b as u32, c as u32, d as u32))
+}
+
+/// Four blocks' adjacent f16 pairs (scale, minimum: one u32 each) as two f32x4: one gather for both.
+#[inline(always)]
+fn f16x4_pairs(p: [u32; 4]) -> (v128, v128) {
+    let v = u32x4(p[0], p[1], p[2], p[3]);
+    (f16_lanes(v), f16_lanes(u32x4_shr(v, 16)))
+}
+
+/// The weight scales of four blocks as f32x4, and with `$mw` their minimums (else `()`).
+macro_rules! scales4 {
+    ($w4:expr, $dw:expr) => {
+        (f16x4($dw(&$w4[0]), $dw(&$w4[1]), $dw(&$w4[2]), $dw(&$w4[3])), ())
+    };
+    ($w4:expr, $dw:expr, $mw:expr) => {{
+        let pair = |x| $dw(x) as u32 | ($mw(x) as u32) << 16;
+        f16x4_pairs([pair(&$w4[0]), pair(&$w4[1]), pair(&$w4[2]), pair(&$w4[3])])
+    }};
 }
 
 #[inline(always)]
@@ -146,8 +170,8 @@ macro_rules! canonical_dot {
             while b < full {
                 let w4 = &w[b..b + 4];
                 let p = [$prep(&w4[0]), $prep(&w4[1]), $prep(&w4[2]), $prep(&w4[3])];
-                let dw = f16x4($dw(&w4[0]), $dw(&w4[1]), $dw(&w4[2]), $dw(&w4[3]));
-                $( let mw = f16x4($mw(&w4[0]), $mw(&w4[1]), $mw(&w4[2]), $mw(&w4[3])); )?
+                #[allow(clippy::let_unit_value, unused_variables)]
+                let (dw, mw) = scales4!(w4, $dw $(, $mw)?);
                 for t in 0..$N {
                     let (d, _s, q) = parts[t];
                     let (q, y) = (q.add(b * QK), &blocks[t][b..b + 4]);
