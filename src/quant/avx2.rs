@@ -154,7 +154,8 @@ unsafe fn mul_signed(p: (__m256i, __m256i), y: &[i8; 32]) -> __m256i {
 /// loop are paid once per call, not per row.
 macro_rules! rows_kernel {
     ($name:ident, $WB:ty, $AB:ty, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {
-        /// SAFETY: AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
+        /// # Safety
+        /// AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
         #[target_feature(enable = "avx2,f16c")]
         pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             let with_sums = false $( || { let _ = $mw; true } )?;
@@ -205,7 +206,8 @@ rows_kernel!(
 /// Single-row forms (for the tests): `a` is a whole activation row as `quantize_act` lays it out.
 macro_rules! one_row {
     ($name:ident, $rows:ident, $WB:ty) => {
-        /// SAFETY: AVX2 and F16C present.
+        /// # Safety
+        /// AVX2 and F16C present.
         #[target_feature(enable = "avx2,f16c")]
         pub unsafe fn $name(w: &[$WB], a: &[u8]) -> f32 {
             let mut v = 0f32;

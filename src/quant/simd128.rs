@@ -244,7 +244,8 @@ macro_rules! rows_loop {
 /// (7-bit) and subtracts `k · Σy`, exact in integers.
 macro_rules! offset_kernel {
     ($name:ident, $WB:ty, $k:expr, $unsigned:expr) => {
-        /// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+        /// # Safety
+        /// Each `out[t]` valid for `w.len() / nb` writes.
         pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
@@ -269,7 +270,8 @@ macro_rules! offset_kernel {
 /// Q4_1 and Q5_1 store unsigned values with a separate minimum.
 macro_rules! min_kernel {
     ($name:ident, $WB:ty, $unsigned:expr) => {
-        /// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+        /// # Safety
+        /// Each `out[t]` valid for `w.len() / nb` writes.
         pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
@@ -304,7 +306,9 @@ min_kernel!(rows_q4_1, BlockQ4_1, |x: &BlockQ4_1| nibbles(&x.qs));
 min_kernel!(rows_q5_1, BlockQ5_1, |x: &BlockQ5_1| q5_values(&x.qs, x.qh));
 
 /// Q8_0 weights use all 8 bits (not a 7-bit operand): always the i16 path.
-/// SAFETY: each `out[t]` valid for `w.len() / nb` writes.
+///
+/// # Safety
+/// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let prep = |x: &BlockQ8_0| {
         let (lo, hi) = load_q8(&x.qs);
