@@ -10,12 +10,13 @@
 //! transcendental functions come from the `libm` crate, so native and wasm builds compute
 //! bit-identical logits.
 
+use crate::attn;
 use crate::config::{Arch, Config, RopeStyle};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::kv_cache::KvCache;
 use crate::parallel::{self, SyncPtr};
-use crate::quant::{self, act_bytes, act_type, f16, ActType};
+use crate::quant::{self, act_bytes, act_type, ActType};
 use crate::source::{ByteSource, SeqReader};
 
 /// A weight matrix in its file format: `rows` rows of `cols` elements, row-major.
@@ -341,189 +342,34 @@ fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 /// Causal attention for the `n` queries at positions p0.. over cache positions 0..=p, one pass
-/// with a running max (no score buffer): out = Σ softmax(q·k/√d) v. Queries, keys, values and the
-/// running sum of values are at f16 precision, as in llama.cpp's flash attention on the CPU.
-/// Work is split by (query token, kv head): each key/value row is converted once for the
-/// `group` query heads that share it.
+/// with a running max (no score buffer): out = Σ softmax(q·k/√d) v, at f16 precision as llama.cpp's
+/// CPU flash attention (see `attn`). Work is split by (query token, kv head), so each key/value
+/// row is converted once for the `group` query heads that share it; when that gives too few units
+/// to keep every thread busy (decoding one token), by (query token, query head) instead. Either
+/// way each head's arithmetic is the same, so the result does not depend on the split.
 fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
     let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
     let group = nh / nkv;
+    let per = if n * nkv >= 2 * parallel::current() { group } else { 1 };
     let keys = kv.keys(layer, p0 + n);
     let values = kv.values(layer, p0 + n);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    parallel::for_each_range(n * nkv, 1, |range| {
+    let units_per_tok = nh / per;
+    parallel::for_each_range(n * units_per_tok, 1, |range| {
         let o = out_ptr.get();
-        let mut st = AttnState::new(group, hd);
+        let mut st = attn::State::new(per, hd);
         for unit in range {
-            let (i, g) = (unit / nkv, unit % nkv);
-            let q0 = i * nh * hd + g * group * hd;
-            let job = AttnUnit { q: &q[q0..q0 + group * hd], keys, values, kvd, off: g * hd, len: p0 + i + 1 };
-            #[cfg(target_arch = "x86_64")]
-            let done = if quant::avx2::available() {
-                // SAFETY: AVX2 and F16C are available (checked).
-                unsafe { attend_f16c(&mut st, &job) };
-                true
-            } else {
-                false
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let done = false;
-            if !done {
-                attend_portable(&mut st, &job);
-            }
-            for j in 0..group {
-                let inv = 1.0 / st.sum[j];
-                let h = g * group + j;
-                for (d, a) in st.acc[j * hd..(j + 1) * hd].iter().enumerate() {
-                    // SAFETY: units are disjoint across threads; index < n*nh*hd.
-                    unsafe { *o.add(i * nh * hd + h * hd + d) = a * inv };
-                }
+            let (i, h0) = (unit / units_per_tok, unit % units_per_tok * per);
+            let q0 = i * nh * hd + h0 * hd;
+            let u = attn::Unit { q: &q[q0..q0 + per * hd], keys, values, kvd, off: h0 / group * hd, len: p0 + i + 1 };
+            attn::attend(&mut st, &u);
+            for j in 0..per {
+                // SAFETY: units are disjoint across threads; the head's row lies inside out (n*nh*hd).
+                let row = unsafe { std::slice::from_raw_parts_mut(o.add(q0 + j * hd), hd) };
+                st.write_out(j, row);
             }
         }
     });
-}
-
-/// One query position against one KV head: its `group` query heads over keys/values `0..len`.
-struct AttnUnit<'a> {
-    q: &'a [f32],
-    keys: &'a [u16],
-    values: &'a [u16],
-    kvd: usize,
-    off: usize,
-    len: usize,
-}
-
-/// Per-thread buffers of the attention loop: per query head of the group, q (f16-rounded), the
-/// running max and sum, and the value accumulator; one key and value row in f32.
-struct AttnState {
-    hd: usize,
-    qg: Vec<f32>,
-    acc: Vec<f32>,
-    m: Vec<f32>,
-    sum: Vec<f32>,
-    krow: Vec<f32>,
-    vrow: Vec<f32>,
-}
-
-impl AttnState {
-    fn new(group: usize, hd: usize) -> Self {
-        // rows padded to a multiple of 8 lanes (the pad stays 0 and is never read back)
-        let hp = hd.div_ceil(8) * 8;
-        AttnState {
-            hd,
-            qg: vec![0.0; group * hd],
-            acc: vec![0.0; group * hp],
-            m: vec![0.0; group],
-            sum: vec![0.0; group],
-            krow: vec![0.0; hp],
-            vrow: vec![0.0; hp],
-        }
-    }
-}
-
-/// The online-softmax attention of one unit, in one fixed float order for every target. The value
-/// accumulator is kept at f16 precision, rounded after each step, as llama.cpp's CPU flash
-/// attention does with an f16 V cache (VKQ16). `$round8` rounds 8 lanes to f16 precision; the
-/// accumulator `acc` rows are padded to whole 8-lane chunks, read back only up to `hd`.
-macro_rules! attend_body {
-    ($st:expr, $u:expr, $round8:expr) => {{
-        let (st, u) = ($st, $u);
-        let hd = st.hd;
-        let hp = st.krow.len();
-        let group = st.m.len();
-        let scale = 1.0 / (hd as f32).sqrt();
-        for (d, v) in st.qg.iter_mut().zip(u.q) {
-            *d = f16::round(*v);
-        }
-        st.acc.fill(0.0);
-        st.m.fill(f32::NEG_INFINITY);
-        st.sum.fill(0.0);
-        for t in 0..u.len {
-            let base = t * u.kvd + u.off;
-            for (k, &bits) in st.krow.iter_mut().zip(&u.keys[base..base + hd]) {
-                *k = f16::to_f32(bits);
-            }
-            for (v, &bits) in st.vrow.iter_mut().zip(&u.values[base..base + hd]) {
-                *v = f16::to_f32(bits);
-            }
-            for j in 0..group {
-                let s = dot(&st.qg[j * hd..(j + 1) * hd], &st.krow[..hd]) * scale;
-                let (ms, vs) = if s > st.m[j] {
-                    let ms = libm::expf(st.m[j] - s);
-                    st.m[j] = s;
-                    (ms, 1.0)
-                } else {
-                    (1.0, libm::expf(s - st.m[j]))
-                };
-                st.sum[j] = st.sum[j] * ms + vs;
-                let a = &mut st.acc[j * hp..(j + 1) * hp];
-                if ms != 1.0 {
-                    for c in a.chunks_exact_mut(8) {
-                        let c: &mut [f32; 8] = c.try_into().unwrap();
-                        for x in c.iter_mut() {
-                            *x *= ms;
-                        }
-                        $round8(c);
-                    }
-                }
-                for (c, v) in a.chunks_exact_mut(8).zip(st.vrow.chunks_exact(8)) {
-                    let c: &mut [f32; 8] = c.try_into().unwrap();
-                    for l in 0..8 {
-                        c[l] += v[l] * vs;
-                    }
-                    $round8(c);
-                }
-            }
-        }
-        // the accumulator rows, compacted to hd (pads dropped) for the caller
-        if hp != hd {
-            for j in 1..group {
-                st.acc.copy_within(j * hp..j * hp + hd, j * hd);
-            }
-        }
-    }};
-}
-
-#[inline(always)]
-fn round8_portable(c: &mut [f32; 8]) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return quant::simd128::round8_f16(c);
-    #[allow(unreachable_code)]
-    for x in c.iter_mut() {
-        *x = f16::round(*x);
-    }
-}
-
-fn attend_portable(st: &mut AttnState, u: &AttnUnit<'_>) {
-    attend_body!(st, u, round8_portable)
-}
-
-/// The same with F16C's exact conversions for the rounding (8 lanes in two instructions).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn attend_f16c(st: &mut AttnState, u: &AttnUnit<'_>) {
-    use std::arch::x86_64::*;
-    let round8 = |c: &mut [f32; 8]| {
-        let v = _mm256_loadu_ps(c.as_ptr());
-        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
-        _mm256_storeu_ps(c.as_mut_ptr(), _mm256_cvtph_ps(h));
-    };
-    attend_body!(st, u, round8)
-}
-
-/// Dot product in 8 independent lanes (vectorizes; the order is fixed for every target).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    (lanes[0] + lanes[4]) + (lanes[1] + lanes[5]) + (lanes[2] + lanes[6]) + (lanes[3] + lanes[7]) + tail
 }
 
 /// Quantized copies of one activation batch, one per format a matmul asks for, made on first

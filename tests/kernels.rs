@@ -383,23 +383,95 @@ fn k_weight_quantizers_round_trip() {
     }
 }
 
-/// wasm's vector rounding to f16 precision (attention's accumulator) is `f16::round` lane for lane.
+/// Random attention data: queries, and an f16 cache of `len` rows of `kvd` values (with some
+/// f16 subnormals, zeros and a dead channel, so the vector versions' special paths run too).
+fn attention_case(rng: &mut Rng, heads: usize, hd: usize, kvd: usize, len: usize) -> (Vec<f32>, Vec<u16>, Vec<u16>) {
+    let q: Vec<f32> = (0..heads * hd).map(|_| rng.value()).collect();
+    let mut cache = |dead: usize| -> Vec<u16> {
+        (0..len * kvd)
+            .map(|i| {
+                let x = match rng.next() % 40 {
+                    0 => rng.value() * 1e-6,
+                    1 => 0.0,
+                    _ => rng.value() * 3.0,
+                };
+                quant::f16::from_f32(if i % kvd == dead { 0.0 } else { x })
+            })
+            .collect()
+    };
+    let (k, v) = (cache(usize::MAX), cache(3));
+    (q, k, v)
+}
+
+/// The attention loop (f16 value accumulator rounded every step) in vectors — AVX2+F16C natively,
+/// simd128 in wasm — gives exactly the scalar reference's outputs.
+#[test]
+fn attention_is_bit_identical_to_the_reference() {
+    use hearth::attn::{attend, attend_scalar, State, Unit};
+    let mut rng = Rng(0x5eed_a77e);
+    for &(heads, hd, len) in &[(3usize, 64usize, 1usize), (3, 64, 37), (1, 64, 200), (2, 128, 65), (4, 8, 9), (3, 24, 17), (2, 12, 5)] {
+        let kvd = 2 * hd + 8;
+        let (q, k, v) = attention_case(&mut rng, heads, hd, kvd, len);
+        let off = hd + 8;
+        let unit = Unit { q: &q, keys: &k, values: &v, kvd, off, len };
+        let (mut a, mut b) = (State::new(heads, hd), State::new(heads, hd));
+        attend(&mut a, &unit);
+        attend_scalar(&mut b, &unit);
+        for j in 0..heads {
+            let (mut x, mut y) = (vec![0f32; hd], vec![0f32; hd]);
+            a.write_out(j, &mut x);
+            b.write_out(j, &mut y);
+            assert!(x.iter().all(|v| v.is_finite()), "heads {heads} hd {hd} len {len}: not finite");
+            for (d, (p, r)) in x.iter().zip(&y).enumerate() {
+                assert_eq!(p.to_bits(), r.to_bits(), "heads {heads} hd {hd} len {len} head {j} dim {d}: {p} vs {r}");
+            }
+        }
+    }
+}
+
+/// wasm's vector f16 helpers of the attention loop are `f16::round` / `f16::to_f32` lane for lane.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[test]
-fn simd_f16_rounding_matches_the_scalar_one() {
+fn simd_f16_helpers_match_the_scalar_ones() {
+    use core::arch::wasm32::*;
+    use hearth::quant::{f16, simd128};
+    let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
     let mut xs: Vec<f32> = vec![0.0, -0.0, 65504.0, 65519.99, 65520.0, -1e9, f32::INFINITY, f32::NAN, 5.96e-8, 2.98e-8, 6.1e-5];
     let mut bits = 0u32;
     while let Some(b) = bits.checked_add(40_009) {
         xs.push(f32::from_bits(b));
         bits = b;
     }
-    for chunk in xs.chunks(8) {
+    // ordinary-range groups (the short path) as well as mixed ones
+    let mut normal: Vec<f32> = xs.iter().copied().filter(|x| x.abs() >= 6.2e-5 && x.abs() <= 65504.0).collect();
+    normal.extend(xs);
+    for chunk in normal.chunks(8) {
         let mut c = [0f32; 8];
         c[..chunk.len()].copy_from_slice(chunk);
-        let want = c.map(hearth::quant::f16::round);
-        hearth::quant::simd128::round8_f16(&mut c);
+        let want = c.map(f16::round);
+        simd128::round8_f16(&mut c);
         for (a, b) in c.iter().zip(want) {
-            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{b:e} vs {a:e}");
+            assert!(same(*a, b), "round8 {b:e} vs {a:e}");
+        }
+        for half in c.chunks(4) {
+            let got = simd128::round4_f16_fast(f32x4(half[0], half[1], half[2], half[3]));
+            let got = [f32x4_extract_lane::<0>(got), f32x4_extract_lane::<1>(got), f32x4_extract_lane::<2>(got), f32x4_extract_lane::<3>(got)];
+            for (a, x) in got.iter().zip(half) {
+                assert!(same(*a, f16::round(*x)), "round4 fast {x:e}: {a:e}");
+            }
+        }
+    }
+    // every f16 bit pattern, eight at a time (finite-only groups take the short path)
+    for base in (0..=u16::MAX as u32).step_by(8) {
+        let h: [u16; 8] = std::array::from_fn(|i| (base + i as u32) as u16);
+        let v = u16x8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+        let (lo, hi) = simd128::f16x8_to_f32(v);
+        let got = [
+            f32x4_extract_lane::<0>(lo), f32x4_extract_lane::<1>(lo), f32x4_extract_lane::<2>(lo), f32x4_extract_lane::<3>(lo),
+            f32x4_extract_lane::<0>(hi), f32x4_extract_lane::<1>(hi), f32x4_extract_lane::<2>(hi), f32x4_extract_lane::<3>(hi),
+        ];
+        for (a, &b) in got.iter().zip(&h) {
+            assert!(same(*a, f16::to_f32(b)), "{b:#06x}: {a:e}");
         }
     }
 }

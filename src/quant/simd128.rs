@@ -510,6 +510,37 @@ fn round4_f16(x: v128) -> v128 {
     v128_or(r, sign)
 }
 
+/// `round4_f16` with a short path: when every lane is zero or in f16's normal range
+/// (2^-14 ≤ |x| ≤ 65504), rounding is an integer add and mask on the bits (the sign rides along:
+/// no carry reaches it); otherwise the general version.
+#[inline(always)]
+pub fn round4_f16_fast(x: v128) -> v128 {
+    let a = v128_and(x, u32x4_splat(0x7fff_ffff));
+    let outside = u32x4_gt(i32x4_sub(a, u32x4_splat(0x3880_0000)), u32x4_splat(0x477f_e000 - 0x3880_0000));
+    if v128_any_true(v128_and(outside, a)) {
+        return round4_f16(x);
+    }
+    let odd = v128_and(u32x4_shr(x, 13), u32x4_splat(1));
+    v128_and(i32x4_add(x, i32x4_add(odd, u32x4_splat(0x0fff))), u32x4_splat(!0x1fff))
+}
+
+/// Eight f16 values (bits) as two f32x4, exactly as `f16::to_f32` converts each. Without inf or
+/// NaN among them (exponent all ones), each value is placed in the high half of a 32-bit lane,
+/// shifted into f32's layout by an arithmetic shift (the sign stays on top) and rebiased by one
+/// exact multiplication by 2^112 (subnormals included).
+#[inline(always)]
+pub fn f16x8_to_f32(h: v128) -> (v128, v128) {
+    let e = u16x8_splat(0x7c00);
+    if v128_any_true(i16x8_eq(v128_and(h, e), e)) {
+        return (f16_lanes(u32x4_extend_low_u16x8(h)), f16_lanes(u32x4_extend_high_u16x8(h)));
+    }
+    let z = u32x4_splat(0);
+    let lo = i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(h, z);
+    let hi = i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(h, z);
+    let f = |x: v128| f32x4_mul(v128_and(i32x4_shr(x, 3), u32x4_splat(0x8fff_e000)), f32x4_splat(f32::from_bits(0x7780_0000)));
+    (f(lo), f(hi))
+}
+
 /// Eight lanes rounded to f16 precision in place (attention's value accumulator).
 #[inline(always)]
 pub fn round8_f16(c: &mut [f32; 8]) {
