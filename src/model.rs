@@ -18,6 +18,7 @@ use crate::kv_cache::KvCache;
 use crate::parallel::{self, SyncPtr};
 use crate::quant::{self, act_bytes, act_type, ActType};
 use crate::source::{ByteSource, SeqReader};
+use std::ops::Range;
 
 /// A weight matrix in its file format: `rows` rows of `cols` elements, row-major.
 pub struct QMatrix {
@@ -43,38 +44,89 @@ impl QMatrix {
     }
 
     /// out[(b, r)] = W[r] · x_b for the `n_tok` activation rows in `act` (quantized to `act_type`).
-    /// Rows are split across threads. A batch goes through in tiles of `TILE_ROWS` weight rows
-    /// (small enough to stay in L1) × `MAX_ROWS` tokens, so each weight row is read from memory
-    /// once and unpacked once per group of tokens.
+    /// Rows are split across threads.
     pub fn matmul(&self, act: &[u8], n_tok: usize, out: &mut [f32]) {
-        const TILE_ROWS: usize = 16;
-        let ab = act_bytes(self.act, self.cols);
-        assert!(act.len() >= n_tok * ab && out.len() >= n_tok * self.rows);
+        assert!(out.len() >= n_tok * self.rows);
         let out_ptr = SyncPtr(out.as_mut_ptr());
-        parallel::for_each_range(self.rows, TILE_ROWS, |range| {
-            let o = out_ptr.get();
-            let w = &self.data[range.start * self.row_bytes..range.end * self.row_bytes];
-            if n_tok == 1 {
-                // SAFETY: this thread's rows of a row of `out` (range ⊂ 0..rows).
-                unsafe { quant::dot_rows(self.ty, self.cols, w, &[&act[..ab]], &[o.add(range.start)]) };
-                return;
-            }
-            for (i, tile) in w.chunks(TILE_ROWS * self.row_bytes).enumerate() {
-                let r0 = range.start + i * TILE_ROWS;
-                let mut t0 = 0;
-                while t0 < n_tok {
-                    let k = quant::rows_per_call(n_tok - t0);
-                    let acts: [&[u8]; quant::MAX_ROWS] =
-                        std::array::from_fn(|j| if j < k { &act[(t0 + j) * ab..(t0 + j + 1) * ab] } else { &[] });
-                    // SAFETY: (t0+j)*rows + r0 + tile rows ≤ n_tok*rows ≤ out.len(); rows of this
-                    // thread's range only.
-                    let outs: [*mut f32; quant::MAX_ROWS] = std::array::from_fn(|j| o.wrapping_add((t0 + j) * self.rows + r0));
-                    unsafe { quant::dot_rows(self.ty, self.cols, tile, &acts[..k], &outs[..k]) };
-                    t0 += k;
-                }
-            }
-        });
+        parallel::for_each_range(self.rows, TILE_ROWS, |range| self.matmul_rows(act, n_tok, out_ptr, range));
     }
+
+    /// Rows `range` of `matmul` (`out` holds n_tok × rows values). A batch goes through in tiles
+    /// of `TILE_ROWS` weight rows (small enough to stay in L1) × `MAX_ROWS` tokens, so each weight
+    /// row is read from memory once and unpacked once per group of tokens.
+    fn matmul_rows(&self, act: &[u8], n_tok: usize, out: SyncPtr<f32>, range: Range<usize>) {
+        let ab = act_bytes(self.act, self.cols);
+        assert!(act.len() >= n_tok * ab && range.end <= self.rows);
+        let o = out.get();
+        let w = &self.data[range.start * self.row_bytes..range.end * self.row_bytes];
+        if n_tok == 1 {
+            // SAFETY: this call's rows of a row of `out` (range ⊂ 0..rows).
+            unsafe { quant::dot_rows(self.ty, self.cols, w, &[&act[..ab]], &[o.add(range.start)]) };
+            return;
+        }
+        for (i, tile) in w.chunks(TILE_ROWS * self.row_bytes).enumerate() {
+            let r0 = range.start + i * TILE_ROWS;
+            let mut t0 = 0;
+            while t0 < n_tok {
+                let k = quant::rows_per_call(n_tok - t0);
+                let acts: [&[u8]; quant::MAX_ROWS] =
+                    std::array::from_fn(|j| if j < k { &act[(t0 + j) * ab..(t0 + j + 1) * ab] } else { &[] });
+                // SAFETY: (t0+j)*rows + r0 + tile rows ≤ n_tok*rows ≤ out's length; rows of this
+                // call's range only.
+                let outs: [*mut f32; quant::MAX_ROWS] = std::array::from_fn(|j| o.wrapping_add((t0 + j) * self.rows + r0));
+                unsafe { quant::dot_rows(self.ty, self.cols, tile, &acts[..k], &outs[..k]) };
+                t0 += k;
+            }
+        }
+    }
+}
+
+const TILE_ROWS: usize = 16;
+
+/// Several matmuls in one parallel call (the q, k and v projections of one input): their row
+/// tiles are numbered one after another and split across threads together, so there is one
+/// hand-off instead of one per matrix and the small k and v matrices need no split of their own.
+fn matmuls(jobs: &mut [(&QMatrix, &[u8], &mut [f32])], n_tok: usize) {
+    let tiles: Vec<usize> = jobs.iter().map(|(m, _, _)| m.rows.div_ceil(TILE_ROWS)).collect();
+    let ptrs: Vec<(&QMatrix, &[u8], SyncPtr<f32>)> = jobs
+        .iter_mut()
+        .map(|(m, a, o)| {
+            assert!(o.len() >= n_tok * m.rows);
+            (*m, *a, SyncPtr(o.as_mut_ptr()))
+        })
+        .collect();
+    parallel::for_each_range(tiles.iter().sum(), 1, |range| {
+        let mut first = 0;
+        for (&(m, a, o), &n) in ptrs.iter().zip(&tiles) {
+            let (lo, hi) = (range.start.max(first), range.end.min(first + n));
+            if lo < hi {
+                m.matmul_rows(a, n_tok, o, (lo - first) * TILE_ROWS..((hi - first) * TILE_ROWS).min(m.rows));
+            }
+            first += n;
+        }
+    });
+}
+
+/// gate = silu(W_gate·x) * (W_up·x) in one parallel call: each thread computes the same rows of
+/// both and applies the activation to them.
+fn gate_up(w_gate: &QMatrix, w_up: &QMatrix, act_g: &[u8], act_u: &[u8], n_tok: usize, gate: &mut [f32], up: &mut [f32]) {
+    let ff = w_gate.rows;
+    assert!(w_up.rows == ff && gate.len() >= n_tok * ff && up.len() >= n_tok * ff);
+    let (g, u) = (SyncPtr(gate.as_mut_ptr()), SyncPtr(up.as_mut_ptr()));
+    parallel::for_each_range(ff, TILE_ROWS, |range| {
+        w_gate.matmul_rows(act_g, n_tok, g, range.clone());
+        w_up.matmul_rows(act_u, n_tok, u, range.clone());
+        for t in 0..n_tok {
+            // SAFETY: rows `range` of token t, written only by this call.
+            let (gr, ur) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(g.get().add(t * ff + range.start), range.len()),
+                    std::slice::from_raw_parts(u.get().add(t * ff + range.start) as *const f32, range.len()),
+                )
+            };
+            swiglu(gr, ur);
+        }
+    });
 }
 
 /// One transformer block's weights. Shapes as (rows, cols) of the math, `y = W·x`.
@@ -272,9 +324,17 @@ impl Model {
             // ---- attention ----
             rms_norm(&s.x[..n * e], &b.attn_norm, c.rms_eps, &mut s.xb[..n * e]);
             s.act.reset();
-            b.wq.matmul(s.act.get(&s.xb[..n * e], e, b.wq.act), n, &mut s.q);
-            b.wk.matmul(s.act.get(&s.xb[..n * e], e, b.wk.act), n, &mut s.k);
-            b.wv.matmul(s.act.get(&s.xb[..n * e], e, b.wv.act), n, &mut s.v);
+            for m in [&b.wq, &b.wk, &b.wv] {
+                s.act.prepare(&s.xb[..n * e], e, m.act);
+            }
+            matmuls(
+                &mut [
+                    (&b.wq, s.act.ready(b.wq.act), &mut s.q[..]),
+                    (&b.wk, s.act.ready(b.wk.act), &mut s.k[..]),
+                    (&b.wv, s.act.ready(b.wv.act), &mut s.v[..]),
+                ],
+                n,
+            );
             add_bias(&mut s.q[..n * qd], b.bq.as_deref());
             add_bias(&mut s.k[..n * kvd], b.bk.as_deref());
             add_bias(&mut s.v[..n * kvd], b.bv.as_deref());
@@ -291,9 +351,10 @@ impl Model {
             // ---- feed-forward ----
             rms_norm(&s.x[..n * e], &b.ffn_norm, c.rms_eps, &mut s.xb[..n * e]);
             s.act.reset();
-            b.w_gate.matmul(s.act.get(&s.xb[..n * e], e, b.w_gate.act), n, &mut s.gate);
-            b.w_up.matmul(s.act.get(&s.xb[..n * e], e, b.w_up.act), n, &mut s.up);
-            swiglu(&mut s.gate[..n * ff], &s.up[..n * ff]);
+            for m in [&b.w_gate, &b.w_up] {
+                s.act.prepare(&s.xb[..n * e], e, m.act);
+            }
+            gate_up(&b.w_gate, &b.w_up, s.act.ready(b.w_gate.act), s.act.ready(b.w_up.act), n, &mut s.gate, &mut s.up);
             s.act.reset();
             b.w_down.matmul(s.act.get(&s.gate[..n * ff], ff, b.w_down.act), n, &mut s.xb);
             add_into(&mut s.x[..n * e], &s.xb[..n * e]);
@@ -313,6 +374,18 @@ impl Model {
 
 /// y = x / sqrt(mean(x²) + eps) * w, row by row (sum of squares in f64, as ggml).
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
+    let d = w.len();
+    let rows = x.len() / d;
+    assert!(y.len() >= rows * d);
+    let yp = SyncPtr(y.as_mut_ptr());
+    parallel::for_each_range(rows, 1, |range| {
+        // SAFETY: rows `range` of y, written by this call only.
+        let y = unsafe { std::slice::from_raw_parts_mut(yp.get().add(range.start * d), range.len() * d) };
+        rms_norm_rows(&x[range.start * d..range.end * d], w, eps, y);
+    });
+}
+
+fn rms_norm_rows(x: &[f32], w: &[f32], eps: f32, y: &mut [f32]) {
     let d = w.len();
     for (xr, yr) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)) {
         let sum: f64 = xr.iter().map(|&v| (v * v) as f64).sum();
@@ -390,17 +463,34 @@ impl Acts {
 
     /// `x` ((rows, cols) row-major) quantized to `at`; the same `x` since the last `reset`.
     fn get(&mut self, x: &[f32], cols: usize, at: ActType) -> &[u8] {
+        self.prepare(x, cols, at);
+        self.ready(at)
+    }
+
+    /// Quantizes `x` to `at` unless done since the last `reset` (rows split across threads).
+    fn prepare(&mut self, x: &[f32], cols: usize, at: ActType) {
         let rows = x.len() / cols;
         let ab = act_bytes(at, cols);
         let (ready, buf) = &mut self.bufs[at as usize];
         if !*ready {
             buf.resize(rows * ab, 0);
-            for (xr, br) in x.chunks_exact(cols).zip(buf.chunks_exact_mut(ab)) {
-                quant::quantize_act(at, xr, br);
-            }
+            let out = SyncPtr(buf.as_mut_ptr());
+            parallel::for_each_range(rows, 1, |range| {
+                for r in range {
+                    // SAFETY: row r of the buffer (rows × ab bytes), written by this call only.
+                    let br = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * ab), ab) };
+                    quant::quantize_act(at, &x[r * cols..(r + 1) * cols], br);
+                }
+            });
             *ready = true;
         }
-        &buf[..rows * ab]
+    }
+
+    /// The quantized copy `prepare` made.
+    fn ready(&self, at: ActType) -> &[u8] {
+        let (ready, buf) = &self.bufs[at as usize];
+        assert!(*ready, "activations not prepared");
+        buf
     }
 }
 

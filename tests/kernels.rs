@@ -80,6 +80,12 @@ fn activation_quantizers_match_the_reference() {
         for blocks in 1..=12 {
             let mut x: Vec<f32> = (0..blocks * 32).map(|_| rng.value()).collect();
             x[..32].fill(0.0); // an all-zero block
+            if blocks >= 4 {
+                // ties (id = 1: round to even), a NaN (skipped by the max, quantized to 0), an inf
+                x[32..40].copy_from_slice(&[127.0, 2.5, -3.5, 0.5, -0.5, 1.5, -126.5, 3.0]);
+                x[64 + 5] = f32::NAN;
+                x[96 + 9] = f32::INFINITY;
+            }
             let (fast, reference) = (quantized_act(at, &x, true), quantized_act(at, &x, false));
             assert_eq!(fast, reference, "{at:?}, {blocks} blocks");
             // the f32 scale arrays hold the blocks' f16 scales

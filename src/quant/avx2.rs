@@ -344,3 +344,57 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     }
     acc.sum()
 }
+
+/// One block of 32 activations → (max |x|, the 32 rounded `x · id` as i8, their sum), as the
+/// scalar quantizers compute them: NaN lanes are skipped by the max and quantize to 0, rounding
+/// is to nearest even, and the i8 conversion saturates.
+#[inline(always)]
+unsafe fn quantize_block(xb: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
+    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    // max(|x|, m) returns m when |x| is NaN, as f32::max does
+    let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| _mm256_max_ps(_mm256_and_ps(x, abs), m));
+    let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let qi: [__m256i; 4] = std::array::from_fn(|i| {
+        let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v[i], id));
+        let ord = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+        _mm256_and_si256(_mm256_cvtps_epi32(y), ord)
+    });
+    let w = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+    let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, w);
+    let s = _mm256_add_epi32(_mm256_add_epi32(qi[0], qi[1]), _mm256_add_epi32(qi[2], qi[3]));
+    let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    (amax, _mm_cvtsi128_si32(s))
+}
+
+/// `scalar::quantize_q8_0`, bit for bit.
+///
+/// # Safety
+/// AVX2 and F16C available.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (amax, _) = quantize_block(xb, &mut b.qs);
+        b.d = f16::to_le(amax / 127.0);
+    }
+}
+
+/// `scalar::quantize_q8_1`, bit for bit.
+///
+/// # Safety
+/// AVX2 and F16C available.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    for (xb, b) in x.chunks_exact(QK).zip(out.iter_mut()) {
+        let (amax, sum) = quantize_block(xb, &mut b.qs);
+        let d = amax / 127.0;
+        b.d = f16::to_le(d);
+        b.s = f16::to_le(d * sum as f32);
+    }
+}

@@ -285,6 +285,11 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     return simd128::quantize_q8_0(x, out);
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 and F16C are available (checked).
+        return unsafe { avx2::quantize_q8_0(x, out) };
+    }
     #[allow(unreachable_code)]
     scalar::quantize_q8_0(x, out)
 }
@@ -292,6 +297,11 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
 pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     return simd128::quantize_q8_1(x, out);
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 and F16C are available (checked).
+        return unsafe { avx2::quantize_q8_1(x, out) };
+    }
     #[allow(unreachable_code)]
     scalar::quantize_q8_1(x, out)
 }

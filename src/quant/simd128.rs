@@ -335,7 +335,8 @@ pub fn widen_act<B: Block>(blocks: &[B], qs: impl Fn(&B) -> &[i8; 32], out: &mut
 fn load_block(xb: &[f32]) -> ([v128; 8], f32) {
     // SAFETY: xb has exactly 32 floats (chunks_exact(QK)).
     let v: [v128; 8] = std::array::from_fn(|i| unsafe { v128_load(xb.as_ptr().add(4 * i) as *const v128) });
-    let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_max(m, f32x4_abs(x)));
+    // pmax(m, |x|) keeps m when |x| is NaN, as f32::max does (f32x4_max would propagate it)
+    let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_pmax(m, f32x4_abs(x)));
     let amax = f32x4_extract_lane::<0>(m)
         .max(f32x4_extract_lane::<1>(m))
         .max(f32x4_extract_lane::<2>(m))
