@@ -174,6 +174,36 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
     assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
 }
 
+/// Weight blocks whose scale or minimum is inf, NaN or subnormal (a hostile or odd file) still give
+/// the reference's result: the kernels' short scale conversions hand such blocks to the general one.
+#[test]
+fn kernels_handle_special_scales_like_the_reference() {
+    let mut rng = Rng(99);
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+        let at = act_type(ty).unwrap();
+        let bb = ty.block_bytes();
+        for special in [0x7c00u16, 0xfc00, 0x7e01, 0x0001, 0x83ff, 0x0000] {
+            for (which, at_block) in [(0usize, 0usize), (0, 5), (2, 3)] {
+                if which == 2 && !matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                    continue; // only these have a minimum (bytes 2..4)
+                }
+                let n = 8 * 32;
+                let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                let mut wq = quant::quantize::quantize(ty, &w).unwrap();
+                wq[at_block * bb + which..at_block * bb + which + 2].copy_from_slice(&special.to_le_bytes());
+                let xq = quantized_act(at, &x, false);
+                let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
+                let fast = quant::vec_dot(ty, n, &wq, &xq);
+                assert!(
+                    fast.to_bits() == reference.to_bits() || (fast.is_nan() && reference.is_nan()),
+                    "{ty:?} scale {special:#06x} at byte {which} of block {at_block}: {fast} vs {reference}"
+                );
+            }
+        }
+    }
+}
+
 /// The batched entry point (several weight rows against up to MAX_ROWS activation rows, the
 /// prefill path) gives, row for row, exactly the single-row reference.
 #[test]

@@ -84,27 +84,44 @@ fn f16_lanes(v: v128) -> v128 {
     v128_or(v128_bitselect(inf_nan, finite, special), sign)
 }
 
-/// Four f16 values (bits) as f32 lanes.
+/// Finite f16 values held in the high half of each u32 lane (the low half is ignored) as f32:
+/// an arithmetic shift puts exponent and mantissa where f32 has them with the sign still on top,
+/// the mask drops the low half and the sign's copies, and one exact multiplication by 2^112
+/// rebiases the exponent (subnormals included). 4 operations, against `f16_lanes`' 9; inf and
+/// NaN (exponent all ones) are the caller's to exclude.
 #[inline(always)]
-fn f16x4(a: u16, b: u16, c: u16, d: u16) -> v128 {
-    f16_lanes(u32x4(a as u32, b as u32, c as u32, d as u32))
+fn f16_high_finite(x: v128) -> v128 {
+    f32x4_mul(v128_and(i32x4_shr(x, 3), u32x4_splat(0x8fff_e000)), f32x4_splat(f32::from_bits(0x7780_0000)))
 }
 
-/// Four blocks' adjacent f16 pairs (scale, minimum: one u32 each) as two f32x4: one gather for both.
+/// Four f16 scales (bits, one per u32 lane) as f32x4.
 #[inline(always)]
-fn f16x4_pairs(p: [u32; 4]) -> (v128, v128) {
-    let v = u32x4(p[0], p[1], p[2], p[3]);
-    (f16_lanes(v), f16_lanes(u32x4_shr(v, 16)))
+fn scales_f32(v: v128) -> v128 {
+    let e = u32x4_splat(0x7c00);
+    if v128_any_true(i32x4_eq(v128_and(v, e), e)) {
+        return f16_lanes(v);
+    }
+    f16_high_finite(i32x4_shl(v, 16))
+}
+
+/// Four (scale | minimum << 16) f16 pairs as two f32x4.
+#[inline(always)]
+fn pairs_f32(p: v128) -> (v128, v128) {
+    let e = u16x8_splat(0x7c00);
+    if v128_any_true(i16x8_eq(v128_and(p, e), e)) {
+        return (f16_lanes(p), f16_lanes(u32x4_shr(p, 16)));
+    }
+    (f16_high_finite(i32x4_shl(p, 16)), f16_high_finite(p))
 }
 
 /// The weight scales of four blocks as f32x4, and with `$mw` their minimums (else `()`).
 macro_rules! scales4 {
     ($w4:expr, $dw:expr) => {
-        (f16x4($dw(&$w4[0]), $dw(&$w4[1]), $dw(&$w4[2]), $dw(&$w4[3])), ())
+        (scales_f32(u32x4($dw(&$w4[0]) as u32, $dw(&$w4[1]) as u32, $dw(&$w4[2]) as u32, $dw(&$w4[3]) as u32)), ())
     };
     ($w4:expr, $dw:expr, $mw:expr) => {{
         let pair = |x| $dw(x) as u32 | ($mw(x) as u32) << 16;
-        f16x4_pairs([pair(&$w4[0]), pair(&$w4[1]), pair(&$w4[2]), pair(&$w4[3])])
+        pairs_f32(u32x4(pair(&$w4[0]), pair(&$w4[1]), pair(&$w4[2]), pair(&$w4[3])))
     }};
 }
 
@@ -538,8 +555,7 @@ pub fn f16x8_to_f32(h: v128) -> (v128, v128) {
     let z = u32x4_splat(0);
     let lo = i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(h, z);
     let hi = i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(h, z);
-    let f = |x: v128| f32x4_mul(v128_and(i32x4_shr(x, 3), u32x4_splat(0x8fff_e000)), f32x4_splat(f32::from_bits(0x7780_0000)));
-    (f(lo), f(hi))
+    (f16_high_finite(lo), f16_high_finite(hi))
 }
 
 /// Eight lanes rounded to f16 precision in place (attention's value accumulator).
