@@ -226,13 +226,14 @@ const ACT_I16: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128
 
 /// Bytes of one activation row of `n` values (n a multiple of 32 for the 8-bit types, of 256 for
 /// Q8_K): the blocks, their scales as f32 arrays (d, and s for Q8_1, converted once per row so the
-/// kernels need not convert them for every weight row), and in wasm the values as i16. (Q8_K's
+/// kernels need not convert them for every weight row), in wasm for Q8_0 each block's Σq as i32,
+/// and in wasm the values as i16. (Q8_K's
 /// scale is already f32 and it has no i16 copy.)
 pub fn act_bytes(at: ActType, n: usize) -> usize {
     let wide = if ACT_I16 { n * 2 } else { 0 };
     match at {
         ActType::F32 => n * 4,
-        ActType::Q8_0 => n / QK * (34 + 4) + wide,
+        ActType::Q8_0 => n / QK * (34 + 4 + if ACT_I16 { 4 } else { 0 }) + wide,
         ActType::Q8_1 => n / QK * (36 + 8) + wide,
         ActType::Q8K => n / QK_K * 292,
     }
@@ -260,12 +261,20 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
         }
         ActType::Q8_0 => {
             quantize_q8_0(x, as_blocks_mut(blocks));
-            let (ds, _wide) = scales.split_at_mut(nb * 4);
+            let (ds, _rest) = scales.split_at_mut(nb * 4);
             for (o, b) in ds.chunks_exact_mut(4).zip(as_blocks::<BlockQ8_0>(blocks)) {
                 o.copy_from_slice(&f16::le(b.d).to_le_bytes());
             }
+            // wasm: each block's Σq as i32 (Q4_0/Q5_0's relaxed kernels subtract k·Σq), then
+            // the values as i16
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            simd128::widen_act(as_blocks::<BlockQ8_0>(blocks), |b| &b.qs, _wide);
+            {
+                let (sums, wide) = _rest.split_at_mut(nb * 4);
+                for (o, b) in sums.chunks_exact_mut(4).zip(as_blocks::<BlockQ8_0>(blocks)) {
+                    o.copy_from_slice(&b.qs.iter().map(|&q| q as i32).sum::<i32>().to_le_bytes());
+                }
+                simd128::widen_act(as_blocks::<BlockQ8_0>(blocks), |b| &b.qs, wide);
+            }
         }
         ActType::Q8_1 => {
             quantize_q8_1(x, as_blocks_mut(blocks));

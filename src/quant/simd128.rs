@@ -57,13 +57,12 @@ fn dot16_u7(x: v128, y: v128) -> v128 {
     dot16(x, y)
 }
 
-/// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
+/// The totals of four blocks' partial sums, as i32 lanes.
 #[inline(always)]
 fn totals4(p0: v128, p1: v128, p2: v128, p3: v128) -> v128 {
     let a = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p0, p1), i32x4_shuffle::<2, 6, 3, 7>(p0, p1));
     let b = i32x4_add(i32x4_shuffle::<0, 4, 1, 5>(p2, p3), i32x4_shuffle::<2, 6, 3, 7>(p2, p3));
-    let t = i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a, b), i32x4_shuffle::<2, 3, 6, 7>(a, b));
-    f32x4_convert_i32x4(t)
+    i32x4_add(i32x4_shuffle::<0, 1, 4, 5>(a, b), i32x4_shuffle::<2, 3, 6, 7>(a, b))
 }
 
 #[inline(always)]
@@ -130,12 +129,13 @@ fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
-/// An activation row as `quantize_act` lays it out for wasm (blocks, the f32 scales `d`, for Q8_1
-/// the f32 sums `s`, then the values again as i16), split into its parts for `nb` blocks.
+/// An activation row as `quantize_act` lays it out for wasm (blocks, the f32 scales `d`, the sums
+/// `s` — f32 d·Σq for Q8_1, i32 Σq for Q8_0 — then the values again as i16), split into its parts
+/// for `nb` blocks.
 #[inline(always)]
-fn act_parts(row: &[u8], nb: usize, block: usize, with_sums: bool) -> (*const f32, *const f32, *const i16) {
+fn act_parts(row: &[u8], nb: usize, block: usize) -> (*const f32, *const f32, *const i16) {
     let bb = nb * block;
-    let scales = nb * 4 * (1 + with_sums as usize);
+    let scales = nb * 8;
     let need = bb + scales + nb * QK * 2;
     assert!(row.len() >= need, "activation row too short: {} < {need}", row.len());
     let d = row[bb..].as_ptr() as *const f32;
@@ -174,7 +174,7 @@ fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
 /// minimum; activation scales and sums come from the row's f32 arrays. Each row's arithmetic is
 /// exactly the single-row order, so results do not depend on `N`.
 macro_rules! canonical_dot {
-    ($N:expr, $w:expr, $parts:expr, $blocks:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+    ($N:expr, $w:expr, $parts:expr, $blocks:expr, $prep:expr, $mul:expr, $fix:expr, $dw:expr $(, $mw:expr)?) => {{
         let (w, parts, blocks) = ($w, $parts, $blocks);
         let n = w.len();
         let full = n / 4 * 4;
@@ -193,6 +193,9 @@ macro_rules! canonical_dot {
                     let (d, _s, q) = parts[t];
                     let (q, y) = (q.add(b * QK), &blocks[t][b..b + 4]);
                     let s = totals4($mul(&p[0], &y[0], q), $mul(&p[1], &y[1], q.add(QK)), $mul(&p[2], &y[2], q.add(2 * QK)), $mul(&p[3], &y[3], q.add(3 * QK)));
+                    // exact integer totals (|sum| < 2^24) as floats, after the kernel's own
+                    // integer correction (Q4_0/Q5_0 with relaxed SIMD: minus k·Σy)
+                    let s = f32x4_convert_i32x4($fix(s, _s.add(b) as *const v128));
                     let da = v128_load(d.add(b) as *const v128);
                     acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_mul(dw, da), s));
                     $(
@@ -211,7 +214,10 @@ macro_rules! canonical_dot {
                 for b in full..n {
                     let x = &w[b];
                     let scale = super::f16::to_f32($dw(x)) * d.add(b).read_unaligned();
-                    ad[b % 4] += scale * total($mul(&$prep(x), &blocks[t][b], q.add(b * QK))) as f32;
+                    let one = i32x4_replace_lane::<0>(i32x4_splat(0), total($mul(&$prep(x), &blocks[t][b], q.add(b * QK))));
+                    // the correction of one block: lane 0 of a vector whose other lanes are 0
+                    let sums = i32x4_replace_lane::<0>(i32x4_splat(0), (_s.add(b) as *const i32).read_unaligned());
+                    ad[b % 4] += scale * i32x4_extract_lane::<0>($fix(one, &sums as *const v128)) as f32;
                     $( am[b % 4] += super::f16::to_f32($mw(x)) * _s.add(b).read_unaligned(); )?
                 }
                 out[t] = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
@@ -231,24 +237,22 @@ fn relaxed_ints(w: &(v128, v128), y: &[i8; 32]) -> v128 {
     i32x4_relaxed_dot_i8x16_i7x16_add(a1, w.1, i32x4_relaxed_dot_i8x16_i7x16_add(a0, w.0, i32x4_splat(0)))
 }
 
-/// With relaxed SIMD: the partial sums of `k · y` (for weights stored with an offset `k`).
-#[cfg(target_feature = "relaxed-simd")]
+/// The integer totals as they are (kernels without a correction).
 #[inline(always)]
-fn relaxed_offset(k: i8, y: &[i8; 32]) -> v128 {
-    let kk = i8x16_splat(k);
-    relaxed_ints(&(kk, kk), y)
+fn exact(t: v128, _sums: *const v128) -> v128 {
+    t
 }
 
 /// Every weight row in `w` (rows of `nb` blocks) against `N` activation rows: `out[t][r]` =
 /// row r · acts[t]. The activation layout is split once per call, not per row.
 macro_rules! rows_loop {
-    ($N:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $with_sums:expr, $prep:expr, $mul:expr, $dw:expr $(, $mw:expr)?) => {{
+    ($N:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $prep:expr, $mul:expr, $fix:expr, $dw:expr $(, $mw:expr)?) => {{
         let (w, nb, a, out): (_, usize, [&[u8]; $N], [*mut f32; $N]) = ($w, $nb, $a, $out);
         let parts: [(*const f32, *const f32, *const i16); $N] =
-            std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<$AB>(), $with_sums));
+            std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<$AB>()));
         let blocks: [&[$AB]; $N] = std::array::from_fn(|t| as_blocks(&a[t][..nb * std::mem::size_of::<$AB>()]));
         for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
-            let v = canonical_dot!($N, row, parts, blocks, $prep, $mul, $dw $(, $mw)?);
+            let v = canonical_dot!($N, row, parts, blocks, $prep, $mul, $fix, $dw $(, $mw)?);
             for t in 0..$N {
                 // SAFETY: the caller gives room for every row.
                 unsafe { *out[t].add(r) = v[t] };
@@ -267,8 +271,11 @@ macro_rules! offset_kernel {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 let prep = |x: &$WB| $unsigned(x);
-                let mul = |p: &(v128, v128), y: &BlockQ8_0, _q: *const i16| i32x4_sub(relaxed_ints(p, &y.qs), relaxed_offset($k, &y.qs));
-                rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &$WB| h(x.d))
+                let mul = |p: &(v128, v128), y: &BlockQ8_0, _q: *const i16| relaxed_ints(p, &y.qs);
+                // the activation row's per-block Σy (i32, made once per row): minus k·Σy
+                // SAFETY: `sums` points at four (or, for a tail block, one padded to four) i32.
+                let fix = |t: v128, sums: *const v128| i32x4_sub(t, i32x4_mul(unsafe { v128_load(sums) }, i32x4_splat($k)));
+                rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, fix, |x: &$WB| h(x.d))
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -278,7 +285,7 @@ macro_rules! offset_kernel {
                     widen_s(i8x16_sub(lo, k), i8x16_sub(hi, k))
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-                rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &$WB| h(x.d))
+                rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &$WB| h(x.d))
             }
         }
     };
@@ -294,7 +301,7 @@ macro_rules! min_kernel {
             {
                 let prep = |x: &$WB| $unsigned(x);
                 let mul = |p: &(v128, v128), y: &BlockQ8_1, _q: *const i16| relaxed_ints(p, &y.qs);
-                rows_loop!(N, BlockQ8_1, w, nb, a, out, true, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+                rows_loop!(N, BlockQ8_1, w, nb, a, out, prep, mul, exact, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -303,7 +310,7 @@ macro_rules! min_kernel {
                     widen_u(lo, hi)
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_1, q: *const i16| unsafe { mul_i16(p, q) };
-                rows_loop!(N, BlockQ8_1, w, nb, a, out, true, prep, mul, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
+                rows_loop!(N, BlockQ8_1, w, nb, a, out, prep, mul, exact, |x: &$WB| h(x.d), |x: &$WB| h(x.m))
             }
         }
     };
@@ -332,7 +339,7 @@ pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N
         widen_s(lo, hi)
     };
     let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-    rows_loop!(N, BlockQ8_0, w, nb, a, out, false, prep, mul, |x: &BlockQ8_0| h(x.d))
+    rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockQ8_0| h(x.d))
 }
 
 /// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
@@ -352,8 +359,9 @@ pub fn widen_act<B: Block>(blocks: &[B], qs: impl Fn(&B) -> &[i8; 32], out: &mut
 fn load_block(xb: &[f32]) -> ([v128; 8], f32) {
     // SAFETY: xb has exactly 32 floats (chunks_exact(QK)).
     let v: [v128; 8] = std::array::from_fn(|i| unsafe { v128_load(xb.as_ptr().add(4 * i) as *const v128) });
-    // pmax(m, |x|) keeps m when |x| is NaN, as f32::max does (f32x4_max would propagate it)
-    let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_pmax(m, f32x4_abs(x)));
+    // NaN lanes count as 0, as f32::max skips them (f32x4_max would propagate them; so may the
+    // relaxed forms the compiler picks with relaxed SIMD on)
+    let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_pmax(m, v128_and(f32x4_abs(x), f32x4_eq(x, x))));
     let amax = f32x4_extract_lane::<0>(m)
         .max(f32x4_extract_lane::<1>(m))
         .max(f32x4_extract_lane::<2>(m))
