@@ -23,6 +23,7 @@ pub mod sampler;
 pub mod session;
 pub mod source;
 pub mod tokenizer;
+pub mod vmath;
 
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

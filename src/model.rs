@@ -124,7 +124,7 @@ fn gate_up(w_gate: &QMatrix, w_up: &QMatrix, act_g: &[u8], act_u: &[u8], n_tok: 
                     std::slice::from_raw_parts(u.get().add(t * ff + range.start) as *const f32, range.len()),
                 )
             };
-            swiglu(gr, ur);
+            crate::vmath::silu_mul(gr, ur);
         }
     });
 }
@@ -409,10 +409,6 @@ fn add_into(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(a, &b)| *a += b);
 }
 
-/// gate = silu(gate) * up
-fn swiglu(gate: &mut [f32], up: &[f32]) {
-    gate.iter_mut().zip(up).for_each(|(g, &u)| *g = *g / (1.0 + libm::expf(-*g)) * u);
-}
 
 /// Causal attention for the `n` queries at positions p0.. over cache positions 0..=p, one pass
 /// with a running max (no score buffer): out = Σ softmax(q·k/√d) v, at f16 precision as llama.cpp's
