@@ -343,7 +343,7 @@ impl Model {
                 s.rope(c, &mut RopeRows::K, i);
                 kv.write(li, p0 + i, &s.k[i * kvd..(i + 1) * kvd], &s.v[i * kvd..(i + 1) * kvd]);
             }
-            attention(c, kv, li, p0, n, &s.q[..n * qd], &mut s.att[..n * qd]);
+            attention(c, kv, li, p0, n, &s.q[..n * qd], &mut s.att[..n * qd], &mut s.kf, &mut s.vf);
             s.act.reset();
             b.wo.matmul(s.act.get(&s.att[..n * qd], qd, b.wo.act), n, &mut s.xb);
             add_into(&mut s.x[..n * e], &s.xb[..n * e]);
@@ -416,12 +416,31 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 /// row is converted once for the `group` query heads that share it; when that gives too few units
 /// to keep every thread busy (decoding one token), by (query token, query head) instead. Either
 /// way each head's arithmetic is the same, so the result does not depend on the split.
-fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
+/// The layer's cached keys and values are first converted to f32 (`kf`, `vf`), once for all the
+/// queries.
+#[allow(clippy::too_many_arguments)]
+fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
     let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
     let group = nh / nkv;
     let per = if n * nkv >= 2 * parallel::current() { group } else { 1 };
-    let keys = kv.keys(layer, p0 + n);
-    let values = kv.values(layer, p0 + n);
+    let len = (p0 + n) * kvd;
+    kf.resize(len, 0.0);
+    vf.resize(len, 0.0);
+    let (k16, v16) = (kv.keys(layer, p0 + n), kv.values(layer, p0 + n));
+    let (kp, vp) = (SyncPtr(kf.as_mut_ptr()), SyncPtr(vf.as_mut_ptr()));
+    parallel::for_each_range(p0 + n, 16, |rows| {
+        let r = rows.start * kvd..rows.end * kvd;
+        // SAFETY: rows `rows` of kf and vf (len = (p0+n)·kvd), written by this call only.
+        let (kd, vd) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(kp.get().add(r.start), r.len()),
+                std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
+            )
+        };
+        attn::convert_rows(&k16[r.clone()], kd);
+        attn::convert_rows(&v16[r], vd);
+    });
+    let (keys, values) = (&kf[..], &vf[..]);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let units_per_tok = nh / per;
     parallel::for_each_range(n * units_per_tok, 1, |range| {
@@ -507,6 +526,8 @@ pub struct Scratch {
     gate: Vec<f32>, // (n_batch, n_ff)
     up: Vec<f32>,   // (n_batch, n_ff)
     act: Acts,
+    kf: Vec<f32>,  // (positions, kv_dim) one layer's cached keys as f32, grown as needed
+    vf: Vec<f32>,  // the same for values
     cos: Vec<f32>, // (n_batch, rope_dim/2)
     sin: Vec<f32>,
 }
@@ -526,6 +547,8 @@ impl Scratch {
             gate: z(c.n_ff),
             up: z(c.n_ff),
             act: Acts::new(),
+            kf: Vec::new(),
+            vf: Vec::new(),
             cos: z(c.rope_dim / 2),
             sin: z(c.rope_dim / 2),
         }

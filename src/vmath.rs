@@ -43,53 +43,98 @@ pub fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// Whole groups of 8 with AVX2; returns how many were done.
+/// `libm::expf` on 8 lanes, bit for bit.
+///
+/// # Safety
+/// AVX2 available.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,f16c")]
-unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) -> usize {
+#[inline]
+pub unsafe fn expf8(x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
     use std::arch::x86_64::*;
-    let n8 = gate.len() / 8 * 8;
     let s = |v: f32| _mm256_set1_ps(v);
     let si = |v: u32| _mm256_set1_epi32(v as i32);
     let f = _mm256_castsi256_ps;
     let ii = _mm256_castps_si256;
     // unsigned a > b on 31-bit values (the sign cleared): signed compare is the same
     let gt = |a: __m256i, b: u32| _mm256_cmpgt_epi32(a, si(b));
+    let hx = _mm256_and_si256(ii(x), si(0x7fff_ffff));
+    let neg = _mm256_srai_epi32::<31>(ii(x));
+    // k: round(x/ln2) for |x| > 1.5 ln2 (truncating x/ln2 ± 0.5), ±1 above 0.5 ln2, else 0
+    let half = _mm256_blendv_ps(s(0.5), s(-0.5), f(neg));
+    let k_big = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(s(INV_LN2), x), half));
+    let k_mid = _mm256_or_si256(neg, si(1));
+    let k = f(_mm256_and_si256(gt(hx, 0x3eb1_7218), k_mid));
+    let k = ii(_mm256_blendv_ps(k, f(k_big), f(gt(hx, 0x3f85_1592))));
+    let kf = _mm256_cvtepi32_ps(k);
+    let hi = _mm256_sub_ps(x, _mm256_mul_ps(kf, s(LN2_HI)));
+    let lo = _mm256_mul_ps(kf, s(LN2_LO));
+    let r = _mm256_sub_ps(hi, lo);
+    let xx = _mm256_mul_ps(r, r);
+    let c = _mm256_sub_ps(r, _mm256_mul_ps(xx, _mm256_add_ps(s(P1), _mm256_mul_ps(xx, s(P2)))));
+    let q = _mm256_div_ps(_mm256_mul_ps(r, c), _mm256_sub_ps(s(2.0), c));
+    let y = _mm256_add_ps(s(1.0), _mm256_add_ps(_mm256_sub_ps(q, lo), hi));
+    // scalbnf(y, k): prescale when 2^k is not a normal float
+    let over = f(_mm256_cmpgt_epi32(k, si(127)));
+    let under = f(_mm256_cmpgt_epi32(si(-126i32 as u32), k));
+    let y = _mm256_blendv_ps(_mm256_blendv_ps(y, _mm256_mul_ps(y, s(f32::from_bits(0x7f00_0000))), over), _mm256_mul_ps(y, s(f32::from_bits(0x0c80_0000))), under);
+    let k = ii(_mm256_blendv_ps(_mm256_blendv_ps(f(k), f(_mm256_sub_epi32(k, si(127))), over), f(_mm256_add_epi32(k, si(102))), under));
+    let e = _mm256_mul_ps(y, f(_mm256_slli_epi32::<23>(_mm256_add_epi32(k, si(127)))));
+    // the special cases, in expf's order of precedence (last blend wins)
+    let e = _mm256_blendv_ps(e, _mm256_add_ps(s(1.0), x), f(_mm256_cmpgt_epi32(si(0x3900_0001), hx)));
+    let e = _mm256_blendv_ps(e, _mm256_setzero_ps(), f(_mm256_and_si256(neg, gt(hx, 0x42cf_f1b4))));
+    let e = _mm256_blendv_ps(e, s(f32::INFINITY), f(_mm256_andnot_si256(neg, gt(hx, 0x42b1_7217))));
+    _mm256_blendv_ps(e, x, f(gt(hx, 0x7f80_0000)))
+}
+
+/// Whole groups of 8 with AVX2; returns how many were done.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n8 = gate.len() / 8 * 8;
+    let one = _mm256_set1_ps(1.0);
     for i in (0..n8).step_by(8) {
         let g = _mm256_loadu_ps(gate.as_ptr().add(i));
-        let x = _mm256_xor_ps(g, s(-0.0));
-        let hx = _mm256_and_si256(ii(x), si(0x7fff_ffff));
-        let neg = _mm256_srai_epi32::<31>(ii(x));
-        // k: round(x/ln2) for |x| > 1.5 ln2 (truncating x/ln2 ± 0.5), ±1 above 0.5 ln2, else 0
-        let half = _mm256_blendv_ps(s(0.5), s(-0.5), f(neg));
-        let k_big = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(s(INV_LN2), x), half));
-        let k_mid = _mm256_or_si256(neg, si(1));
-        let k = f(_mm256_and_si256(gt(hx, 0x3eb1_7218), k_mid));
-        let k = ii(_mm256_blendv_ps(k, f(k_big), f(gt(hx, 0x3f85_1592))));
-        let kf = _mm256_cvtepi32_ps(k);
-        let hi = _mm256_sub_ps(x, _mm256_mul_ps(kf, s(LN2_HI)));
-        let lo = _mm256_mul_ps(kf, s(LN2_LO));
-        let r = _mm256_sub_ps(hi, lo);
-        let xx = _mm256_mul_ps(r, r);
-        let c = _mm256_sub_ps(r, _mm256_mul_ps(xx, _mm256_add_ps(s(P1), _mm256_mul_ps(xx, s(P2)))));
-        let q = _mm256_div_ps(_mm256_mul_ps(r, c), _mm256_sub_ps(s(2.0), c));
-        let y = _mm256_add_ps(s(1.0), _mm256_add_ps(_mm256_sub_ps(q, lo), hi));
-        // scalbnf(y, k): prescale when 2^k is not a normal float
-        let over = f(_mm256_cmpgt_epi32(k, si(127)));
-        let under = f(_mm256_cmpgt_epi32(si(-126i32 as u32), k));
-        let y = _mm256_blendv_ps(_mm256_blendv_ps(y, _mm256_mul_ps(y, s(f32::from_bits(0x7f00_0000))), over), _mm256_mul_ps(y, s(f32::from_bits(0x0c80_0000))), under);
-        let k = ii(_mm256_blendv_ps(_mm256_blendv_ps(f(k), f(_mm256_sub_epi32(k, si(127))), over), f(_mm256_add_epi32(k, si(102))), under));
-        let e = _mm256_mul_ps(y, f(_mm256_slli_epi32::<23>(_mm256_add_epi32(k, si(127)))));
-        // the special cases, in expf's order of precedence (last blend wins)
-        let e = _mm256_blendv_ps(e, _mm256_add_ps(s(1.0), x), f(_mm256_cmpgt_epi32(si(0x3900_0001), hx)));
-        let e = _mm256_blendv_ps(e, _mm256_setzero_ps(), f(_mm256_and_si256(neg, gt(hx, 0x42cf_f1b4))));
-        let e = _mm256_blendv_ps(e, s(f32::INFINITY), f(_mm256_andnot_si256(neg, gt(hx, 0x42b1_7217))));
-        let e = _mm256_blendv_ps(e, x, f(gt(hx, 0x7f80_0000)));
+        let e = expf8(_mm256_xor_ps(g, _mm256_set1_ps(-0.0)));
         let u = _mm256_loadu_ps(up.as_ptr().add(i));
-        let out = _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(s(1.0), e)), u);
-        _mm256_storeu_ps(gate.as_mut_ptr().add(i), out);
+        _mm256_storeu_ps(gate.as_mut_ptr().add(i), _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u));
     }
     n8
+}
+
+/// `libm::expf` on 4 lanes, bit for bit.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+pub fn expf4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let s = f32x4_splat;
+    let si = |v: u32| u32x4_splat(v);
+    let sel = |a: v128, b: v128, m: v128| v128_bitselect(b, a, m); // m ? b : a
+    let hx = v128_and(x, si(0x7fff_ffff));
+    let neg = i32x4_shr(x, 31);
+    let half = sel(s(0.5), s(-0.5), neg);
+    let k_big = i32x4_trunc_sat_f32x4(f32x4_add(f32x4_mul(s(INV_LN2), x), half));
+    let k_mid = v128_or(neg, si(1));
+    let k = v128_and(u32x4_gt(hx, si(0x3eb1_7218)), k_mid);
+    let k = sel(k, k_big, u32x4_gt(hx, si(0x3f85_1592)));
+    let kf = f32x4_convert_i32x4(k);
+    let hi = f32x4_sub(x, f32x4_mul(kf, s(LN2_HI)));
+    let lo = f32x4_mul(kf, s(LN2_LO));
+    let r = f32x4_sub(hi, lo);
+    let xx = f32x4_mul(r, r);
+    let c = f32x4_sub(r, f32x4_mul(xx, f32x4_add(s(P1), f32x4_mul(xx, s(P2)))));
+    let q = f32x4_div(f32x4_mul(r, c), f32x4_sub(s(2.0), c));
+    let y = f32x4_add(s(1.0), f32x4_add(f32x4_sub(q, lo), hi));
+    let over = i32x4_gt(k, i32x4_splat(127));
+    let under = i32x4_lt(k, i32x4_splat(-126));
+    let y = sel(sel(y, f32x4_mul(y, s(f32::from_bits(0x7f00_0000))), over), f32x4_mul(y, s(f32::from_bits(0x0c80_0000))), under);
+    let k = sel(sel(k, i32x4_sub(k, i32x4_splat(127)), over), i32x4_add(k, i32x4_splat(102)), under);
+    let e = f32x4_mul(y, i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23));
+    let e = sel(e, f32x4_add(s(1.0), x), u32x4_le(hx, si(0x3900_0000)));
+    let e = sel(e, s(0.0), v128_and(neg, u32x4_ge(hx, si(0x42cf_f1b5))));
+    let e = sel(e, s(f32::INFINITY), v128_andnot(u32x4_ge(hx, si(0x42b1_7218)), neg));
+    sel(e, x, u32x4_gt(hx, si(0x7f80_0000)))
 }
 
 /// Whole groups of 4 with simd128; returns how many were done.
@@ -97,40 +142,14 @@ unsafe fn silu_mul_avx2(gate: &mut [f32], up: &[f32]) -> usize {
 fn silu_mul_simd128(gate: &mut [f32], up: &[f32]) -> usize {
     use core::arch::wasm32::*;
     let n4 = gate.len() / 4 * 4;
-    let s = f32x4_splat;
-    let si = |v: u32| u32x4_splat(v);
-    let sel = |a: v128, b: v128, m: v128| v128_bitselect(b, a, m); // m ? b : a
     for i in (0..n4).step_by(4) {
         // SAFETY: i + 4 ≤ len of both slices.
-        let (g, u) = unsafe { (v128_load(gate.as_ptr().add(i) as *const v128), v128_load(up.as_ptr().add(i) as *const v128)) };
-        let x = f32x4_neg(g);
-        let hx = v128_and(x, si(0x7fff_ffff));
-        let neg = i32x4_shr(x, 31);
-        let half = sel(s(0.5), s(-0.5), neg);
-        let k_big = i32x4_trunc_sat_f32x4(f32x4_add(f32x4_mul(s(INV_LN2), x), half));
-        let k_mid = v128_or(neg, si(1));
-        let k = v128_and(u32x4_gt(hx, si(0x3eb1_7218)), k_mid);
-        let k = sel(k, k_big, u32x4_gt(hx, si(0x3f85_1592)));
-        let kf = f32x4_convert_i32x4(k);
-        let hi = f32x4_sub(x, f32x4_mul(kf, s(LN2_HI)));
-        let lo = f32x4_mul(kf, s(LN2_LO));
-        let r = f32x4_sub(hi, lo);
-        let xx = f32x4_mul(r, r);
-        let c = f32x4_sub(r, f32x4_mul(xx, f32x4_add(s(P1), f32x4_mul(xx, s(P2)))));
-        let q = f32x4_div(f32x4_mul(r, c), f32x4_sub(s(2.0), c));
-        let y = f32x4_add(s(1.0), f32x4_add(f32x4_sub(q, lo), hi));
-        let over = i32x4_gt(k, i32x4_splat(127));
-        let under = i32x4_lt(k, i32x4_splat(-126));
-        let y = sel(sel(y, f32x4_mul(y, s(f32::from_bits(0x7f00_0000))), over), f32x4_mul(y, s(f32::from_bits(0x0c80_0000))), under);
-        let k = sel(sel(k, i32x4_sub(k, i32x4_splat(127)), over), i32x4_add(k, i32x4_splat(102)), under);
-        let e = f32x4_mul(y, i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23));
-        let e = sel(e, f32x4_add(s(1.0), x), u32x4_le(hx, si(0x3900_0000)));
-        let e = sel(e, s(0.0), v128_and(neg, u32x4_ge(hx, si(0x42cf_f1b5))));
-        let e = sel(e, s(f32::INFINITY), v128_andnot(u32x4_ge(hx, si(0x42b1_7218)), neg));
-        let e = sel(e, x, u32x4_gt(hx, si(0x7f80_0000)));
-        let out = f32x4_mul(f32x4_div(g, f32x4_add(s(1.0), e)), u);
-        // SAFETY: as above.
-        unsafe { v128_store(gate.as_mut_ptr().add(i) as *mut v128, out) };
+        unsafe {
+            let g = v128_load(gate.as_ptr().add(i) as *const v128);
+            let u = v128_load(up.as_ptr().add(i) as *const v128);
+            let e = expf4(f32x4_neg(g));
+            v128_store(gate.as_mut_ptr().add(i) as *mut v128, f32x4_mul(f32x4_div(g, f32x4_add(f32x4_splat(1.0), e)), u));
+        }
     }
     n4
 }

@@ -449,7 +449,13 @@ fn attention_is_bit_identical_to_the_reference() {
         let kvd = 2 * hd + 8;
         let (q, k, v) = attention_case(&mut rng, heads, hd, kvd, len);
         let off = hd + 8;
-        let unit = Unit { q: &q, keys: &k, values: &v, kvd, off, len };
+        let (mut kf, mut vf) = (vec![0f32; k.len()], vec![0f32; v.len()]);
+        hearth::attn::convert_rows(&k, &mut kf);
+        hearth::attn::convert_rows(&v, &mut vf);
+        for (x, &h) in kf.iter().zip(&k).chain(vf.iter().zip(&v)) {
+            assert_eq!(x.to_bits(), quant::f16::to_f32(h).to_bits());
+        }
+        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len };
         let (mut a, mut b) = (State::new(heads, hd), State::new(heads, hd));
         attend(&mut a, &unit);
         attend_scalar(&mut b, &unit);
