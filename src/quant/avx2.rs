@@ -348,9 +348,12 @@ pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
 /// One block of 32 activations → (max |x|, the 32 rounded `x · id` as i8, their sum), as the
 /// scalar quantizers compute them: NaN lanes are skipped by the max and quantize to 0, rounding
 /// is to nearest even, and the i8 conversion saturates.
-#[inline(always)]
+#[target_feature(enable = "avx2,f16c")]
+#[inline]
 unsafe fn quantize_block(xb: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
-    let v: [__m256; 4] = std::array::from_fn(|i| _mm256_loadu_ps(xb.as_ptr().add(8 * i)));
+    assert!(xb.len() >= 32);
+    let p = xb.as_ptr();
+    let v = [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)), _mm256_loadu_ps(p.add(16)), _mm256_loadu_ps(p.add(24))];
     let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     // max(|x|, m) returns m when |x| is NaN, as f32::max does
     let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| _mm256_max_ps(_mm256_and_ps(x, abs), m));
@@ -358,11 +361,12 @@ unsafe fn quantize_block(xb: &[f32], q: &mut [i8; 32]) -> (f32, i32) {
     let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
     let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
     let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-    let qi: [__m256i; 4] = std::array::from_fn(|i| {
-        let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(v[i], id));
+    let mut qi = [_mm256_setzero_si256(); 4];
+    for (o, &x) in qi.iter_mut().zip(&v) {
+        let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, id));
         let ord = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
-        _mm256_and_si256(_mm256_cvtps_epi32(y), ord)
-    });
+        *o = _mm256_and_si256(_mm256_cvtps_epi32(y), ord);
+    }
     let w = _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
     let w = _mm256_permutevar8x32_epi32(w, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, w);
