@@ -45,6 +45,13 @@ impl State {
         State { hd, qg: vec![0.0; heads * hd], acc: vec![0.0; heads * hd], sum: vec![0.0; heads] }
     }
 
+    /// Makes room for units of `heads` heads of `hd` values (allocates only to grow).
+    pub fn ensure(&mut self, heads: usize, hd: usize) {
+        if self.hd != hd || self.sum.len() < heads {
+            *self = State::new(heads.max(self.sum.len()), hd);
+        }
+    }
+
     /// Head `j`'s attention output after `attend`: its accumulator over its softmax sum.
     pub fn write_out(&self, j: usize, out: &mut [f32]) {
         let inv = 1.0 / self.sum[j];

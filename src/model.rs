@@ -86,15 +86,12 @@ const TILE_ROWS: usize = 16;
 /// Several matmuls in one parallel call (the q, k and v projections of one input): their row
 /// tiles are numbered one after another and split across threads together, so there is one
 /// hand-off instead of one per matrix and the small k and v matrices need no split of their own.
-fn matmuls(jobs: &mut [(&QMatrix, &[u8], &mut [f32])], n_tok: usize) {
-    let tiles: Vec<usize> = jobs.iter().map(|(m, _, _)| m.rows.div_ceil(TILE_ROWS)).collect();
-    let ptrs: Vec<(&QMatrix, &[u8], SyncPtr<f32>)> = jobs
-        .iter_mut()
-        .map(|(m, a, o)| {
-            assert!(o.len() >= n_tok * m.rows);
-            (*m, *a, SyncPtr(o.as_mut_ptr()))
-        })
-        .collect();
+fn matmuls<const J: usize>(jobs: [(&QMatrix, &[u8], &mut [f32]); J], n_tok: usize) {
+    let tiles: [usize; J] = std::array::from_fn(|i| jobs[i].0.rows.div_ceil(TILE_ROWS));
+    let ptrs = jobs.map(|(m, a, o)| {
+        assert!(o.len() >= n_tok * m.rows);
+        (m, a, SyncPtr(o.as_mut_ptr()))
+    });
     parallel::for_each_range(tiles.iter().sum(), 1, |range| {
         let mut first = 0;
         for (&(m, a, o), &n) in ptrs.iter().zip(&tiles) {
@@ -328,7 +325,7 @@ impl Model {
                 s.act.prepare(&s.xb[..n * e], e, m.act);
             }
             matmuls(
-                &mut [
+                [
                     (&b.wq, s.act.ready(b.wq.act), &mut s.q[..]),
                     (&b.wk, s.act.ready(b.wk.act), &mut s.k[..]),
                     (&b.wv, s.act.ready(b.wv.act), &mut s.v[..]),
@@ -443,21 +440,25 @@ fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f
     let (keys, values) = (&kf[..], &vf[..]);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     let units_per_tok = nh / per;
-    parallel::for_each_range(n * units_per_tok, 1, |range| {
+    thread_local! {
+        /// Each thread's attention buffers, kept across calls (no allocation per call).
+        static STATE: std::cell::RefCell<attn::State> = std::cell::RefCell::new(attn::State::new(0, 0));
+    }
+    parallel::for_each_range(n * units_per_tok, 1, |range| STATE.with_borrow_mut(|st| {
         let o = out_ptr.get();
-        let mut st = attn::State::new(per, hd);
+        st.ensure(per, hd);
         for unit in range {
             let (i, h0) = (unit / units_per_tok, unit % units_per_tok * per);
             let q0 = i * nh * hd + h0 * hd;
             let u = attn::Unit { q: &q[q0..q0 + per * hd], keys, values, kvd, off: h0 / group * hd, len: p0 + i + 1 };
-            attn::attend(&mut st, &u);
+            attn::attend(st, &u);
             for j in 0..per {
                 // SAFETY: units are disjoint across threads; the head's row lies inside out (n*nh*hd).
                 let row = unsafe { std::slice::from_raw_parts_mut(o.add(q0 + j * hd), hd) };
                 st.write_out(j, row);
             }
         }
-    });
+    }));
 }
 
 /// Quantized copies of one activation batch, one per format a matmul asks for, made on first
@@ -552,6 +553,17 @@ impl Scratch {
             cos: z(c.rope_dim / 2),
             sin: z(c.rope_dim / 2),
         }
+    }
+
+    /// Reserves the f32 key/value rows of one layer for `n_ctx` positions now, so a forward pass
+    /// never allocates (and a context too large for memory is an error here, not a crash later).
+    pub fn reserve_context(&mut self, c: &Config, n_ctx: usize) -> Result<()> {
+        let n = n_ctx.checked_mul(c.kv_dim()).ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
+        for buf in [&mut self.kf, &mut self.vf] {
+            buf.try_reserve_exact(n.saturating_sub(buf.len()))
+                .map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token context")))?;
+        }
+        Ok(())
     }
 
     /// cos/sin of the rope angles for positions p0..p0+n: θ_i = p·base^(-2i/d) (÷ freq factor,

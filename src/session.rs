@@ -87,7 +87,8 @@ impl Session {
         }
         let c = &engine.model.config;
         let kv = KvCache::new(c, n_ctx)?;
-        let scratch = Scratch::new(c, n_batch.min(n_ctx));
+        let mut scratch = Scratch::new(c, n_batch.min(n_ctx));
+        scratch.reserve_context(c, n_ctx)?;
         let logits = vec![0f32; c.vocab_size];
         Ok(Session { engine, kv, scratch, tokens: Vec::new(), logits, last_prefilled: 0, pending: Vec::new() })
     }
