@@ -119,7 +119,7 @@ pub fn convert_rows(src: &[u16], dst: &mut [f32]) {
 
 /// Runs one unit with the fastest exact version this target has.
 pub fn attend(st: &mut State, u: &Unit<'_>) {
-    if st.hd % 8 == 0 {
+    if st.hd.is_multiple_of(8) {
         #[cfg(target_arch = "x86_64")]
         if crate::quant::avx2::available() {
             // SAFETY: AVX2 and F16C are available (checked).

@@ -8,7 +8,8 @@
 
 const LN2_HI: f32 = 6.931_457_5e-1; // 0x3f317200
 const LN2_LO: f32 = 1.428_606_8e-6; // 0x35bfbe8e
-const INV_LN2: f32 = 1.442_695_f32; // 0x3fb8aa3b
+const INV_LN2: f32 = std::f32::consts::LOG2_E; // 0x3fb8aa3b, libm's INV_LN2
+const _: () = assert!(INV_LN2.to_bits() == 0x3fb8_aa3b);
 const P1: f32 = 1.666_662_5e-1; // 0x3e2aaa8f
 const P2: f32 = -2.766_733_3e-3; // 0xbb355215
 
