@@ -409,17 +409,13 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 
 /// Causal attention for the `n` queries at positions p0.. over cache positions 0..=p, one pass
 /// with a running max (no score buffer): out = Σ softmax(q·k/√d) v, at f16 precision as llama.cpp's
-/// CPU flash attention (see `attn`). Work is split by (query token, kv head), so each key/value
-/// row is converted once for the `group` query heads that share it; when that gives too few units
-/// to keep every thread busy (decoding one token), by (query token, query head) instead. Either
-/// way each head's arithmetic is the same, so the result does not depend on the split.
-/// The layer's cached keys and values are first converted to f32 (`kf`, `vf`), once for all the
-/// queries.
+/// CPU flash attention (see `attn`). The layer's cached keys and values are first converted to f32
+/// (`kf`, `vf`), once for all the queries; then each (query token, query head) is one unit of work,
+/// so even a single decoded token gives every thread heads to do.
 #[allow(clippy::too_many_arguments)]
 fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f32], out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
     let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
     let group = nh / nkv;
-    let per = if n * nkv >= 2 * parallel::current() { group } else { 1 };
     let len = (p0 + n) * kvd;
     kf.resize(len, 0.0);
     vf.resize(len, 0.0);
@@ -439,24 +435,20 @@ fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f
     });
     let (keys, values) = (&kf[..], &vf[..]);
     let out_ptr = SyncPtr(out.as_mut_ptr());
-    let units_per_tok = nh / per;
     thread_local! {
         /// Each thread's attention buffers, kept across calls (no allocation per call).
         static STATE: std::cell::RefCell<attn::State> = std::cell::RefCell::new(attn::State::new(0, 0));
     }
-    parallel::for_each_range(n * units_per_tok, 1, |range| STATE.with_borrow_mut(|st| {
+    parallel::for_each_range(n * nh, 1, |range| STATE.with_borrow_mut(|st| {
         let o = out_ptr.get();
-        st.ensure(per, hd);
+        st.ensure(1, hd);
         for unit in range {
-            let (i, h0) = (unit / units_per_tok, unit % units_per_tok * per);
-            let q0 = i * nh * hd + h0 * hd;
-            let u = attn::Unit { q: &q[q0..q0 + per * hd], keys, values, kvd, off: h0 / group * hd, len: p0 + i + 1 };
+            let (i, h) = (unit / nh, unit % nh);
+            let q0 = (i * nh + h) * hd;
+            let u = attn::Unit { q: &q[q0..q0 + hd], keys, values, kvd, off: h / group * hd, len: p0 + i + 1 };
             attn::attend(st, &u);
-            for j in 0..per {
-                // SAFETY: units are disjoint across threads; the head's row lies inside out (n*nh*hd).
-                let row = unsafe { std::slice::from_raw_parts_mut(o.add(q0 + j * hd), hd) };
-                st.write_out(j, row);
-            }
+            // SAFETY: units are disjoint across threads; the head's row lies inside out (n*nh*hd).
+            st.write_out(0, unsafe { std::slice::from_raw_parts_mut(o.add(q0), hd) });
         }
     }));
 }
@@ -527,7 +519,7 @@ pub struct Scratch {
     gate: Vec<f32>, // (n_batch, n_ff)
     up: Vec<f32>,   // (n_batch, n_ff)
     act: Acts,
-    kf: Vec<f32>,  // (positions, kv_dim) one layer's cached keys as f32, grown as needed
+    kf: Vec<f32>,  // (positions, kv_dim) one layer's cached keys as f32 (reserved for the context)
     vf: Vec<f32>,  // the same for values
     cos: Vec<f32>, // (n_batch, rope_dim/2)
     sin: Vec<f32>,

@@ -233,11 +233,6 @@ pub use imp::{helpers, thread_main};
 
 pub use imp::{run, set_threads, threads};
 
-/// Threads a parallel call made here would use (1 inside a parallel call in wasm).
-pub fn current() -> usize {
-    imp::current().max(1)
-}
-
 const CHUNKS_PER_THREAD: usize = 4;
 
 /// Calls `f` on disjoint ranges covering `0..n`, in parallel where threads exist. Ranges are
