@@ -10,6 +10,8 @@ use crate::generate::{GenerateOptions, Generation};
 use crate::session::{Engine, Session};
 use crate::source::ByteSource;
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
@@ -29,11 +31,39 @@ pub fn start() {
 }
 
 /// Model bytes read on demand through a synchronous JS callback `(offset, length) => Uint8Array`
-/// (the worker slices a stored Blob with FileReaderSync), so each tensor is copied once, straight
-/// into its own buffer in wasm memory.
+/// (the worker slices a stored File or Blob with FileReaderSync), so each tensor is copied once,
+/// straight into its own buffer in wasm memory, and no copy of the whole file is ever held.
+///
+/// With `hash` set it also computes the file's SHA-256 on the way: every read that continues where
+/// the hash stands is hashed in place (the loader reads tensors in file order in the usual layout),
+/// and `finish_hash` reads whatever was skipped, in order, afterwards.
 struct JsSource {
     read: js_sys::Function,
     len: u64,
+    hash: Option<(sha2::Sha256, u64)>,
+}
+
+/// Bytes per read when hashing what the loader skipped.
+const HASH_SLICE: u64 = 8 << 20;
+
+impl JsSource {
+    fn finish_hash(&mut self) -> crate::Result<Option<String>> {
+        use sha2::Digest;
+        let Some((_, mut pos)) = self.hash else { return Ok(None) };
+        let mut buf = Vec::new();
+        while pos < self.len {
+            let n = (self.len - pos).min(HASH_SLICE) as usize;
+            buf.resize(n, 0);
+            self.read_at(pos, &mut buf)?; // hashes it, as it continues the hashed prefix
+            pos += n as u64;
+        }
+        let (h, _) = self.hash.take().expect("checked above");
+        Ok(Some(hex(&h.finalize())))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl ByteSource for JsSource {
@@ -57,7 +87,41 @@ impl ByteSource for JsSource {
             });
         }
         arr.copy_to(buf);
+        if let Some((h, pos)) = &mut self.hash {
+            if *pos == offset {
+                sha2::Digest::update(h, &*buf);
+                *pos += buf.len() as u64;
+            }
+        }
         Ok(())
+    }
+}
+
+/// SHA-256 over bytes handed in piece by piece (a download as it streams): `crypto.subtle` has
+/// no incremental digest.
+#[wasm_bindgen]
+pub struct Sha256(sha2::Sha256);
+
+#[wasm_bindgen]
+impl Sha256 {
+    #[wasm_bindgen(constructor)]
+    pub fn new() -> Sha256 {
+        Sha256(sha2::Digest::new())
+    }
+
+    pub fn update(&mut self, bytes: &[u8]) {
+        sha2::Digest::update(&mut self.0, bytes);
+    }
+
+    /// The hex digest; the hasher starts over.
+    pub fn finish(&mut self) -> String {
+        hex(&sha2::Digest::finalize_reset(&mut self.0))
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -67,22 +131,31 @@ pub struct WasmEngine {
     session: Session,
     generation: Option<Generation>,
     prompt_tokens: Vec<u32>,
+    sha256: Option<String>,
 }
 
 #[wasm_bindgen]
 impl WasmEngine {
     /// Loads a GGUF of `size` bytes through `read(offset, length) => Uint8Array`, with a context of
-    /// `n_ctx` tokens (0: the model's, at most 4096).
+    /// `n_ctx` tokens (0: the model's, at most 4096). With `hash`, the file's SHA-256 is computed
+    /// on the way (`sha256`); the hash is finished only once the model has loaded.
     #[wasm_bindgen(constructor)]
-    pub fn new(read: js_sys::Function, size: f64, n_ctx: u32) -> Result<WasmEngine, JsValue> {
+    pub fn new(read: js_sys::Function, size: f64, n_ctx: u32, hash: bool) -> Result<WasmEngine, JsValue> {
         if !(size.is_finite() && size >= 0.0) {
             return Err(bad_arg(format!("bad model size {size}")));
         }
-        let mut src = JsSource { read, len: size as u64 };
+        let mut src = JsSource { read, len: size as u64, hash: hash.then(|| (sha2::Digest::new(), 0)) };
         let engine = Arc::new(Engine::load(&mut src).map_err(js_error)?);
         let n_ctx = if n_ctx == 0 { engine.model.config.n_ctx_train.min(4096) } else { n_ctx as usize };
         let session = Session::new(engine.clone(), n_ctx).map_err(js_error)?;
-        Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new() })
+        let sha256 = src.finish_hash().map_err(js_error)?;
+        Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new(), sha256 })
+    }
+
+    /// The file's hex SHA-256 when the engine was made with `hash`.
+    #[wasm_bindgen(getter)]
+    pub fn sha256(&self) -> Option<String> {
+        self.sha256.clone()
     }
 
     /// Model facts as JSON: name, architecture, sizes, quantization, context, threads.
@@ -126,6 +199,15 @@ impl WasmEngine {
             serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
         let tokens = self.engine.chat_tokens(&messages).map_err(js_error)?;
         self.begin(tokens, options_json)
+    }
+
+    /// Tokens `messages_json` (`[{role, content}]`) takes in the chat template, with the prompt for
+    /// the answer (so a caller can drop old turns before the context runs out).
+    #[wasm_bindgen(js_name = chatTokenCount)]
+    pub fn chat_token_count(&self, messages_json: &str) -> Result<u32, JsValue> {
+        let messages: Vec<Message> =
+            serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
+        Ok(self.engine.chat_tokens(&messages).map_err(js_error)?.len() as u32)
     }
 
     /// Starts a raw completion: the prompt is tokenized as-is (special-token text parsed), no template.
@@ -207,6 +289,48 @@ pub fn set_threads(n: u32) -> u32 {
     crate::parallel::set_threads(n as usize);
     crate::parallel::threads() as u32
 }
+
+/// Allocations that failed so far, and the size of the last one. A failed allocation that Rust
+/// does not handle aborts the wasm instance (a trap): the worker compares the count from before a
+/// call with the one after its trap to report `out_of_memory` instead of a crash.
+#[wasm_bindgen(js_name = failedAllocations)]
+pub fn failed_allocations() -> js_sys::Array {
+    let n = FAILED.0.load(Ordering::Relaxed) as f64;
+    let size = FAILED.1.load(Ordering::Relaxed) as f64;
+    js_sys::Array::of2(&n.into(), &size.into())
+}
+
+static FAILED: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
+
+fn failed(p: *mut u8, size: usize) -> *mut u8 {
+    if p.is_null() {
+        FAILED.0.fetch_add(1, Ordering::Relaxed);
+        FAILED.1.store(size, Ordering::Relaxed);
+    }
+    p
+}
+
+/// The system allocator, counting the allocations it could not make.
+struct Counting;
+
+// SAFETY: every call is passed straight to `System`, which upholds GlobalAlloc's contract.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        failed(System.alloc(layout), layout.size())
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        failed(System.alloc_zeroed(layout), layout.size())
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        failed(System.realloc(ptr, layout, new_size), new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
 
 /// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
 #[wasm_bindgen(js_name = memoryBytes)]

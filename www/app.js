@@ -30,6 +30,7 @@ const el = {
   system: /** @type {HTMLTextAreaElement} */ ($('system')),
   modelInfo: $('model-info'),
   forget: $('forget'),
+  cancelLoad: $('cancel-load'),
   drop: $('drop'),
 };
 
@@ -40,8 +41,12 @@ const app = {
   error: null,
   /** @type {Hearth|null} */
   llm: null,
-  /** The conversation so far, without the system prompt. @type {{role: string, content: string}[]} */
-  messages: [],
+  /** @type {import('./hearth.js').Conversation|null} the turns so far */
+  chat: null,
+  /** The conversation's messages, without the system prompt. */
+  get messages() {
+    return this.chat?.messages ?? [];
+  },
   /** @type {AbortController|null} */
   generation: null,
   /** @type {AbortController|null} */
@@ -99,7 +104,7 @@ function progressView() {
     el.loadBar.max = p.total || 1;
     el.loadBar.value = Math.min(p.loaded, p.total || p.loaded);
     const speed = now - t0 > 250 ? ((p.loaded - from) / (now - t0)) * 1000 : null;
-    const verb = { download: 'Downloading', storage: 'Reading', load: 'Loading weights' }[p.phase] ?? p.phase;
+    const verb = { download: 'Downloading', verify: 'Checking what was downloaded before', load: 'Loading weights' }[p.phase] ?? p.phase;
     el.loadText.textContent =
       `${verb}: ${bytes(p.loaded)} of ${bytes(p.total)}` + (speed ? ` · ${bytes(speed)}/s` : '');
     document.dispatchEvent(new CustomEvent('hearth:progress', { detail: p }));
@@ -151,14 +156,15 @@ async function loadModel(source) {
   el.loadBar.removeAttribute('value');
   el.loadText.textContent = '';
   try {
-    const llm = await Hearth.load(source, { onProgress: progressView(), signal: controller.signal });
+    const nCtx = Number(new URLSearchParams(location.search).get('ctx')) || undefined;
+    const llm = await Hearth.load(source, { onProgress: progressView(), signal: controller.signal, nCtx });
     if (controller.signal.aborted) {
       await llm.unload();
       return;
     }
     app.llm = llm;
+    app.chat = llm.conversation();
     await previous?.unload();
-    app.messages = [];
     clearTranscript();
     const info = llm.info;
     renderInfo(info);
@@ -168,10 +174,12 @@ async function loadModel(source) {
     setState('ready');
     el.input.focus();
   } catch (e) {
-    if (controller.signal.aborted && e?.name === 'AbortError') return;
+    // Superseded by another load: that one owns the page now.
+    if (controller.signal.aborted && app.loading !== controller) return;
     el.load.hidden = true;
     const what = typeof source === 'string' ? 'The model could not be loaded' : `“${source.name ?? 'The file'}” could not be opened`;
-    showNotice(`${what}: ${e.message}`);
+    if (e?.name === 'AbortError') showNotice('Loading was cancelled.', 'warning');
+    else showNotice(`${what}: ${e.message}`);
     if (previous) {
       el.status.textContent = 'ready (the previous model is still loaded)';
       setState('ready');
@@ -218,23 +226,20 @@ function options() {
   };
 }
 
-function conversation() {
-  const system = el.system.value.trim();
-  return system ? [{ role: 'system', content: system }, ...app.messages] : [...app.messages];
-}
-
 async function send(text) {
-  if (app.state !== 'ready' || !app.llm || !text.trim()) return;
+  if (app.state !== 'ready' || !app.llm || !app.chat || !text.trim()) return;
   showNotice('');
-  app.messages.push({ role: 'user', content: text });
-  bubble('user', text);
+  const chat = app.chat;
+  chat.system = el.system.value.trim() || null;
+  const kept = chat.messages.length;
+  const asked = bubble('user', text);
   const answer = bubble('assistant');
   answer.div.classList.add('streaming');
   scrollToEnd();
   const controller = (app.generation = new AbortController());
   setState('generating');
   el.input.value = '';
-  const stream = app.llm.chat(conversation(), { ...options(), signal: controller.signal });
+  const stream = chat.send(text, { ...options(), signal: controller.signal });
   try {
     for await (const piece of stream) {
       answer.node.appendData(piece);
@@ -242,21 +247,33 @@ async function send(text) {
       document.dispatchEvent(new CustomEvent('hearth:piece', { detail: piece }));
     }
     const r = await stream.result;
-    app.messages.push({ role: 'assistant', content: r.text });
+    if (r.dropped) {
+      markDropped(r.dropped);
+      showNotice(`The conversation outgrew the model’s context: the ${r.dropped} oldest messages were left out of this answer’s view (the system prompt is kept).`, 'warning');
+    }
     const t = r.timings;
     const rate = (n, ms) => (ms > 0 ? ((n / ms) * 1000).toFixed(1) : '–');
     el.stats.textContent =
       `${t.decodeTokens} tokens · ${rate(t.decodeTokens, t.decodeMs)} tok/s · prompt ${t.prefillTokens} new tokens at ${rate(t.prefillTokens, t.prefillMs)} tok/s` +
       (t.reusedTokens ? ` (${t.reusedTokens} reused)` : '');
   } catch (e) {
-    // Keep what was said: the next turn reuses it (and the KV cache behind it).
-    const partial = answer.node.data;
-    if (partial) app.messages.push({ role: 'assistant', content: partial });
-    else app.messages.pop();
+    // The conversation kept what was said when there is something to keep (see Conversation).
+    if (e?.dropped) markDropped(e.dropped);
+    if (chat.messages.length <= kept - (e?.dropped ?? 0)) {
+      asked.div.classList.add('unsent');
+      answer.div.remove();
+    }
     if (e?.name === 'AbortError') {
       answer.div.classList.add('stopped');
     } else if (e?.type === 'context_full') {
-      showNotice('The conversation no longer fits in the model’s context. Start a new chat.');
+      showNotice(
+        answer.node.data
+          ? 'The answer filled the model’s context and stopped there. Older messages will be left out to make room as the chat goes on.'
+          : `This message is too long for the model’s context (${e.message}).`,
+        'warning',
+      );
+    } else if (e?.type === 'out_of_memory') {
+      showNotice(`The engine ran out of memory (${e.message}). It restarts with your next message.`);
     } else if (e?.type === 'worker_crashed') {
       showNotice(`The engine crashed (${e.message}). It restarts with your next message.`);
     } else {
@@ -270,9 +287,15 @@ async function send(text) {
   }
 }
 
+/** Greys out the bubbles of the `n` oldest messages still shown as part of the conversation. */
+function markDropped(n) {
+  const live = [...el.transcript.querySelectorAll('.msg:not(.dropped):not(.unsent)')];
+  for (const div of live.slice(0, n)) div.classList.add('dropped');
+}
+
 async function newChat() {
   app.generation?.abort();
-  app.messages = [];
+  app.chat?.clear();
   clearTranscript();
   el.stats.textContent = '';
   showNotice('');
@@ -300,9 +323,14 @@ el.file.addEventListener('change', () => {
   if (f) loadModel(f);
 });
 el.forget.addEventListener('click', async () => {
-  await Hearth.cache.clear();
-  showNotice('Stored models deleted. The model in use keeps running until you leave the page.', 'warning');
+  try {
+    await Hearth.cache.clear();
+    showNotice('Stored models deleted. The model in use keeps running until you leave the page.', 'warning');
+  } catch (e) {
+    showNotice(`The stored models could not be deleted: ${e.message}`);
+  }
 });
+el.cancelLoad.addEventListener('click', () => app.loading?.abort());
 for (const [input, out] of [
   [el.temperature, el.temperatureOut],
   [el.topP, el.topPOut],

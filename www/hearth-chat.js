@@ -6,7 +6,8 @@
 // hearth.js, the worker and the wasm load from next to this file (import.meta.url), so the host
 // page needs no COOP/COEP: on a page that is not cross-origin isolated the single-threaded build
 // runs. Attributes: model (required; resolved against the page), system (a system prompt),
-// max-tokens, temperature, placeholder. Styling: the CSS custom properties below, set on the element
+// max-tokens, temperature, context (tokens the model holds; older turns are left out as the chat
+// outgrows it), placeholder. Styling: the CSS custom properties below, set on the element
 // or any ancestor; parts `transcript`, `input`, `send`, `status` for ::part(). Events: `hearth-ready`
 // (detail: model info), `hearth-error` (detail: the error), `hearth-answer` (detail: the result).
 
@@ -70,7 +71,8 @@ export class HearthChat extends HTMLElement {
   ready;
   #readyResolve;
   #readyReject;
-  #messages = [];
+  /** @type {import('./hearth.js').Conversation|null} */
+  #chat = null;
   #generation = null;
   #loading = null;
   #ui;
@@ -126,9 +128,12 @@ export class HearthChat extends HTMLElement {
 
   attributeChangedCallback(name, old, value) {
     if (name === 'model' && old !== null && old !== value && this.isConnected) {
+      this.#generation?.abort();
       this.llm?.unload();
       this.llm = null;
-      this.#load();
+      this.#chat = null;
+      this.#ui.input.disabled = this.#ui.send.disabled = true;
+      this.#load(); // (aborts a load still under way: its worker ends)
     }
   }
 
@@ -145,8 +150,10 @@ export class HearthChat extends HTMLElement {
     progress.hidden = false;
     progress.removeAttribute('value');
     try {
+      const nCtx = Number(this.getAttribute('context')) || undefined;
       const llm = await Hearth.load(new URL(model, document.baseURI).href, {
         signal: controller.signal,
+        nCtx,
         onProgress: ({ loaded, total, phase }) => {
           progress.max = total || 1;
           progress.value = loaded;
@@ -154,7 +161,12 @@ export class HearthChat extends HTMLElement {
           status.textContent = `${phase === 'download' ? 'downloading' : 'loading'} the model: ${mb(loaded)} of ${mb(total)} MB`;
         },
       });
+      if (controller.signal.aborted || !this.isConnected) {
+        await llm.unload();
+        return;
+      }
       this.llm = llm;
+      this.#chat = llm.conversation();
       status.textContent = `${llm.info.name ?? 'model'} · runs in this tab, nothing leaves it`;
       progress.hidden = true;
       input.disabled = send.disabled = false;
@@ -175,7 +187,8 @@ export class HearthChat extends HTMLElement {
   /** Sends a message as if typed; resolves with the answer's GenerateResult (or null if stopped). */
   async send(text) {
     const { transcript, input, send, stop, status } = this.#ui;
-    if (!this.llm || this.#generation || !text.trim()) return null;
+    const chat = this.#chat;
+    if (!this.llm || !chat || this.#generation || !text.trim()) return null;
     const line = (role, t) => {
       const p = document.createElement('p');
       p.className = `msg ${role}`;
@@ -189,15 +202,13 @@ export class HearthChat extends HTMLElement {
     input.value = '';
     input.disabled = send.disabled = true;
     stop.hidden = false;
-    this.#messages.push({ role: 'user', content: text });
-    const system = this.getAttribute('system');
-    const messages = system ? [{ role: 'system', content: system }, ...this.#messages] : this.#messages;
+    chat.system = this.getAttribute('system');
     const num = (name, dflt) => {
       const v = Number(this.getAttribute(name));
       return this.hasAttribute(name) && Number.isFinite(v) ? v : dflt;
     };
     const controller = (this.#generation = new AbortController());
-    const stream = this.llm.chat(messages, {
+    const stream = chat.send(text, {
       maxTokens: num('max-tokens', 256),
       temperature: num('temperature', 0.7),
       signal: controller.signal,
@@ -208,13 +219,15 @@ export class HearthChat extends HTMLElement {
         transcript.scrollTop = transcript.scrollHeight;
       }
       const result = await stream.result;
-      this.#messages.push({ role: 'assistant', content: result.text });
+      if (result.dropped) status.textContent = `the chat outgrew the model's context: its ${result.dropped} oldest messages were left out`;
       this.dispatchEvent(new CustomEvent('hearth-answer', { detail: result }));
       return result;
     } catch (e) {
-      if (node.data) this.#messages.push({ role: 'assistant', content: node.data });
-      else this.#messages.pop();
-      if (e?.name !== 'AbortError') status.textContent = `error: ${e.message}`;
+      if (e?.type === 'context_full') {
+        status.textContent = node.data
+          ? 'the answer filled the context; older messages will be left out to go on'
+          : `this message is too long for the model's context`;
+      } else if (e?.name !== 'AbortError') status.textContent = `error: ${e.message}`;
       return null;
     } finally {
       this.#generation = null;

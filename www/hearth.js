@@ -11,13 +11,15 @@ import * as store from './storage.js';
 
 /**
  * @typedef {'download_error'|'load_error'|'integrity_error'|'context_full'|'quota_exceeded'|'aborted'
- *   |'invalid_argument'|'tokenizer_error'|'template_error'|'io_error'|'worker_crashed'|'internal_error'} ErrorType
+ *   |'invalid_argument'|'tokenizer_error'|'template_error'|'io_error'|'out_of_memory'|'worker_crashed'
+ *   |'internal_error'} ErrorType
  *
  * @typedef {object} Progress
  * @property {number} loaded  bytes so far; never goes backwards within one load
  * @property {number} total   bytes in all (the file's size)
- * @property {'download'|'storage'|'load'} phase  fetching from the network | reading from storage or a
- *   local file | copying the weights into the engine
+ * @property {'download'|'verify'|'load'} phase  fetching from the network | checking bytes an earlier,
+ *   interrupted download left | reading the weights into the engine (from storage, a local file or
+ *   the download)
  *
  * @typedef {object} LoadOptions
  * @property {(p: Progress) => void} [onProgress]  throttled (about 10 per second)
@@ -27,6 +29,8 @@ import * as store from './storage.js';
  * @property {boolean} [store]     keep a downloaded model in the browser's storage (default true)
  * @property {boolean} [threads]   use the threaded build when the page is cross-origin isolated (default true)
  * @property {number} [nThreads]    threads for the threaded build (default: the device's cores, at most 4)
+ * @property {number} [stallTimeoutMs]  a download that gets no data for this long is resumed, or fails
+ *   after a few tries (default 30000)
  *
  * @typedef {object} GenerateOptions
  * @property {number} [maxTokens]       default 256
@@ -121,11 +125,15 @@ function engineOptions(options = {}) {
   return out;
 }
 
+/** Text as the engine takes it: a lone UTF-16 surrogate (half of a pasted emoji) becomes U+FFFD. */
+const wellFormed = (s) =>
+  typeof s.toWellFormed === 'function' ? s.toWellFormed() : s.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+
 function checkMessages(messages) {
   if (!Array.isArray(messages) || !messages.every((m) => m && typeof m.role === 'string' && typeof m.content === 'string')) {
     throw new HearthError('invalid_argument', 'messages must be an array of {role, content} strings');
   }
-  return messages.map(({ role, content }) => ({ role, content }));
+  return messages.map(({ role, content }) => ({ role: wellFormed(role), content: wellFormed(content) }));
 }
 
 /** Starts the worker; cross-origin module URLs (an embed served from elsewhere) go through a blob shim. */
@@ -147,13 +155,13 @@ class Connection {
     this.worker.onmessage = ({ data }) => this.#receive(data);
     this.worker.onerror = (e) => {
       e.preventDefault?.();
-      this.#die(`the worker failed: ${e.message || 'it could not start'}`);
+      this.#die(new HearthError('worker_crashed', `the worker failed: ${e.message || 'it could not start'}`));
     };
-    this.worker.onmessageerror = () => this.#die('a message from the worker could not be read');
+    this.worker.onmessageerror = () => this.#die(new HearthError('worker_crashed', 'a message from the worker could not be read'));
   }
 
   #receive(msg) {
-    if (msg.fatal) return this.#die(msg.fatal.message);
+    if (msg.fatal) return this.#die(new HearthError(msg.fatal.type ?? 'worker_crashed', msg.fatal.message));
     const call = this.calls.get(msg.id);
     if (!call) return;
     if (msg.piece !== undefined) return call.onPiece?.(msg.piece, msg.token);
@@ -163,9 +171,10 @@ class Connection {
     else call.resolve(msg.result);
   }
 
-  #die(message) {
+  /** @param {HearthError} error  what every open and later call fails with */
+  #die(error) {
     if (this.dead) return;
-    this.dead = new HearthError('worker_crashed', message);
+    this.dead = error;
     for (const call of this.calls.values()) call.reject(this.dead);
     this.calls.clear();
     this.worker.terminate();
@@ -191,8 +200,9 @@ class Connection {
     });
   }
 
-  close() {
-    this.#die('the model was unloaded');
+  /** Ends the worker at once (and with it whatever it was doing and the memory it held). */
+  close(error = new HearthError('worker_crashed', 'the model was unloaded')) {
+    this.#die(error);
   }
 }
 
@@ -339,14 +349,25 @@ export class Hearth {
       store: options.store,
       threads: options.threads !== false,
       nThreads: options.nThreads,
+      stallTimeoutMs: options.stallTimeoutMs,
     };
+    // An abort ends the worker at once, whatever phase it is in (a download, or the engine reading
+    // the weights in one synchronous call): nothing of the load is left behind. What a download
+    // had stored stays as a partial file for the next load to resume.
+    const signal = options.signal;
+    const onAbort = () => conn.close(abortError());
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
-      const info = await conn.call('load', args, { signal: options.signal, onProgress });
+      if (signal?.aborted) throw abortError();
+      const info = await conn.call('load', args, { onProgress });
+      if (signal?.aborted) throw abortError();
       for (const w of info.warnings) console.warn(`hearth: ${w}`);
       return { conn, info };
     } catch (e) {
       conn.close();
       throw e;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -394,8 +415,9 @@ export class Hearth {
     const conn = await this.#connection();
     const opts = engineOptions(options);
     const onPiece = options.onPiece;
-    if (options.raw) return conn.call('generate', { prompt, options: opts }, { signal: options.signal, onPiece });
-    return conn.call('chat', { messages: [{ role: 'user', content: prompt }], options: opts }, { signal: options.signal, onPiece });
+    const text = wellFormed(prompt);
+    if (options.raw) return conn.call('generate', { prompt: text, options: opts }, { signal: options.signal, onPiece });
+    return conn.call('chat', { messages: [{ role: 'user', content: text }], options: opts }, { signal: options.signal, onPiece });
   }
 
   /**
@@ -403,12 +425,38 @@ export class Hearth {
    * @returns {Promise<number[]>}
    */
   async tokenize(text, { special = false } = {}) {
-    return (await this.#connection()).call('tokenize', { text: String(text), special });
+    return (await this.#connection()).call('tokenize', { text: wellFormed(String(text)), special });
+  }
+
+  /**
+   * Prompt tokens `messages` take in the model's chat template (with the prompt for the answer).
+   * @param {Message[]} messages
+   * @returns {Promise<number>}
+   */
+  async countTokens(messages) {
+    return (await this.#connection()).call('countChat', { messages: checkMessages(messages) });
+  }
+
+  /**
+   * A conversation that keeps its turns and fits them to the context (see `Conversation`).
+   * @param {{system?: string|null, messages?: Message[]}} [options]
+   */
+  conversation(options = {}) {
+    return new Conversation(this, options);
   }
 
   /** @returns {Promise<string>} */
   async detokenize(tokens) {
     return (await this.#connection()).call('detokenize', { tokens: Array.from(tokens, Number) });
+  }
+
+  /**
+   * The engine's memory now (wasm memory never shrinks: this is also its peak) and the tokens its
+   * KV cache holds.
+   * @returns {Promise<{wasmMemoryBytes: number, cachedTokens: number}>}
+   */
+  async stats() {
+    return (await this.#connection()).call('stats', {});
   }
 
   /** Forgets the conversation held in the KV cache. */
@@ -428,12 +476,102 @@ export class Hearth {
   /** Models kept in the browser's storage (this origin's OPFS). */
   static cache = {
     /** @returns {Promise<store.StoredModel[]>} */
-    list: () => store.listEntries({ sweep: false }),
+    list: () => store.listEntries(),
     /** @param {string|URL} url  as passed to load (relative URLs resolve against the page) */
     delete: (url) => store.deleteEntry(new URL(String(url), document.baseURI).href),
     clear: () => store.clearEntries(),
     usage: () => store.usage(),
   };
+}
+
+/**
+ * @typedef {GenerateResult & {dropped: number}} TurnResult  `dropped`: older messages left out to
+ *   make room (they stay in `messages` no more)
+ */
+
+/**
+ * A chat: the turns so far, sent whole with each new message (the engine reuses its cache for the
+ * unchanged beginning). When the next turn would not fit in the context with room for the answer,
+ * the oldest turns are dropped until half the context is free — the system prompt always stays. What happens to a turn that fails:
+ * stopped (AbortError), the question and the partial answer are kept (when there is one); the
+ * context filled during the answer (`context_full`), both are kept too and older turns make room
+ * next time; any other error, the turn is not kept.
+ */
+export class Conversation {
+  /** @type {Hearth} */
+  #llm;
+
+  /** @param {Hearth} llm @param {{system?: string|null, messages?: Message[]}} [options] */
+  constructor(llm, { system = null, messages = [] } = {}) {
+    this.#llm = llm;
+    /** @type {string|null} */
+    this.system = system;
+    /** @type {Message[]} the turns kept, without the system prompt */
+    this.messages = checkMessages(messages);
+  }
+
+  #all(messages) {
+    return this.system ? [{ role: 'system', content: this.system }, ...messages] : messages;
+  }
+
+  /** Drops the oldest turns until `next` fits with room for the answer; returns how many messages went. */
+  async #fit(next, maxTokens) {
+    const context = this.#llm.info.context;
+    const room = Math.min(maxTokens, Math.floor(context / 4));
+    let dropped = 0;
+    let n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+    // Once the context is full, drop down to half of it (as llama.cpp's context shift does): the
+    // turns after this one then reuse the cache instead of each dropping a turn and re-reading all.
+    const target = n + room > context ? Math.floor((context - room) / 2) : context - room;
+    while (n > target && this.messages.length) {
+      // A turn: a user message and what answered it.
+      do {
+        this.messages.shift();
+        dropped++;
+      } while (this.messages.length && this.messages[0].role !== 'user');
+      n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+    }
+    if (n >= context) {
+      throw new HearthError('context_full', `the message does not fit in the context: ${n} tokens, the context holds ${context}`);
+    }
+    return dropped;
+  }
+
+  /**
+   * Sends a user message; streams the answer. `stream.result` resolves with a TurnResult.
+   * @param {string} text
+   * @param {GenerateOptions} [options]
+   * @returns {TokenStream}
+   */
+  send(text, options = {}) {
+    return new TokenStream(async (onPiece, signal) => {
+      if (typeof text !== 'string') throw new HearthError('invalid_argument', 'the message must be a string');
+      const user = { role: 'user', content: wellFormed(text) };
+      const dropped = await this.#fit(user, options.maxTokens ?? 256);
+      const inner = this.#llm.chat(this.#all([...this.messages, user]), { ...options, signal });
+      let partial = '';
+      try {
+        for await (const piece of inner) {
+          partial += piece;
+          onPiece(piece);
+        }
+        const r = await inner.result;
+        this.messages.push(user, { role: 'assistant', content: r.text });
+        return { ...r, dropped };
+      } catch (e) {
+        if (partial && (e?.name === 'AbortError' || e?.type === 'context_full')) {
+          this.messages.push(user, { role: 'assistant', content: partial });
+        }
+        if (e && typeof e === 'object') e.dropped = dropped;
+        throw e;
+      }
+    }, options.signal);
+  }
+
+  /** Forgets the turns (the system prompt stays). */
+  clear() {
+    this.messages = [];
+  }
 }
 
 export default Hearth;

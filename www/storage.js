@@ -1,16 +1,26 @@
 // Where downloaded weights live: the Origin Private File System (OPFS), one directory per origin.
-// Chosen over the Cache API by measurement (README.browser.md, "Where the weights live"): reading
-// the 98 MB default model back takes ~110 ms from OPFS vs ~195 ms from the Cache API in headless
-// Chromium, and OPFS lets a download stream to disk and become visible only once it is complete.
+// Chosen over the Cache API by measurement (README, "Where the weights live"): reading the 98 MB
+// default model back takes ~110 ms from OPFS vs ~195 ms from the Cache API in headless Chromium,
+// and OPFS lets a download stream to disk in place and become an entry only once it is complete.
 //
 // Layout in `hearth-models/`, per model URL (key = first 32 hex digits of SHA-256(url)):
-//   <key>.partial  bytes being downloaded (never read; removed on abort, swept when found later)
-//   <key>.gguf     the complete file
-//   <key>.json     its record, written last: the commit marker. No record, no entry.
+//   <key>.partial       bytes downloaded so far, written in place (a sync access handle), so a
+//                       dropped connection or a closed tab leaves them for the next load to resume
+//   <key>.partial.json  what they are: {url, etag, lastModified, total, startedAt}, written before
+//                       the first byte; a partial without it is never resumed
+//   <key>.gguf          the complete file
+//   <key>.json          its record, written last: the commit marker. No record, no entry.
 // A record keeps what was true at store time — size and SHA-256 — so the loader can tell damaged
-// bytes from good ones. Used by the worker (writes) and the page (Hearth.cache: list, delete, ...).
+// bytes from good ones. Leftovers (partials nobody resumed for a week, files without a record)
+// are swept by `sweep`, which the worker runs before it downloads.
+// Used by the worker (writes) and the page (Hearth.cache: list, delete, ...). The writing half
+// (`openPartial`) needs a dedicated worker: sync access handles exist only there.
 
 const DIR = 'hearth-models';
+/** A partial download nobody resumed for this long is removed. */
+const PARTIAL_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
+/** Web Locks name held while a download of `key` is written. */
+export const lockName = (key) => `hearth-store ${key}`;
 
 /**
  * @typedef {object} StoredModel
@@ -48,14 +58,28 @@ async function remove(d, name) {
   });
 }
 
-async function readRecord(d, key) {
+async function readJson(d, name) {
   try {
-    const file = await (await d.getFileHandle(`${key}.json`)).getFile();
-    const rec = JSON.parse(await file.text());
-    return rec && typeof rec.url === 'string' && Number.isFinite(rec.size) && typeof rec.sha256 === 'string' ? rec : null;
+    return JSON.parse(await (await (await d.getFileHandle(name)).getFile()).text());
   } catch {
     return null;
   }
+}
+
+async function writeJson(d, name, value) {
+  const w = await (await d.getFileHandle(name, { create: true })).createWritable();
+  try {
+    await w.write(JSON.stringify(value));
+    await w.close();
+  } catch (e) {
+    await w.abort().catch(() => {});
+    throw e;
+  }
+}
+
+async function readRecord(d, key) {
+  const rec = await readJson(d, `${key}.json`);
+  return rec && typeof rec.url === 'string' && Number.isFinite(rec.size) && typeof rec.sha256 === 'string' ? rec : null;
 }
 
 /**
@@ -80,82 +104,194 @@ export async function getEntry(url) {
 }
 
 /**
- * Starts storing `url`: bytes go to `<key>.partial` and become an entry only after `commit`.
- * @returns {Promise<{write(chunk: Uint8Array): Promise<void>, finish(): Promise<File>,
- *   commit(record: StoredModel): Promise<void>, abort(): Promise<void>}>}
+ * @typedef {object} PartialMeta  what a partial download is of
+ * @property {string} url
+ * @property {string|null} etag
+ * @property {string|null} lastModified
+ * @property {number} total        bytes of the whole file (0: unknown)
+ * @property {string} startedAt
  */
-export async function beginEntry(url) {
+
+/**
+ * A download of `url` written in place. `offset` bytes are already there (from an earlier,
+ * interrupted download described by `meta`; 0 when none can be resumed). Holds the file's sync
+ * access handle: one writer per file, across tabs.
+ */
+export class Partial {
+  /** @param {FileSystemDirectoryHandle} d @param {string} key @param {any} handle @param {PartialMeta|null} meta */
+  constructor(d, key, fileHandle, handle, meta) {
+    this.d = d;
+    this.key = key;
+    this.fileHandle = fileHandle;
+    this.handle = handle;
+    /** @type {PartialMeta|null} */
+    this.meta = meta;
+    this.offset = meta ? handle.getSize() : 0;
+    this.sinceFlush = 0;
+  }
+
+  /** Starts over for a new response: the bytes so far are dropped and `meta` describes the new ones. */
+  async restart(meta) {
+    this.handle.truncate(0);
+    this.handle.flush();
+    this.offset = 0;
+    this.meta = meta;
+    await writeJson(this.d, `${this.key}.partial.json`, meta);
+  }
+
+  /** Appends `chunk` (a QuotaExceededError or any other storage error is thrown as is). */
+  write(chunk) {
+    const n = this.handle.write(chunk, { at: this.offset });
+    if (n !== chunk.byteLength) {
+      this.handle.truncate(this.offset);
+      throw new DOMException(`storage took ${n} of ${chunk.byteLength} bytes`, 'QuotaExceededError');
+    }
+    this.offset += n;
+    this.sinceFlush += n;
+    // On disk every 32 MB, so a killed tab leaves most of what it downloaded to resume from.
+    if (this.sinceFlush >= 32 << 20) {
+      this.handle.flush();
+      this.sinceFlush = 0;
+    }
+  }
+
+  /** Bytes [from, to) of what was written, into `out` (a Uint8Array of to - from bytes). */
+  readInto(out, from) {
+    const n = this.handle.read(out, { at: from });
+    if (n !== out.byteLength) throw new DOMException(`read ${n} of ${out.byteLength} bytes`, 'NotReadableError');
+    return out;
+  }
+
+  /** Flushes and releases the file; the partial stays for a later resume. */
+  close() {
+    if (!this.handle) return;
+    try {
+      this.handle.flush();
+    } catch {}
+    this.handle.close();
+    this.handle = null;
+  }
+
+  /** Makes the written bytes the entry for `record.url`: rename, then the record last. */
+  async commit(record) {
+    this.close();
+    await remove(this.d, `${this.key}.gguf`);
+    await this.fileHandle.move(`${this.key}.gguf`);
+    await remove(this.d, `${this.key}.partial.json`);
+    await writeJson(this.d, `${this.key}.json`, record);
+  }
+
+  /** Removes the partial (and its description). */
+  async discard() {
+    this.close();
+    await remove(this.d, `${this.key}.partial`).catch(() => {});
+    await remove(this.d, `${this.key}.partial.json`).catch(() => {});
+  }
+}
+
+/**
+ * Opens `url`'s partial download for writing, keeping what an earlier download left when its
+ * description says it is of the same URL. Throws when the file is held by another writer
+ * (NoModificationAllowedError) or storage fails.
+ * @returns {Promise<Partial>}
+ */
+export async function openPartial(url) {
   const d = await dir();
   const key = await keyFor(url);
-  await deleteEntry(url); // a new download replaces whatever was there
-  const handle = await d.getFileHandle(`${key}.partial`, { create: true });
-  const writable = await handle.createWritable({ keepExistingData: false });
-  let open = true;
-  return {
-    async write(chunk) {
-      await writable.write(chunk);
-    },
-    /** Closes the partial file and returns it for verification (still not an entry). */
-    async finish() {
-      open = false;
-      await writable.close();
-      return handle.getFile();
-    },
-    /** Makes the verified file the entry for `url`: rename, then write the record last. */
-    async commit(record) {
-      await remove(d, `${key}.gguf`);
-      await handle.move(`${key}.gguf`);
-      const rh = await d.getFileHandle(`${key}.json`, { create: true });
-      const w = await rh.createWritable();
-      await w.write(JSON.stringify(record));
-      await w.close();
-    },
-    async abort() {
-      if (open) {
-        open = false;
-        await writable.abort().catch(() => {});
-      }
-      await remove(d, `${key}.partial`).catch(() => {});
-    },
-  };
+  const fileHandle = await d.getFileHandle(`${key}.partial`, { create: true });
+  const handle = await fileHandle.createSyncAccessHandle();
+  let meta = await readJson(d, `${key}.partial.json`);
+  if (!meta || meta.url !== url || !(meta.etag || meta.lastModified)) {
+    meta = null;
+    handle.truncate(0);
+  }
+  return new Partial(d, key, fileHandle, handle, meta);
 }
 
 /** Removes everything stored for `url` (record first, so a half-removed entry is never valid). */
 export async function deleteEntry(url) {
   const d = await dir();
   const key = await keyFor(url);
-  await remove(d, `${key}.json`);
-  await remove(d, `${key}.gguf`);
-  await remove(d, `${key}.partial`);
+  for (const suffix of ['json', 'gguf', 'partial', 'partial.json']) await remove(d, `${key}.${suffix}`);
+}
+
+/** Every hearth file: key → {json?, gguf?, partial?, partialJson?} handles. */
+async function filesByKey(d) {
+  const byKey = new Map();
+  for await (const [name, h] of d.entries()) {
+    if (h.kind !== 'file') continue;
+    const m = /^([0-9a-f]{32})\.(json|gguf|partial|partial\.json)$/.exec(name);
+    if (!m) continue;
+    const slot = { json: 'json', gguf: 'gguf', partial: 'partial', 'partial.json': 'partialJson' }[m[2]];
+    if (!byKey.has(m[1])) byKey.set(m[1], {});
+    byKey.get(m[1])[slot] = h;
+  }
+  return byKey;
 }
 
 /**
- * Complete entries, newest first. Files without a record (an interrupted download, a crash
- * between rename and record) are swept unless `sweep` is false (the worker may be writing one).
+ * Complete entries, newest first.
  * @returns {Promise<StoredModel[]>}
  */
-export async function listEntries({ sweep = false } = {}) {
+export async function listEntries() {
   const d = await dir();
-  const records = [];
-  const files = new Map();
-  for await (const [name, h] of d.entries()) {
-    if (h.kind !== 'file') continue;
-    const m = /^([0-9a-f]{32})\.(json|gguf|partial)$/.exec(name);
-    if (!m) continue;
-    if (m[2] === 'json') {
-      const rec = await readRecord(d, m[1]);
-      if (rec) records.push({ key: m[1], rec });
-    } else files.set(name, h);
-  }
   const out = [];
-  for (const { key, rec } of records) {
-    const fh = files.get(`${key}.gguf`);
-    const size = fh ? (await fh.getFile()).size : -1;
-    if (size === rec.size) out.push(rec);
-    files.delete(`${key}.gguf`);
+  for (const [key, files] of await filesByKey(d)) {
+    if (!files.json || !files.gguf) continue;
+    const rec = await readRecord(d, key);
+    if (rec && (await files.gguf.getFile()).size === rec.size) out.push(rec);
   }
-  if (sweep) for (const name of files.keys()) if (name.endsWith('.gguf')) await remove(d, name);
   return out.sort((a, b) => String(b.storedAt).localeCompare(String(a.storedAt)));
+}
+
+/**
+ * Removes what no entry or live download owns: a `.gguf` without its record (a crash between
+ * rename and record), a record without its `.gguf`, a partial without a description, and partials
+ * untouched for a week. Files whose download is being written (its Web Lock held, in any tab) are
+ * left alone. Also removes `keepOnly`'s other versions: entries whose URL differs from it only in
+ * the query (`?v=2` replacing `?v=1`). Returns the names removed.
+ * @param {{keepOnly?: string, now?: number}} [opts]
+ * @returns {Promise<string[]>}
+ */
+export async function sweep({ keepOnly, now = Date.now() } = {}) {
+  const d = await dir();
+  const held = new Set();
+  try {
+    const { held: locks = [] } = (await navigator.locks?.query()) ?? {};
+    for (const l of locks) if (l.name?.startsWith('hearth-store ')) held.add(l.name.slice('hearth-store '.length));
+  } catch {}
+  const sameFile = (u) => {
+    try {
+      const a = new URL(u);
+      const b = new URL(keepOnly);
+      return a.origin === b.origin && a.pathname === b.pathname && u !== keepOnly;
+    } catch {
+      return false;
+    }
+  };
+  const removed = [];
+  const drop = async (key, suffix) => {
+    await remove(d, `${key}.${suffix}`);
+    removed.push(`${key}.${suffix}`);
+  };
+  for (const [key, f] of await filesByKey(d)) {
+    if (held.has(key)) continue;
+    const rec = f.json ? await readRecord(d, key) : null;
+    if (rec && f.gguf && keepOnly && sameFile(rec.url)) {
+      await drop(key, 'json');
+      await drop(key, 'gguf');
+    } else if (f.json && !f.gguf) await drop(key, 'json');
+    else if (f.gguf && !rec) await drop(key, 'gguf');
+    if (f.partial) {
+      const meta = f.partialJson ? await readJson(d, `${key}.partial.json`) : null;
+      const touched = (await f.partial.getFile()).lastModified;
+      if (!meta || now - touched > PARTIAL_MAX_AGE_MS || (keepOnly && sameFile(meta.url))) {
+        await drop(key, 'partial');
+        if (f.partialJson) await drop(key, 'partial.json');
+      }
+    } else if (f.partialJson) await drop(key, 'partial.json');
+  }
+  return removed;
 }
 
 /** Removes every stored model. */

@@ -1,8 +1,15 @@
-// The app shell offline. Network first (so a new build shows up at once), the cache when the
-// network is off. It handles only the shell's own files: the model never passes through here
-// (it is stored in OPFS by the worker), nor does anything from another origin.
+// The app shell offline. Network first (so a new build shows up at once), a cached copy when the
+// network is off. It handles only the shell's own files and the app's page: the model never passes
+// through here (it is stored in OPFS by the worker), nor does anything from another origin.
+//
+// The cache holds whole snapshots of the shell, never a mix: a snapshot is every file fetched anew
+// into a new cache, marked complete last; offline answers come from the newest complete one. When
+// a file fetched online differs from the snapshot's copy (a new build), a new snapshot is taken and
+// the old ones go, so new JS never meets old wasm offline. A response is kept only when it is what
+// its path says (a captive portal's HTML page is not kept as hearth_bg.wasm).
 
-const CACHE = 'hearth-shell-v2';
+const PREFIX = 'hearth-shell-';
+const COMPLETE = '/__hearth_snapshot_complete__';
 const SHELL = [
   './',
   'index.html',
@@ -26,25 +33,63 @@ const OPTIONAL = [
 
 const scope = () => new URL(self.registration.scope);
 const shellPaths = () => new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, scope()).pathname));
+/** The app's pages: the scope itself and its index.html (any query). */
+const isAppPage = (url) => url.pathname === scope().pathname || url.pathname === new URL('index.html', scope()).pathname;
+
+/** Whether a response is what `path` should be. */
+function fits(path, res) {
+  if (!res.ok || res.type !== 'basic' || res.status !== 200) return false;
+  const type = res.headers.get('Content-Type') ?? '';
+  if (path.endsWith('.wasm')) return type.startsWith('application/wasm');
+  if (path.endsWith('.js')) return /javascript/.test(type);
+  if (path.endsWith('.css')) return type.startsWith('text/css');
+  return type.startsWith('text/html');
+}
+
+/** Fetches the whole shell into a new cache; the older snapshots go once it is complete. */
+async function snapshot() {
+  const name = `${PREFIX}${Date.now()}`;
+  const cache = await caches.open(name);
+  try {
+    const put = async (p, required) => {
+      const url = new URL(p, scope());
+      const res = await fetch(new Request(url, { cache: 'no-cache' })).catch(() => null);
+      if (res && fits(url.pathname, res)) return cache.put(url, res);
+      if (required) throw new Error(`${p} could not be fetched as it should be`);
+    };
+    await Promise.all([...SHELL.map((p) => put(p, true)), ...OPTIONAL.map((p) => put(p, false))]);
+    await cache.put(COMPLETE, new Response('1'));
+  } catch (e) {
+    await caches.delete(name);
+    throw e;
+  }
+  for (const old of await caches.keys()) if (old.startsWith(PREFIX) && old !== name) await caches.delete(old);
+}
+
+/** The newest complete snapshot, if any. */
+async function current() {
+  const names = (await caches.keys()).filter((n) => n.startsWith(PREFIX)).sort().reverse();
+  for (const n of names) {
+    const c = await caches.open(n);
+    if (await c.match(COMPLETE)) return c;
+  }
+  return null;
+}
+
+let refreshing = null;
+function refresh() {
+  refreshing ??= snapshot()
+    .catch(() => {})
+    .finally(() => (refreshing = null));
+  return refreshing;
+}
 
 self.addEventListener('install', (event) => {
-  event.waitUntil(
-    (async () => {
-      const cache = await caches.open(CACHE);
-      await cache.addAll(SHELL.map((p) => new Request(new URL(p, scope()), { cache: 'no-cache' })));
-      await Promise.all(OPTIONAL.map((p) => cache.add(new URL(p, scope())).catch(() => {})));
-      await self.skipWaiting();
-    })(),
-  );
+  event.waitUntil(snapshot().then(() => self.skipWaiting()));
 });
 
 self.addEventListener('activate', (event) => {
-  event.waitUntil(
-    (async () => {
-      for (const name of await caches.keys()) if (name.startsWith('hearth-shell-') && name !== CACHE) await caches.delete(name);
-      await self.clients.claim();
-    })(),
-  );
+  event.waitUntil(self.clients.claim());
 });
 
 self.addEventListener('fetch', (event) => {
@@ -52,28 +97,35 @@ self.addEventListener('fetch', (event) => {
   if (req.method !== 'GET' || req.headers.has('range')) return;
   const url = new URL(req.url);
   if (url.origin !== location.origin) return;
-  const isPage = req.mode === 'navigate' && url.pathname.startsWith(scope().pathname);
-  if (!isPage && !shellPaths().has(url.pathname)) return; // the model and everything else: the network
-  event.respondWith(networkFirst(req, isPage));
+  const page = req.mode === 'navigate' && isAppPage(url);
+  if (!page && !shellPaths().has(url.pathname)) return; // the model and everything else: the network
+  event.respondWith(networkFirst(event, page));
 });
 
 /** Pages are kept by path (the query, e.g. ?model=, does not make another copy). */
-function key(req, isPage) {
-  if (!isPage) return req;
+function key(req, page) {
+  if (!page) return req.url;
   const u = new URL(req.url);
   u.search = '';
   u.hash = '';
   return u.href;
 }
 
-async function networkFirst(req, isPage) {
-  const cache = await caches.open(CACHE);
+async function networkFirst(event, page) {
+  const req = event.request;
   try {
     const res = await fetch(req);
-    if (res.ok && res.type === 'basic') await cache.put(key(req, isPage), res.clone());
+    const path = new URL(req.url).pathname;
+    if (fits(page ? '/' : path, res)) {
+      // A changed file means a new build: take a new snapshot of all of it (in the background).
+      const cached = await (await current())?.match(key(req, page));
+      const version = (r) => r?.headers.get('ETag') ?? r?.headers.get('Last-Modified') ?? null;
+      if (!cached || version(cached) !== version(res)) event.waitUntil(refresh());
+    }
     return res;
   } catch (e) {
-    const hit = (await cache.match(key(req, isPage))) ?? (isPage ? await cache.match(new URL('./', scope()).href) : undefined);
+    const snap = await current();
+    const hit = (await snap?.match(key(req, page))) ?? (page ? await snap?.match(new URL('./', scope()).href) : undefined);
     if (hit) return hit;
     throw e;
   }

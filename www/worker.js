@@ -7,6 +7,8 @@
 //  *   | { id: number, verb: 'chat', args: { messages: {role: string, content: string}[], options: GenOptions } }
 //  *   | { id: number, verb: 'generate', args: { prompt: string, options: GenOptions } }   // raw completion
 //  *   | { id: number, verb: 'tokenize', args: { text: string, special: boolean } }
+//  *   | { id: number, verb: 'countChat', args: { messages: {role: string, content: string}[] } }  // prompt tokens
+//  *   | { id: number, verb: 'stats', args: {} }        // { wasmMemoryBytes, cachedTokens }
 //  *   | { id: number, verb: 'detokenize', args: { tokens: number[] } }
 //  *   | { id: number, verb: 'reset', args: {} }
 //  *   | { id: number, verb: 'unload', args: {} }
@@ -14,22 +16,23 @@
 //  * } Request */
 // /** @typedef {{ id: number, result: any }                                 // the call succeeded
 //  *   | { id: number, error: { type: string, name: string, message: string } }
-//  *   | { id: number, progress: { loaded: number, total: number, phase: 'download'|'storage'|'verify'|'load' } }
+//  *   | { id: number, progress: { loaded: number, total: number, phase: 'download'|'verify'|'load' } }
 //  *   | { id: number, piece: string, token: number|null }                  // streamed text
-//  *   | { id: 0, fatal: { type: 'worker_crashed', name: string, message: string } }  // then the worker closes
+//  *   | { id: 0, fatal: { type: 'worker_crashed'|'out_of_memory', name: string, message: string } }  // then the worker closes
 //  * } Response */
 // LoadArgs: { source: string (absolute URL) | Blob, sha256?: string, nCtx?: number, store?: boolean,
-//             threads?: boolean, nThreads?: number }
+//             threads?: boolean, nThreads?: number, stallTimeoutMs?: number }
 // GenOptions: the wasm options JSON (maxTokens, temperature, topK, topP, minP, repeatPenalty,
 //             repeatLastN, seed, stop, ignoreEos).
 //
 // Every request gets exactly one `result` or `error`. Generation yields to the event loop between
 // tokens (and between prefill slices), so an `abort` lands there and the call ends with
 // `{type: 'aborted', name: 'AbortError'}`. A wasm trap (a Rust panic, out of memory) leaves the
-// instance unusable: the worker answers every open request with `worker_crashed`, posts `fatal`
-// and closes; the page starts a new worker on its next call.
+// instance unusable: the worker answers every open request with `worker_crashed` (or
+// `out_of_memory` when an allocation had just failed), posts `fatal` and closes; the page starts a
+// new worker on its next call.
 
-import { beginEntry, deleteEntry, getEntry, sha256Hex, storageAvailable } from './storage.js';
+import { deleteEntry, getEntry, keyFor, lockName, openPartial, storageAvailable, sweep } from './storage.js';
 
 /** Prompt tokens per prefill call: one engine batch; an abort waits at most this long. */
 const PREFILL_SLICE = 64;
@@ -89,11 +92,33 @@ function toWire(e) {
   return { type, name: 'HearthError', message: String(e?.message ?? e) };
 }
 
-/** The worker can no longer be trusted: answer everyone, say so, and close. */
+/** Allocations the engine had failed (and handled, or reported) when the last request ended. */
+let failedSeen = 0;
+const failedAllocations = () => {
+  try {
+    return wasm ? Array.from(wasm.failedAllocations()) : [0, 0];
+  } catch {
+    return [0, 0];
+  }
+};
+
+/**
+ * The worker can no longer be trusted: answer everyone, say so, and close. A trap right after an
+ * allocation failed is reported as `out_of_memory` (the model or context is too large for this
+ * device), any other as `worker_crashed`.
+ */
 function crash(e) {
   if (crashed) return;
   crashed = true;
-  const fatal = { type: 'worker_crashed', name: 'HearthError', message: `the engine crashed: ${e?.message ?? e}` };
+  const [failed, size] = failedAllocations();
+  const fatal =
+    failed > failedSeen
+      ? {
+          type: 'out_of_memory',
+          name: 'HearthError',
+          message: `the engine ran out of memory (${(size / 2 ** 20).toFixed(1)} MiB more could not be had, with ${(wasm.memoryBytes() / 2 ** 20).toFixed(0)} MiB in use): try a smaller context (nCtx) or a smaller model`,
+        }
+      : { type: 'worker_crashed', name: 'HearthError', message: `the engine crashed: ${e?.message ?? e}` };
   for (const id of jobs.keys()) post({ id, error: fatal });
   jobs.clear();
   post({ id: 0, fatal });
@@ -130,16 +155,18 @@ self.onmessage = ({ data }) => {
   const done = QUICK.has(verb) ? run() : (queue = queue.then(run, run));
   done.then(
     (result) => {
+      failedSeen = failedAllocations()[0];
       if (jobs.delete(id)) post({ id, result });
     },
     (e) => {
       if (isTrap(e)) return crash(e);
+      failedSeen = failedAllocations()[0];
       if (jobs.delete(id)) post({ id, error: toWire(e) });
     },
   );
 };
 
-const QUICK = new Set(['tokenize', 'detokenize']);
+const QUICK = new Set(['tokenize', 'detokenize', 'countChat', 'stats']);
 
 function needEngine() {
   if (!engine) throw new WorkerError('invalid_argument', 'no model is loaded');
@@ -153,6 +180,8 @@ const HANDLERS = {
   generate: (id, job, { prompt, options }) =>
     generation(id, job, () => needEngine().beginRaw(String(prompt), JSON.stringify(options ?? {}))),
   tokenize: (_id, _job, { text, special }) => Array.from(needEngine().tokenize(String(text), !!special)),
+  countChat: (_id, _job, { messages }) => needEngine().chatTokenCount(JSON.stringify(messages)),
+  stats: () => ({ wasmMemoryBytes: wasm?.memoryBytes() ?? 0, cachedTokens: engine?.cachedTokens() ?? 0 }),
   detokenize: (_id, _job, { tokens }) => needEngine().detokenize(Uint32Array.from(tokens)),
   reset: () => {
     engine?.reset();
@@ -335,51 +364,92 @@ async function loadWasm(threads, nThreads) {
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 
-function checkHeader(bytes, what) {
-  if (bytes.byteLength < 24) throw new WorkerError('load_error', `${what} is too small to be a GGUF model (${bytes.byteLength} bytes)`);
-  if (new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0, true) !== GGUF_MAGIC) {
+/** Without a byte from the server for this long, a download counts as dropped (and is resumed). */
+const STALL_MS = 30_000;
+/** A dropped or stalled download is resumed (a `Range` request) at most this many times. */
+const RESUMES = 3;
+/** Bytes per read when hashing or copying stored bytes back. */
+const SLICE = 8 << 20;
+
+/** `decodeURIComponent` that keeps the text as it is when it is not a valid escape. */
+function safeDecode(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+function checkHeader(head, what) {
+  if (head.byteLength < 24) throw new WorkerError('load_error', `${what} is too small to be a GGUF model (${head.byteLength} bytes)`);
+  if (new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) !== GGUF_MAGIC) {
     throw new WorkerError('load_error', `${what} is not a GGUF model (it does not start with "GGUF")`);
   }
 }
 
-/** Builds the engine from bytes in memory, reporting 'load' progress as the tensors are copied in. */
-function buildEngine(bytes, nCtx, report) {
-  const total = bytes.byteLength;
-  let read = 0;
+/** A storage read that failed (the file was removed by another tab, the disk went away...). */
+class StorageReadError extends WorkerError {
+  constructor(e) {
+    super('io_error', `the stored copy could not be read: ${e?.message ?? e}`);
+    this.cause = e;
+  }
+}
+
+/** `(offset, length) => Uint8Array` over a File or Blob, one slice at a time (no whole-file copy). */
+function blobReader(blob) {
+  const fr = new FileReaderSync();
+  return (offset, length) => new Uint8Array(fr.readAsArrayBuffer(blob.slice(offset, offset + length)));
+}
+
+const memoryReader = (bytes) => (offset, length) =>
+  bytes.subarray(Math.min(offset, bytes.byteLength), Math.min(offset + length, bytes.byteLength));
+
+/**
+ * Builds the engine from `read(offset, length)` (short at the end of the file), reporting 'load'
+ * progress. With `hash`, the engine also computes the file's SHA-256 (`built.sha256`). An abort
+ * lands inside: the next read throws.
+ */
+function buildEngine(read, total, { nCtx, hash, report, job, what }) {
+  let done = 0;
+  let readError = null;
   const reader = (offset, length) => {
-    read += length;
-    report(Math.min(read, total), total, 'load');
-    // Out of range: a short array, which the engine reports as a truncated file.
-    return bytes.subarray(Math.min(offset, total), Math.min(offset + length, total));
+    if (job.aborted) throw aborted();
+    let out;
+    try {
+      out = read(offset, length);
+    } catch (e) {
+      readError = e;
+      throw e;
+    }
+    done += length;
+    report(Math.min(done, total), total, 'load');
+    return out;
   };
   try {
-    return new wasm.WasmEngine(reader, total, nCtx >>> 0);
+    checkHeader(reader(0, 24), what);
+    return new wasm.WasmEngine(reader, total, nCtx >>> 0, hash);
   } catch (e) {
-    if (isTrap(e)) throw e;
+    if (job.aborted) throw aborted();
+    if (isTrap(e) || e instanceof WorkerError) throw e;
+    if (readError) throw new StorageReadError(readError);
     throw new WorkerError(e?.type === 'io_error' ? 'load_error' : e?.type ?? 'load_error', String(e?.message ?? e));
   }
 }
 
-/**
- * Loads bytes into a new engine while the SHA-256 runs beside it (crypto.subtle works off-thread),
- * and checks the hash before the engine is kept. Returns the engine and the hex digest.
- */
-async function engineFromBytes(bytes, { nCtx, expectSha, what, report }) {
-  checkHeader(bytes, what);
-  const digest = sha256Hex(bytes);
-  let built;
+/** SHA-256 of all of `read`'s `size` bytes, read in order. */
+async function hashAll(read, size, job, report) {
+  const h = new wasm.Sha256();
   try {
-    built = buildEngine(bytes, nCtx, report);
-  } catch (e) {
-    await digest.catch(() => {});
-    throw e;
+    for (let at = 0; at < size; at += SLICE) {
+      if (job.aborted) throw aborted();
+      h.update(read(at, Math.min(SLICE, size - at)));
+      report(Math.min(at + SLICE, size), size, 'verify');
+      await yieldToEvents();
+    }
+    return h.finish();
+  } finally {
+    h.free();
   }
-  const sha256 = await digest;
-  if (expectSha && sha256 !== expectSha) {
-    built.free();
-    throw new WorkerError('integrity_error', `${what} does not match its SHA-256 (expected ${expectSha}, got ${sha256})`);
-  }
-  return { built, sha256 };
 }
 
 async function quotaAllows(size) {
@@ -392,71 +462,18 @@ async function quotaAllows(size) {
   }
 }
 
-/** Streams `res`'s body; each chunk goes to `sink` (which may throw), progress reported. */
-async function pump(res, total, job, report, sink) {
-  const reader = res.body.getReader();
-  let loaded = 0;
-  report(0, total, 'download', true);
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      if (job.aborted) throw aborted();
-      loaded += value.byteLength;
-      await sink(value, loaded);
-      report(loaded, total || loaded, 'download');
-    }
-  } catch (e) {
-    reader.cancel().catch(() => {});
-    if (job.aborted || e?.name === 'AbortError') throw aborted();
-    if (e instanceof WorkerError || e?.name === 'QuotaExceededError') throw e;
-    throw new WorkerError('download_error', `the download failed after ${loaded} bytes: ${e?.message ?? e}`);
-  }
-  report(loaded, total || loaded, 'download', true);
-  if (total && loaded !== total) {
-    throw new WorkerError('download_error', `the download ended after ${loaded} of ${total} bytes`);
-  }
-  return loaded;
-}
-
-async function fetchModel(url, job) {
-  job.controller = new AbortController();
-  let res;
-  try {
-    res = await fetch(url, { signal: job.controller.signal, cache: 'no-store' });
-  } catch (e) {
-    if (job.aborted) throw aborted();
-    throw new WorkerError('download_error', `could not fetch ${url}: ${e?.message ?? e}`);
-  }
-  if (!res.ok || !res.body) throw new WorkerError('download_error', `could not fetch ${url}: HTTP ${res.status}`);
-  // The byte count to check against. A compressed transfer's Content-Length is not the file's.
-  const encoded = (res.headers.get('Content-Encoding') ?? 'identity') !== 'identity';
-  const total = encoded ? 0 : Number(res.headers.get('Content-Length') ?? 0) || 0;
-  return { res, total };
-}
-
-/** Downloads into one buffer (no storage): the size must check out as well. */
-async function downloadToMemory(res, total, job, report) {
-  let buf = new Uint8Array(total || 1 << 24);
-  const loaded = await pump(res, total, job, report, (chunk, end) => {
-    if (end > buf.length) {
-      if (total) throw new WorkerError('download_error', `the server sent more than the ${total} bytes it announced`);
-      const bigger = new Uint8Array(Math.max(end, buf.length * 2));
-      bigger.set(buf.subarray(0, end - chunk.byteLength));
-      buf = bigger;
-    }
-    buf.set(chunk, end - chunk.byteLength);
-  });
-  return buf.subarray(0, loaded);
-}
-
 async function load(id, job, args) {
   if (engine) throw new WorkerError('invalid_argument', 'this worker already holds a model');
   const t0 = performance.now();
-  const report = progressReporter(id);
-  const nCtx = Number(args.nCtx ?? 0) || 0;
-  const expectSha = args.sha256 ? String(args.sha256).toLowerCase() : null;
-  const warnings = [];
+  const stallMs = Number(args.stallTimeoutMs) > 0 ? Number(args.stallTimeoutMs) : STALL_MS;
+  const opts = {
+    nCtx: Number(args.nCtx ?? 0) || 0,
+    expectSha: args.sha256 ? String(args.sha256).toLowerCase() : null,
+    report: progressReporter(id),
+    job,
+    warnings: [],
+    stallMs,
+  };
   try {
     await loadWasm(!!args.threads, args.nThreads);
   } catch (e) {
@@ -464,11 +481,14 @@ async function load(id, job, args) {
   }
   if (job.aborted) throw aborted();
 
-  let out;
-  if (typeof args.source !== 'string') {
-    out = await loadBlob(args.source, { nCtx, expectSha, report });
-  } else {
-    out = await loadUrl(args.source, job, { nCtx, expectSha, report, store: args.store !== false, warnings });
+  const out =
+    typeof args.source !== 'string'
+      ? await loadBlob(args.source, opts)
+      : await loadUrl(args.source, { ...opts, store: args.store !== false });
+  if (job.aborted) {
+    // Aborted while the last step finished: the load does not count, its memory goes.
+    out.built.free();
+    throw aborted();
   }
   engine = out.built;
   loadMs = performance.now() - t0;
@@ -486,101 +506,405 @@ async function load(id, job, args) {
     sha256: out.sha256,
     loadMs,
     wasmMemoryBytes: wasm.memoryBytes(),
-    warnings,
+    warnings: opts.warnings,
   };
 }
 
-async function loadBlob(blob, { nCtx, expectSha, report }) {
-  const what = blob.name ? `the file "${blob.name}"` : 'the file';
-  report(0, blob.size, 'storage', true);
-  const bytes = new Uint8Array(await blob.arrayBuffer());
-  report(bytes.byteLength, blob.size, 'storage', true);
-  const { built, sha256 } = await engineFromBytes(bytes, { nCtx, expectSha, what, report });
-  return { built, sha256, size: bytes.byteLength, source: 'file', storage: 'memory' };
+/** An engine whose file hash must equal `expectSha`, else it is freed and the load fails. */
+function checked(built, sha256, expectSha, what) {
+  if (expectSha && sha256 !== expectSha) {
+    built.free();
+    throw new WorkerError('integrity_error', `${what} does not match its SHA-256 (expected ${expectSha}, got ${sha256})`);
+  }
+  return built;
 }
 
-async function loadUrl(url, job, { nCtx, expectSha, report, store, warnings }) {
-  const canStore = store && storageAvailable();
+/** A local file, read in place slice by slice (never uploaded, never copied whole). */
+async function loadBlob(blob, opts) {
+  const what = blob.name ? `the file "${blob.name}"` : 'the file';
+  const built = buildEngine(blobReader(blob), blob.size, { ...opts, hash: true, what });
+  const sha256 = built.sha256;
+  checked(built, sha256, opts.expectSha, what);
+  return { built, sha256, size: blob.size, source: 'file', storage: 'memory' };
+}
+
+async function loadUrl(url, opts) {
+  const { warnings, job } = opts;
+  const canStore = opts.store && storageAvailable();
   // 1. From storage, when a complete entry exists and its bytes still check out.
   if (canStore) {
-    const entry = await getEntry(url).catch(() => null);
-    if (entry && (!expectSha || entry.record.sha256 === expectSha)) {
-      const size = entry.record.size;
-      report(0, size, 'storage', true);
-      const bytes = new Uint8Array(await entry.file.arrayBuffer());
-      report(size, size, 'storage', true);
-      try {
-        const { built, sha256 } = await engineFromBytes(bytes, {
-          nCtx,
-          expectSha: entry.record.sha256,
-          what: 'the stored copy',
-          report,
-        });
-        return { built, sha256, size, source: 'storage', storage: 'opfs' };
-      } catch (e) {
-        if (isTrap(e)) throw e;
-        // Damaged bytes (hash, header or structure): forget the copy and fetch it again.
-        warnings.push(`the stored copy was damaged (${e.message}); downloading it again`);
-        await deleteEntry(url);
-      }
+    let entry = null;
+    try {
+      entry = await getEntry(url);
+    } catch (e) {
+      warnings.push(`the browser's storage could not be read (${e?.message ?? e})`);
+    }
+    if (entry && (!opts.expectSha || entry.record.sha256 === opts.expectSha)) {
+      const out = await fromStorage(url, entry, opts);
+      if (out) return out;
     }
   }
   if (job.aborted) throw aborted();
 
-  // 2. From the network.
-  const { res, total } = await fetchModel(url, job);
-  if (canStore && (await quotaAllows(total))) {
-    // One download stores a given model at a time, across tabs and embeds (Web Locks): a second
-    // concurrent load runs from memory instead of racing on the same files.
-    const store = async () => {
-      const entry = await beginEntry(url);
-      try {
-        return await downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report });
-      } catch (e) {
-        if (e?.name !== 'QuotaExceededError') throw e;
-        warnings.push('storage is full: the model runs from memory and will be downloaded again next time');
-        const again = await fetchModel(url, job);
-        return fromMemory(url, again.res, again.total, job, { nCtx, expectSha, report });
-      }
-    };
+  // 2. From the network: into storage when it can hold it (one writer per model across tabs and
+  // embeds, by Web Lock; a second concurrent load runs from memory), else into memory.
+  if (canStore) {
+    try {
+      await sweep({ keepOnly: url });
+    } catch {}
+    const key = await keyFor(url);
     const stored = navigator.locks
-      ? await navigator.locks.request(`hearth-store ${url}`, { ifAvailable: true }, (lock) => (lock ? store() : null))
-      : await store();
-    if (stored) return stored;
-    warnings.push('another tab is storing this model right now: this one runs from memory');
-    return fromMemory(url, res, total, job, { nCtx, expectSha, report });
+      ? await navigator.locks.request(lockName(key), { ifAvailable: true }, (lock) => (lock ? toStorage(url, opts) : 'busy'))
+      : await toStorage(url, opts);
+    if (stored === 'busy') warnings.push('another tab is storing this model right now: this one runs from memory');
+    else if (stored) return stored;
   }
-  if (canStore) warnings.push('not enough free storage for the model: it runs from memory and will be downloaded again next time');
-  return fromMemory(url, res, total, job, { nCtx, expectSha, report });
-}
-
-async function fromMemory(url, res, total, job, { nCtx, expectSha, report }) {
-  const bytes = await downloadToMemory(res, total, job, report);
-  const { built, sha256 } = await engineFromBytes(bytes, { nCtx, expectSha, what: `the model at ${url}`, report });
+  const sink = new MemorySink();
+  const sha256 = await download(url, sink, opts);
+  const bytes = sink.bytes();
+  const what = `the model at ${url}`;
+  const built = buildEngine(memoryReader(bytes), bytes.byteLength, { ...opts, hash: false, what });
+  checked(built, sha256, opts.expectSha, what);
   return { built, sha256, size: bytes.byteLength, source: 'network', storage: 'memory' };
 }
 
-async function downloadToStorage(entry, url, res, total, job, { nCtx, expectSha, report }) {
-  let built = null;
+/**
+ * The stored copy into a new engine, its SHA-256 computed as it is read. Returns null when the
+ * copy cannot be used (then the model is downloaded again): damaged bytes are deleted, a copy
+ * that cannot be read is left alone. An error that is not about the bytes — a context too large,
+ * a weight type this engine does not know — fails the load and keeps the copy: the same bytes
+ * downloaded again would fail the same way, and offline they are all there is.
+ */
+async function fromStorage(url, entry, opts) {
+  const { record, file } = entry;
+  const { job, warnings } = opts;
+  const read = blobReader(file);
+  const damaged = async (why) => {
+    warnings.push(`the stored copy was damaged (${why}); downloading it again`);
+    await deleteEntry(url).catch(() => {});
+    return null;
+  };
+  let built;
   try {
-    await pump(res, total, job, report, (chunk) => entry.write(chunk));
-    const file = await entry.finish();
-    if (job.aborted) throw aborted();
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    const loaded = await engineFromBytes(bytes, { nCtx, expectSha, what: `the model at ${url}`, report });
-    built = loaded.built;
-    await entry.commit({
-      url,
-      size: bytes.byteLength,
-      sha256: loaded.sha256,
-      storedAt: new Date().toISOString(),
-      etag: res.headers.get('ETag'),
-      name: decodeURIComponent(new URL(url).pathname.split('/').pop() || 'model.gguf'),
-    });
-    return { built, sha256: loaded.sha256, size: bytes.byteLength, source: 'network', storage: 'opfs' };
+    built = buildEngine(read, record.size, { ...opts, hash: true, what: 'the stored copy' });
   } catch (e) {
-    built?.free();
-    await entry.abort();
+    if (e?.name === 'AbortError' || isTrap(e)) throw e;
+    if (e instanceof StorageReadError) {
+      warnings.push(`${e.message}; downloading it again`);
+      return null;
+    }
+    // The engine refused the file: only its hash says whether the bytes changed.
+    let sha;
+    try {
+      sha = await hashAll(read, record.size, job, opts.report);
+    } catch (h) {
+      if (h?.name === 'AbortError') throw h;
+      warnings.push(`the stored copy could not be read (${h?.message ?? h}); downloading it again`);
+      return null;
+    }
+    if (sha === record.sha256) throw e;
+    return damaged(e.message);
+  }
+  if (built.sha256 !== record.sha256) {
+    built.free();
+    return damaged(`its SHA-256 is ${built.sha256}, stored as ${record.sha256}`);
+  }
+  return { built, sha256: record.sha256, size: record.size, source: 'storage', storage: 'opfs' };
+}
+
+/** Bytes collected in memory, in a buffer that grows as they come. */
+class MemorySink {
+  constructor() {
+    this.buf = new Uint8Array(0);
+    this.offset = 0;
+  }
+  reserve(total) {
+    if (total > this.buf.length) this.grow(total);
+  }
+  grow(n) {
+    const bigger = new Uint8Array(n);
+    bigger.set(this.buf.subarray(0, this.offset));
+    this.buf = bigger;
+  }
+  write(chunk) {
+    const end = this.offset + chunk.byteLength;
+    if (end > this.buf.length) this.grow(Math.max(end, this.buf.length * 2, 1 << 24));
+    this.buf.set(chunk, this.offset);
+    this.offset = end;
+  }
+  restart() {
+    this.offset = 0;
+  }
+  bytes() {
+    return this.buf.subarray(0, this.offset);
+  }
+}
+
+/**
+ * Bytes written in place to the model's partial file. When storage fails part-way (the quota runs
+ * out, the disk errs) the bytes written so far are copied back into memory and the download goes
+ * on there: nothing is downloaded twice.
+ */
+class StorageSink {
+  /** @param {import('./storage.js').Partial} partial */
+  constructor(partial, warnings) {
+    this.partial = partial;
+    this.warnings = warnings;
+    /** @type {MemorySink|null} */
+    this.memory = null;
+  }
+  get offset() {
+    return this.memory ? this.memory.offset : this.partial.offset;
+  }
+  reserve(total) {
+    this.memory?.reserve(total);
+  }
+  write(chunk) {
+    if (this.memory) return this.memory.write(chunk);
+    try {
+      this.partial.write(chunk);
+    } catch (e) {
+      this.toMemory(e);
+      this.memory.write(chunk);
+    }
+  }
+  toMemory(e) {
+    const memory = new MemorySink();
+    const n = this.partial.offset;
+    memory.grow(Math.max(n, this.partial.meta?.total || 0));
+    for (let at = 0; at < n; at += SLICE) this.partial.readInto(memory.buf.subarray(at, Math.min(at + SLICE, n)), at);
+    memory.offset = n;
+    this.memory = memory;
+    this.partial.discard().catch(() => {});
+    const full = e?.name === 'QuotaExceededError';
+    this.warnings.push(
+      full
+        ? 'storage is full: the model runs from memory and will be downloaded again next time'
+        : `the model could not be stored (${e?.message ?? e}): it runs from memory and will be downloaded again next time`,
+    );
+  }
+  async restart(meta) {
+    if (this.memory) return this.memory.restart();
+    try {
+      await this.partial.restart(meta);
+    } catch (e) {
+      this.toMemory(e);
+      this.memory.restart();
+    }
+  }
+}
+
+/** Downloads `url` into its partial file and builds the engine from it; then stores it. */
+async function toStorage(url, opts) {
+  const { warnings, job } = opts;
+  let partial;
+  try {
+    partial = await openPartial(url);
+  } catch (e) {
+    if (e?.name === 'NoModificationAllowedError') return 'busy';
+    warnings.push(`the model cannot be stored here (${e?.message ?? e}): it runs from memory and will be downloaded again next time`);
+    return null;
+  }
+  const sink = new StorageSink(partial, warnings);
+  let sha256;
+  try {
+    sha256 = await download(url, sink, opts);
+  } catch (e) {
+    // A cancelled or failed download frees its space; a dropped connection's bytes were kept by
+    // `download` for as long as it could resume, and are kept no longer than this load.
+    if (sink.memory || job.aborted || !partial.meta) await partial.discard().catch(() => {});
+    else partial.close();
     throw e;
   }
+  const what = `the model at ${url}`;
+  if (sink.memory) {
+    const bytes = sink.memory.bytes();
+    const built = buildEngine(memoryReader(bytes), bytes.byteLength, { ...opts, hash: false, what });
+    checked(built, sha256, opts.expectSha, what);
+    return { built, sha256, size: bytes.byteLength, source: 'network', storage: 'memory' };
+  }
+  const size = partial.offset;
+  let built;
+  try {
+    built = buildEngine((at, n) => partial.readInto(new Uint8Array(Math.max(0, Math.min(n, size - at))), at), size, {
+      ...opts,
+      hash: false,
+      what,
+    });
+    checked(built, sha256, opts.expectSha, what);
+  } catch (e) {
+    await partial.discard().catch(() => {});
+    throw e;
+  }
+  try {
+    await partial.commit({
+      url,
+      size,
+      sha256,
+      storedAt: new Date().toISOString(),
+      etag: partial.meta?.etag ?? null,
+      name: safeDecode(new URL(url).pathname.split('/').pop() || 'model.gguf'),
+    });
+    return { built, sha256, size, source: 'network', storage: 'opfs' };
+  } catch (e) {
+    // The model loaded: it runs, it just is not kept.
+    await partial.discard().catch(() => {});
+    await deleteEntry(url).catch(() => {});
+    warnings.push(`the model could not be stored (${e?.message ?? e}): it runs from memory and will be downloaded again next time`);
+    return { built, sha256, size, source: 'network', storage: 'memory' };
+  }
+}
+
+/**
+ * Streams `url` into `sink`, resuming with `Range` requests after a dropped or stalled connection
+ * (and from what an earlier, interrupted download left in a stored partial). Checks the byte count
+ * against the server's and returns the SHA-256 of the whole file.
+ */
+async function download(url, sink, opts) {
+  const { job, report } = opts;
+  const hasher = new wasm.Sha256();
+  try {
+    const partial = sink.partial;
+    let validator = partial?.meta ? partial.meta.etag ?? partial.meta.lastModified : null;
+    if (sink.offset > 0) {
+      // Bytes from an earlier download: hash them (they are checked with the rest at the end).
+      const n = sink.offset;
+      for (let at = 0; at < n; at += SLICE) {
+        if (job.aborted) throw aborted();
+        hasher.update(partial.readInto(new Uint8Array(Math.min(SLICE, n - at)), at));
+        report(Math.min(at + SLICE, n), partial.meta.total || n, 'verify');
+        await yieldToEvents();
+      }
+    }
+    let total = 0;
+    let trusted = true;
+    let quotaChecked = false;
+    for (let attempt = 0; ; attempt++) {
+      const from = sink.offset;
+      const res = await request(url, job, from, validator);
+      const range = res.status === 206 ? parseContentRange(res.headers.get('Content-Range')) : null;
+      if (res.status === 206 && (!range || range.start !== from)) {
+        res.body?.cancel().catch(() => {});
+        throw new WorkerError('download_error', `could not fetch ${url}: the server sent bytes ${res.headers.get('Content-Range')} when ${from > 0 ? `bytes from ${from}` : 'the whole file'} were asked for`);
+      }
+      if (from > 0 && res.status === 200) {
+        // The server sent the whole file: it changed since (If-Range), or it does not do ranges.
+        hasher.finish(); // (resets it)
+        await sink.restart(meta(url, res, 0));
+      } else if (from === 0 && partial) {
+        await sink.restart(meta(url, res, range ? range.size : 0));
+      }
+      // The size to check against. A compressed transfer's Content-Length is not the file's, and a
+      // cross-origin response does not say whether it was compressed (Content-Encoding is not
+      // exposed by CORS): then the count is only a progress hint.
+      const encoding = res.headers.get('Content-Encoding');
+      const length = Number(res.headers.get('Content-Length') ?? 0) || 0;
+      if (range) total = range.size;
+      else if (encoding && encoding !== 'identity') (total = 0), (trusted = true);
+      else (total = length), (trusted = res.type !== 'cors' || encoding !== null);
+      validator ??= res.headers.get('ETag') ?? res.headers.get('Last-Modified');
+      if (partial && !quotaChecked && trusted && total && !sink.memory) {
+        quotaChecked = true;
+        if (!(await quotaAllows(total - sink.offset))) sink.toMemory(new DOMException('not enough free storage for the model', 'QuotaExceededError'));
+      }
+      if (trusted && total) sink.reserve(total);
+      try {
+        await pump(res, sink, hasher, { total: trusted ? total : 0, hint: total, job, report, stallMs: opts.stallMs });
+        break;
+      } catch (e) {
+        if (!(e instanceof Dropped)) throw e;
+        if (attempt >= RESUMES || !validator || (total && !trusted)) {
+          throw new WorkerError('download_error', `the download of ${url} failed after ${sink.offset} bytes: ${e.message}`);
+        }
+        opts.warnings.push(`the connection dropped after ${sink.offset} bytes (${e.message}); resumed`);
+      }
+    }
+    if (trusted && total && sink.offset !== total) {
+      throw new WorkerError('download_error', `the download of ${url} ended after ${sink.offset} of ${total} bytes`);
+    }
+    if (sink.partial && !sink.memory) sink.partial.handle.flush();
+    return hasher.finish();
+  } finally {
+    hasher.free();
+  }
+}
+
+/** What a partial download is of (for resuming it later). */
+function meta(url, res, size) {
+  return {
+    url,
+    etag: res.headers.get('ETag'),
+    lastModified: res.headers.get('Last-Modified'),
+    total: size || Number(res.headers.get('Content-Length') ?? 0) || 0,
+    startedAt: new Date().toISOString(),
+  };
+}
+
+/** `bytes a-b/size` → {start, end, size}; null if it is not that. */
+function parseContentRange(h) {
+  const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(h?.trim() ?? '');
+  return m ? { start: Number(m[1]), end: Number(m[2]), size: Number(m[3]) } : null;
+}
+
+async function request(url, job, from, validator) {
+  job.controller = new AbortController();
+  const headers = {};
+  if (from > 0) {
+    headers.Range = `bytes=${from}-`;
+    if (validator) headers['If-Range'] = validator;
+  }
+  let res;
+  try {
+    res = await fetch(url, { signal: job.controller.signal, cache: 'no-store', headers });
+  } catch (e) {
+    if (job.aborted) throw aborted();
+    throw new WorkerError('download_error', `could not fetch ${url}: ${e?.message ?? e}`);
+  }
+  if (!(res.ok || res.status === 206) || !res.body) {
+    throw new WorkerError('download_error', `could not fetch ${url}: HTTP ${res.status}`);
+  }
+  return res;
+}
+
+/** The connection dropped or stalled: the download may resume. */
+class Dropped extends Error {}
+
+/** Streams `res`'s body into `sink` and `hasher`, reporting progress; a stall counts as a drop. */
+async function pump(res, sink, hasher, { total, hint, job, report, stallMs }) {
+  const reader = res.body.getReader();
+  let timer = null;
+  let stall;
+  const stalled = new Promise((_, fail) => (stall = () => fail(new Dropped(`no data for ${stallMs / 1000} s`))));
+  stalled.catch(() => {});
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(stall, stallMs);
+  };
+  const progressTotal = () => Math.max(hint, sink.offset);
+  arm();
+  report(sink.offset, progressTotal(), 'download', true);
+  try {
+    for (;;) {
+      const { done, value } = await Promise.race([reader.read(), stalled]);
+      if (done) break;
+      arm();
+      if (job.aborted) throw aborted();
+      if (total && sink.offset + value.byteLength > total) {
+        throw new WorkerError('download_error', `the server sent more than the ${total} bytes it announced`);
+      }
+      sink.write(value);
+      hasher.update(value);
+      report(sink.offset, progressTotal(), 'download');
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    job.controller?.abort();
+    if (job.aborted || e?.name === 'AbortError') throw aborted();
+    if (e instanceof WorkerError || e instanceof Dropped) throw e;
+    throw new Dropped(e?.message ?? String(e));
+  } finally {
+    clearTimeout(timer);
+  }
+  report(sink.offset, progressTotal(), 'download', true);
+  if (total && sink.offset < total) throw new Dropped(`the response ended after ${sink.offset} of ${total} bytes`);
 }

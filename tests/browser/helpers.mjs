@@ -134,3 +134,17 @@ export async function openChat(b, base) {
   if (state.state !== 'ready') throw new Error(`the page failed to load the model: ${state.error}\n${b.logs.join('\n')}`);
   return page;
 }
+
+/** Every file in hearth's OPFS directory of the page's origin: [name, size], sorted. */
+export const opfsFiles = (page) =>
+  page.evaluate(async () => {
+    const root = await navigator.storage.getDirectory();
+    const out = [];
+    try {
+      const dir = await root.getDirectoryHandle('hearth-models');
+      for await (const [name, h] of dir.entries()) out.push([name, h.kind === 'file' ? (await h.getFile()).size : -1]);
+    } catch (e) {
+      if (e.name !== 'NotFoundError') throw e;
+    }
+    return out.sort();
+  });
