@@ -102,7 +102,7 @@ build_wasm() {
 # build-std). Its own target dir, so it never overwrites the simd build. Helper threads are Web
 # Workers (www/thread.js) started by the engine's worker; see src/parallel.rs.
 THREADS_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals \
- -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=2147483648 \
+ -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
  -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
  -C link-arg=--export=__tls_base"
 need_nightly() {

@@ -17,6 +17,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod model;
 pub mod parallel;
+pub mod preflight;
 pub mod quant;
 pub mod quantize;
 pub mod sampler;

@@ -15,8 +15,8 @@
 //
 // HEARTH_FAULTS=1 (the browser tests) adds `/fault/<faults>/<any name>`: a model file served with
 // faults, for the failure-mode tests. <faults> is comma-separated: `file=NAME` (under models/;
-// default the default model), `drop=N` (a request for the whole file is cut after N bytes),
-// `stall=N` (a request for the whole file stops sending after N bytes, connection left open),
+// default the default model), `drop=N` (the first request for the whole file is cut after N bytes),
+// `stall=N` (the first request for the whole file stops sending after N bytes, connection left open),
 // `stallall=N` (every request stalls), `gzip` (compressed: Content-Encoding, and Content-Length of
 // the compressed bytes, as static hosts send it), `unasked206` (a 206 with Content-Range for a request that asked for no range),
 // `noranges` (Range is ignored). The name after the faults is not read (any escapes may stand there).
@@ -97,6 +97,8 @@ function faultSpec(path) {
   return spec;
 }
 
+/** URLs whose one-shot fault (drop, stall) has happened. */
+const faultsDone = new Set();
 const gzipCache = new Map();
 /** The gzip of `file` (kept while its mtime stays). */
 async function gzipped(file, mtimeMs) {
@@ -238,7 +240,10 @@ async function serve(isolated, req, res) {
   }
   const stream = createReadStream(file, { start, end });
   const whole = !wanted;
-  const cut = fault && ((whole && (fault.drop || fault.stall)) || fault.stallall);
+  // drop and stall hit the first request for the whole file at this URL; stallall every one.
+  const first = fault && whole && (fault.drop || fault.stall) && !faultsDone.has(req.url);
+  if (first) faultsDone.add(req.url);
+  const cut = first || fault?.stallall;
   if (cut) {
     const mode = fault.drop && whole ? 'drop' : 'stall';
     pipeWithFault(stream, res, req, { after: Number(fault.drop || fault.stall || fault.stallall), mode });

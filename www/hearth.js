@@ -15,7 +15,7 @@ import * as store from './storage.js';
  *   |'internal_error'} ErrorType
  *
  * @typedef {object} Progress
- * @property {number} loaded  bytes so far; never goes backwards within one load
+ * @property {number} loaded  bytes so far; never goes backwards within a phase
  * @property {number} total   bytes in all (the file's size)
  * @property {'download'|'verify'|'load'} phase  fetching from the network | checking bytes an earlier,
  *   interrupted download left | reading the weights into the engine (from storage, a local file or
@@ -331,9 +331,11 @@ export class Hearth {
     }
     const conn = new Connection();
     let lastLoaded = -1;
+    let lastPhase = null;
     const onProgress = options.onProgress
       ? (p) => {
-          if (p.loaded < lastLoaded) return; // never backwards
+          if (p.phase !== lastPhase) (lastPhase = p.phase), (lastLoaded = -1);
+          if (p.loaded < lastLoaded) return; // never backwards within a phase
           lastLoaded = p.loaded;
           try {
             options.onProgress(p);

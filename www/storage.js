@@ -66,10 +66,24 @@ async function readJson(d, name) {
   }
 }
 
+/** Writes a small JSON file: through a sync access handle in a worker, else `createWritable`. */
 async function writeJson(d, name, value) {
-  const w = await (await d.getFileHandle(name, { create: true })).createWritable();
+  const fh = await d.getFileHandle(name, { create: true });
+  const bytes = new TextEncoder().encode(JSON.stringify(value));
+  if (typeof fh.createSyncAccessHandle === 'function') {
+    const h = await fh.createSyncAccessHandle();
+    try {
+      h.truncate(0);
+      if (h.write(bytes, { at: 0 }) !== bytes.byteLength) throw new DOMException('short write', 'QuotaExceededError');
+      h.flush();
+    } finally {
+      h.close();
+    }
+    return;
+  }
+  const w = await fh.createWritable();
   try {
-    await w.write(JSON.stringify(value));
+    await w.write(bytes);
     await w.close();
   } catch (e) {
     await w.abort().catch(() => {});

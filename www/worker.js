@@ -237,14 +237,23 @@ async function generation(id, job, begin) {
 
 // ---- loading ----------------------------------------------------------------------------------
 
-/** Progress that never goes backwards and arrives at most every PROGRESS_MS. */
+/**
+ * Progress that never goes backwards within a phase and arrives at most every PROGRESS_MS (the
+ * first and last of each phase always go).
+ */
 function progressReporter(id) {
   let lastAt = 0;
   let lastLoaded = -1;
+  let lastPhase = null;
   return (loaded, total, phase, force = false) => {
     const now = performance.now();
+    if (phase !== lastPhase) {
+      lastPhase = phase;
+      lastLoaded = -1;
+      force = true;
+    }
     if (loaded < lastLoaded) loaded = lastLoaded;
-    if (!force && now - lastAt < PROGRESS_MS) return;
+    if (!force && loaded < total && now - lastAt < PROGRESS_MS) return;
     lastAt = now;
     lastLoaded = loaded;
     post({ id, progress: { loaded, total, phase } });
@@ -427,7 +436,9 @@ function buildEngine(read, total, { nCtx, hash, report, job, what }) {
   };
   try {
     checkHeader(reader(0, 24), what);
-    return new wasm.WasmEngine(reader, total, nCtx >>> 0, hash);
+    const built = new wasm.WasmEngine(reader, total, nCtx >>> 0, hash);
+    report(total, total, 'load', true);
+    return built;
   } catch (e) {
     if (job.aborted) throw aborted();
     if (isTrap(e) || e instanceof WorkerError) throw e;
@@ -450,6 +461,93 @@ async function hashAll(read, size, job, report) {
   } finally {
     h.free();
   }
+}
+
+/** What one engine's wasm memory can grow to (wasm32: 4 GiB, the threaded build included). */
+const WASM_LIMIT = 4 * 2 ** 30;
+/** Bytes read first to find the header (a 262k-token vocabulary's header is ~6 MB). */
+const HEADER_PREFIX = 8 << 20;
+
+const gib = (n) => `${(n / 2 ** 30).toFixed(n < 2 ** 30 ? 2 : 1)} GiB`;
+
+/**
+ * Refuses a model that cannot fit before its weights are read or downloaded: parses the header
+ * from `readPrefix(n)` (the file's first n bytes) and compares what the engine will allocate with
+ * what its memory can still grow by. Says the numbers and what would fit. A header the engine
+ * cannot parse passes: the load itself then reports precisely what is wrong with it.
+ */
+async function checkFits(readPrefix, size, nCtx, what) {
+  let n = Math.min(HEADER_PREFIX, size);
+  for (let tries = 0; tries < 4; tries++) {
+    const prefix = await readPrefix(n);
+    if (!prefix) return null;
+    let need;
+    try {
+      need = JSON.parse(wasm.preflight(prefix, size, nCtx >>> 0));
+    } catch {
+      return null;
+    }
+    if (need.needBytes) {
+      if (need.needBytes <= n || n >= size) return null;
+      n = Math.min(size, need.needBytes + (1 << 20));
+      continue;
+    }
+    const budget = WASM_LIMIT - wasm.memoryBytes();
+    if (need.total <= budget) return need;
+    const fits = Math.floor((budget - need.weights - need.fixed) / need.perToken);
+    const advice =
+      fits >= 256
+        ? `a context of at most ${fits} tokens would fit (nCtx)`
+        : 'its weights alone are too large: a smaller model or a smaller quantization would fit';
+    throw new WorkerError(
+      'out_of_memory',
+      `${what} needs ${gib(need.total)} of memory — weights ${gib(need.weights)}, KV cache ${gib(need.kvCache + need.perContext)} ` +
+        `for ${need.nCtx} tokens, ${gib(need.fixed)} more — and the engine can hold ${gib(budget)} more: ${advice}`,
+    );
+  }
+  return null;
+}
+
+/**
+ * The first `n` bytes of `url` (a `Range` request; a server without ranges is cut off) and the
+ * file's size when the response says it; null when they cannot be had within `stallMs`.
+ */
+async function fetchPrefix(url, job, n, stallMs) {
+  job.controller = new AbortController();
+  let res;
+  try {
+    res = await fetch(url, { signal: job.controller.signal, cache: 'no-store', headers: { Range: `bytes=0-${n - 1}` } });
+  } catch {
+    if (job.aborted) throw aborted();
+    return null; // the download proper will report the network's error
+  }
+  if (!(res.ok || res.status === 206) || !res.body) return null;
+  const size = res.status === 206 ? parseContentRange(res.headers.get('Content-Range'))?.size : undefined;
+  const encoding = res.headers.get('Content-Encoding');
+  const length = Number(res.headers.get('Content-Length') ?? 0) || 0;
+  const total = size ?? (res.status === 200 && !encoding && res.type !== 'cors' ? length : 0);
+  const out = new Uint8Array(n);
+  let got = 0;
+  const reader = res.body.getReader();
+  let timer;
+  const stalled = new Promise((_, fail) => (timer = setTimeout(() => fail(new Error('stalled')), stallMs)));
+  stalled.catch(() => {});
+  try {
+    while (got < n) {
+      const { done, value } = await Promise.race([reader.read(), stalled]);
+      if (done) break;
+      const take = Math.min(value.byteLength, n - got);
+      out.set(value.subarray(0, take), got);
+      got += take;
+    }
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
+    reader.cancel().catch(() => {});
+    job.controller.abort();
+  }
+  return { bytes: out.subarray(0, got), total };
 }
 
 async function quotaAllows(size) {
@@ -522,6 +620,7 @@ function checked(built, sha256, expectSha, what) {
 /** A local file, read in place slice by slice (never uploaded, never copied whole). */
 async function loadBlob(blob, opts) {
   const what = blob.name ? `the file "${blob.name}"` : 'the file';
+  await checkFits(async (n) => new Uint8Array(await blob.slice(0, n).arrayBuffer()), blob.size, opts.nCtx, what);
   const built = buildEngine(blobReader(blob), blob.size, { ...opts, hash: true, what });
   const sha256 = built.sha256;
   checked(built, sha256, opts.expectSha, what);
@@ -546,8 +645,16 @@ async function loadUrl(url, opts) {
   }
   if (job.aborted) throw aborted();
 
-  // 2. From the network: into storage when it can hold it (one writer per model across tabs and
-  // embeds, by Web Lock; a second concurrent load runs from memory), else into memory.
+  // 2. From the network: first the header, to refuse a model that cannot fit before downloading
+  // it; then into storage when it can hold it (one writer per model across tabs and embeds, by
+  // Web Lock; a second concurrent load runs from memory), else into memory.
+  const head = await fetchPrefix(url, job, HEADER_PREFIX, opts.stallMs);
+  if (head?.total) {
+    const prefix = async (n) =>
+      n <= head.bytes.byteLength ? head.bytes.subarray(0, n) : ((await fetchPrefix(url, job, n, opts.stallMs))?.bytes ?? null);
+    await checkFits(prefix, head.total, opts.nCtx, `the model at ${url}`);
+  }
+  if (job.aborted) throw aborted();
   if (canStore) {
     try {
       await sweep({ keepOnly: url });

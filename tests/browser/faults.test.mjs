@@ -65,7 +65,10 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
   let reference;
   const modelUrl = () => server.isolated + MODEL_URL_PATH.slice(1);
   const fault = (spec, name = 'm.gguf', base = server.isolated) => `${base}fault/${spec}/${name}`;
-  const requestsFor = (from, pathPart) => b.requests.slice(from).filter((u) => u.includes(pathPart));
+  /** Requests for `pathPart` since `from` (an index into the log): all, whole-file, resumes. */
+  const requestsFor = (from, pathPart) => b.requestLog.slice(from).filter((r) => r.url.includes(pathPart));
+  const downloads = (from, pathPart) => requestsFor(from, pathPart).filter((r) => !r.range);
+  const resumes = (from, pathPart) => requestsFor(from, pathPart).filter((r) => /^bytes=[1-9]\d*-$/.test(r.range ?? ''));
 
   before(async () => {
     size = (await stat(MODEL_PATH)).size;
@@ -98,7 +101,7 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
     assert.ok(['out_of_memory', 'invalid_argument'].includes(big.type), JSON.stringify(big));
     assert.equal((await storedList(page)).length, 1, 'the stored copy is still there');
     // And the next load runs from it, without the network.
-    const mark = b.requests.length;
+    const mark = b.requestLog.length;
     const again = await tryLoad(page, modelUrl());
     assert.ok(again.ok, JSON.stringify(again));
     assert.equal(again.info.source, 'storage');
@@ -131,14 +134,14 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
     it(`runs from memory, downloading once, when ${what}`, async () => {
       await clearStore(page);
       await page.evaluate((p) => (window.__workerPrelude = p), prelude);
-      const mark = b.requests.length;
+      const mark = b.requestLog.length;
       const r = await tryLoad(page, modelUrl());
       assert.ok(r.ok, JSON.stringify(r));
       assert.equal(r.info.storage, 'memory');
       assert.equal(r.info.source, 'network');
       assert.ok(r.info.warnings.some((w) => expectWarning.test(w)), JSON.stringify(r.info.warnings));
       assert.deepEqual(r.tokens, reference);
-      assert.equal(requestsFor(mark, MODEL_URL_PATH).length, 1, 'the model was downloaded once');
+      assert.equal(downloads(mark, MODEL_URL_PATH).length, 1, 'the model was downloaded once');
       await page.evaluate(() => (window.__workerPrelude = ''));
       assert.deepEqual(await storedList(page), [], 'nothing half-stored looks like an entry');
     });
@@ -168,13 +171,13 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
     try {
       // Compressed, so the size is not known before the write starts.
       const url = fault('gzip');
-      const mark = b.requests.length;
+      const mark = b.requestLog.length;
       const r = await tryLoad(page, url);
       assert.ok(r.ok, JSON.stringify(r));
       assert.equal(r.info.storage, 'memory');
       assert.ok(r.info.warnings.some((w) => /storage is full/.test(w)), JSON.stringify(r.info.warnings));
       assert.deepEqual(r.tokens, reference);
-      assert.equal(requestsFor(mark, '/fault/gzip/').length, 1, 'downloaded once');
+      assert.equal(downloads(mark, '/fault/gzip/').length, 1, 'downloaded once');
       assert.deepEqual(await opfsFiles(page), [], 'the partial file was removed');
     } finally {
       await cdp.send('Storage.overrideQuotaForOrigin', { origin }).catch(() => {});
@@ -199,13 +202,26 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
   it('resumes a dropped download where it stopped', async () => {
     await clearStore(page);
     const url = fault(`drop=${Math.floor(size / 2)}`);
-    const mark = b.requests.length;
+    const mark = b.requestLog.length;
     const r = await tryLoad(page, url);
     assert.ok(r.ok, JSON.stringify(r));
     assert.equal(r.info.storage, 'opfs');
     assert.deepEqual(r.tokens, reference);
     assert.ok(r.info.warnings.some((w) => /resumed/.test(w)), JSON.stringify(r.info.warnings));
-    assert.equal(requestsFor(mark, '/fault/').length, 2, 'one request, then one for the rest');
+    assert.equal(downloads(mark, '/fault/').length, 1, 'one download...');
+    assert.equal(resumes(mark, '/fault/').length, 1, '...and one request for the rest');
+  });
+
+  it('refuses a model or context that cannot fit before downloading it, saying what would', async () => {
+    await clearStore(page);
+    const mark = b.requestLog.length;
+    const r = await tryLoad(page, modelUrl(), { nCtx: 4_000_000 });
+    assert.equal(r.ok, false);
+    assert.equal(r.type, 'out_of_memory', JSON.stringify(r));
+    assert.match(r.message, /KV cache/);
+    assert.match(r.message, /a context of at most \d+ tokens would fit/);
+    assert.deepEqual(downloads(mark, MODEL_URL_PATH), [], 'only the header was read, nothing downloaded');
+    assert.ok(requestsFor(mark, MODEL_URL_PATH).every((q) => /^bytes=0-\d+$/.test(q.range ?? '')));
   });
 
   it('resumes a stalled download, and gives up on a server that always stalls', async () => {
@@ -419,5 +435,43 @@ describe('failure modes of the page and the element', { timeout: 4 * LONG }, () 
     for (let i = 0; i < 50 && page.workers().length > workers0; i++) await new Promise((ok) => setTimeout(ok, 100));
     assert.equal(page.workers().length, workers0);
     await page.close();
+  });
+});
+
+describe('a model that changes on the server mid-download', { timeout: 2 * LONG }, () => {
+  it('restarts cleanly from the new file (If-Range)', async () => {
+    const { mkdtemp, copyFile, open, rm } = await import('node:fs/promises');
+    const { createHash } = await import('node:crypto');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-models-'));
+    const file = join(dir, 'changing.gguf');
+    await copyFile(MODEL_PATH, file);
+    const server = await startServer({ HEARTH_FAULTS: '1', HEARTH_MODELS: dir });
+    const b = await launch();
+    try {
+      const page = await b.page();
+      await page.goto(server.isolated + 'bench/');
+      const size = (await stat(file)).size;
+      // The first request stalls half-way; meanwhile the file changes (same size, other bytes in
+      // the last tensor's data, a new mtime and so a new ETag); the resume names the old ETag.
+      const load = tryLoad(page, `${server.isolated}fault/file=changing.gguf,stall=${Math.floor(size / 2)}/changing.gguf`, { stallTimeoutMs: 3000 });
+      await new Promise((ok) => setTimeout(ok, 1500));
+      const fh = await open(file, 'r+');
+      await fh.write(Buffer.alloc(4096, 0x11), 0, 4096, size - 8192);
+      await fh.close();
+      const later = new Date(Date.now() + 5000);
+      const { utimes } = await import('node:fs/promises');
+      await utimes(file, later, later);
+      const changed = createHash('sha256').update(await (await import('node:fs/promises')).readFile(file)).digest('hex');
+      const r = await load;
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.equal(r.info.sha256, changed, 'the model loaded is the new file, whole');
+      assert.ok(b.requestLog.some((q) => q.url.includes('changing.gguf') && /^bytes=[1-9]\d*-$/.test(q.range ?? '')), 'a resume was asked for');
+    } finally {
+      await b.close();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -74,9 +74,13 @@ export async function launch(opts = {}) {
     viewport: { width: 1000, height: 800 },
   });
   context.setDefaultTimeout(LONG);
-  /** Every URL the browser asked for, in order. */
+  /** Every URL the browser asked for, in order; `requestLog` adds the Range header asked for. */
   const requests = [];
-  context.on('request', (r) => requests.push(r.url()));
+  const requestLog = [];
+  context.on('request', (r) => {
+    requests.push(r.url());
+    requestLog.push({ url: r.url(), range: r.headers().range ?? null });
+  });
   /** Console lines and page errors, for failure messages. */
   const logs = [];
   const watch = (page) => {
@@ -89,6 +93,7 @@ export async function launch(opts = {}) {
     context,
     profile,
     requests,
+    requestLog,
     logs,
     async page() {
       return context.pages()[0] ?? context.newPage();

@@ -55,15 +55,20 @@ describe('the chat page', { timeout: 4 * LONG }, () => {
     await server?.stop();
   });
 
-  it('loads the default model with progress that only goes up', async () => {
+  it('loads the default model with progress that only goes up, phase by phase', async () => {
     page = await openChat(b, server.isolated);
     const size = (await stat(MODEL_PATH)).size;
     const progress = await page.evaluate(() => window.__events.filter((e) => e.name === 'hearth:progress').map((e) => e.detail));
     const download = progress.filter((p) => p.phase === 'download');
     assert.ok(download.length >= 3, `expected several download progress events, got ${download.length}`);
     for (let i = 1; i < progress.length; i++) {
+      if (progress[i].phase !== progress[i - 1].phase) continue;
       assert.ok(progress[i].loaded >= progress[i - 1].loaded, `progress went backwards at ${i}: ${JSON.stringify(progress.slice(i - 1, i + 1))}`);
     }
+    // Each phase in turn, none revisited: the download, then the engine reading the weights in.
+    const phases = progress.map((p) => p.phase).filter((ph, i, all) => ph !== all[i - 1]);
+    assert.deepEqual(phases, ['download', 'load']);
+    assert.equal(progress.at(-1).loaded, progress.at(-1).total, 'the last phase reached its end');
     assert.equal(download.at(-1).loaded, size);
     assert.ok(download.every((p) => p.total === size));
     const info = await page.evaluate(() => window.hearthApp.llm.info);
