@@ -299,6 +299,12 @@ export class Hearth {
     this.#source = source;
     this.#options = options;
     this.#info = info;
+    // `llm.chat(messages)` streams; `llm.chat.completions.create(params)` is the OpenAI-shaped
+    // surface over the same engine (see `openaiCompletion`).
+    const chat = /** @type {any} */ ((messages, opts) => Hearth.prototype.chat.call(this, messages, opts));
+    chat.completions = { create: (/** @type {any} */ params) => openaiCompletion(this, params) };
+    /** @type {((messages: Message[], options?: GenerateOptions) => TokenStream) & {completions: {create: (params: any) => Promise<any>}}} */
+    this.chat = chat;
   }
 
   /**
@@ -484,6 +490,80 @@ export class Hearth {
     clear: () => store.clearEntries(),
     usage: () => store.usage(),
   };
+}
+
+// ---- the OpenAI-shaped surface ------------------------------------------------------------------
+
+const FINISH = { stop: 'stop', stop_string: 'stop', length: 'length' };
+const completionId = () => `chatcmpl-${Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('')}`;
+
+/**
+ * `llm.chat.completions.create(params)` as the OpenAI JS client has it, on this engine: `messages`,
+ * `stream`, `max_tokens` (or `max_completion_tokens`), `temperature` and `top_p` (OpenAI's defaults,
+ * 1 and 1), `stop`, `seed`, `signal`, `stream_options.include_usage`; `model` is ignored (the loaded
+ * model answers) and `n` must be 1. Resolves with a `chat.completion` object, or with an async
+ * iterable of `chat.completion.chunk`s when `stream` is true (its `controller` aborts it).
+ * @param {Hearth} llm
+ * @param {any} params
+ */
+async function openaiCompletion(llm, params) {
+  if (!params || typeof params !== 'object') throw new HearthError('invalid_argument', 'create() takes an object of parameters');
+  if (params.n !== undefined && params.n !== 1) throw new HearthError('invalid_argument', 'n must be 1');
+  const messages = checkMessages(
+    (params.messages ?? []).map((/** @type {any} */ m) => ({
+      role: m?.role,
+      // content may be a string or OpenAI's array of text parts
+      content: Array.isArray(m?.content) ? m.content.map((/** @type {any} */ p) => (p?.type === 'text' ? p.text : '')).join('') : m?.content,
+    })),
+  );
+  const controller = new AbortController();
+  params.signal?.addEventListener('abort', () => controller.abort(), { once: true });
+  if (params.signal?.aborted) controller.abort();
+  const options = {
+    maxTokens: params.max_completion_tokens ?? params.max_tokens ?? undefined,
+    temperature: params.temperature ?? 1,
+    topP: params.top_p ?? 1,
+    seed: params.seed ?? undefined,
+    stop: params.stop ?? undefined,
+    signal: controller.signal,
+  };
+  const id = completionId();
+  const created = Math.floor(Date.now() / 1000);
+  const model = llm.info.name ?? llm.info.url ?? 'hearth';
+  const usage = (/** @type {GenerateResult} */ r) => ({
+    prompt_tokens: r.promptTokens.length,
+    completion_tokens: r.tokens.length,
+    total_tokens: r.promptTokens.length + r.tokens.length,
+  });
+  const stream = Hearth.prototype.chat.call(llm, messages, options);
+  if (!params.stream) {
+    const r = await stream.result;
+    return {
+      id,
+      object: 'chat.completion',
+      created,
+      model,
+      choices: [{ index: 0, message: { role: 'assistant', content: r.text, refusal: null }, finish_reason: FINISH[r.finishReason] ?? 'stop', logprobs: null }],
+      usage: usage(r),
+    };
+  }
+  const chunk = (/** @type {any} */ delta, /** @type {string|null} */ finish) => ({
+    id,
+    object: 'chat.completion.chunk',
+    created,
+    model,
+    choices: [{ index: 0, delta, finish_reason: finish, logprobs: null }],
+  });
+  const includeUsage = !!params.stream_options?.include_usage;
+  async function* chunks() {
+    yield chunk({ role: 'assistant', content: '' }, null);
+    for await (const piece of stream) yield chunk({ content: piece }, null);
+    const r = await stream.result;
+    yield chunk({}, FINISH[r.finishReason] ?? 'stop');
+    if (includeUsage) yield { id, object: 'chat.completion.chunk', created, model, choices: [], usage: usage(r) };
+  }
+  const it = chunks();
+  return { controller, [Symbol.asyncIterator]: () => it };
 }
 
 /**

@@ -889,7 +889,11 @@ async function download(url, sink, opts) {
     for (let attempt = 0; ; attempt++) {
       const from = sink.offset;
       const res = await request(url, job, from, validator);
-      const range = res.status === 206 ? parseContentRange(res.headers.get('Content-Range')) : null;
+      // A resumed response whose Content-Range CORS hides is taken to start where it was asked to.
+      const range =
+        res.status === 206
+          ? (parseContentRange(res.headers.get('Content-Range')) ?? (from > 0 ? { start: from, size: total || partial?.meta?.total || 0 } : null))
+          : null;
       if (res.status === 206 && (!range || range.start !== from)) {
         res.body?.cancel().catch(() => {});
         throw new WorkerError('download_error', `could not fetch ${url}: the server sent bytes ${res.headers.get('Content-Range')} when ${from > 0 ? `bytes from ${from}` : 'the whole file'} were asked for`);
@@ -898,6 +902,7 @@ async function download(url, sink, opts) {
         // The server sent the whole file: it changed since (If-Range), or it does not do ranges.
         hasher.finish(); // (resets it)
         await sink.restart(meta(url, res, 0));
+        validator = res.headers.get('ETag') ?? res.headers.get('Last-Modified');
       } else if (from === 0 && partial) {
         await sink.restart(meta(url, res, range ? range.size : 0));
       }
@@ -906,7 +911,7 @@ async function download(url, sink, opts) {
       // exposed by CORS): then the count is only a progress hint.
       const encoding = res.headers.get('Content-Encoding');
       const length = Number(res.headers.get('Content-Length') ?? 0) || 0;
-      if (range) total = range.size;
+      if (range) (total = range.size), (trusted = true);
       else if (encoding && encoding !== 'identity') (total = 0), (trusted = true);
       else (total = length), (trusted = res.type !== 'cors' || encoding !== null);
       validator ??= res.headers.get('ETag') ?? res.headers.get('Last-Modified');
