@@ -7,7 +7,7 @@
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
-import { LONG, MODEL_PATH, MODEL_URL_PATH, foreignRequests, launch, opfsFiles, startServer } from './helpers.mjs';
+import { LONG, MODEL_PATH, MODEL_URL_PATH, ROOT, foreignRequests, launch, opfsFiles, startServer } from './helpers.mjs';
 
 /** A page on the isolated origin with nothing loaded (the benchmark page does nothing by itself). */
 const BLANK = 'bench/';
@@ -364,6 +364,21 @@ describe('failure modes of the page and the element', { timeout: 4 * LONG }, () 
     await page.close();
   });
 
+  it('the page can cancel a load, and says so', async () => {
+    const page = await b.context.newPage();
+    await page.goto(server.isolated + '?model=' + encodeURIComponent('fault/stall=5000000/cancel-me.gguf'));
+    await page.locator('#cancel-load').waitFor({ state: 'visible', timeout: LONG });
+    await page.waitForFunction(() => /Downloading/.test(document.getElementById('load-text').textContent), null, { timeout: LONG });
+    const workers = page.workers().length;
+    await page.locator('#cancel-load').click();
+    await page.waitForFunction(() => !document.getElementById('notice').hidden, null, { timeout: LONG });
+    assert.match(await page.locator('#notice').textContent(), /cancelled/);
+    assert.equal(await page.locator('#load').isHidden(), true);
+    for (let i = 0; i < 50 && page.workers().length >= workers; i++) await new Promise((ok) => setTimeout(ok, 100));
+    assert.ok(page.workers().length < workers, 'the load’s worker ended');
+    await page.close();
+  });
+
   it('the chat page cannot be framed by another site; its delete button reports failures', async () => {
     const page = await b.context.newPage();
     // Another origin (the plain port) frames the chat page.
@@ -468,6 +483,56 @@ describe('a model that changes on the server mid-download', { timeout: 2 * LONG 
       assert.ok(r.ok, JSON.stringify(r));
       assert.equal(r.info.sha256, changed, 'the model loaded is the new file, whole');
       assert.ok(b.requestLog.some((q) => q.url.includes('changing.gguf') && /^bytes=[1-9]\d*-$/.test(q.range ?? '')), 'a resume was asked for');
+    } finally {
+      await b.close();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('the service worker with a misbehaving host', { timeout: 2 * LONG }, () => {
+  it('keeps no wrong response (a portal page as wasm) and replaces the whole snapshot when a file changes', async () => {
+    const { mkdtemp, writeFile, readFile, rm, cp } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const www = join(ROOT, 'www');
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-www-'));
+    // A copy of www/ whose threaded wasm is a captive portal's HTML page.
+    await cp(www, dir, { recursive: true, dereference: true });
+    await writeFile(join(dir, 'pkg-threads', 'hearth_bg.wasm'), '<!doctype html><title>Log in to the Wi-Fi</title>');
+    const server = await startServer({ HEARTH_WWW: dir });
+    const b = await launch();
+    const snapshot = (page) =>
+      page.evaluate(async () => {
+        const out = {};
+        for (const name of await caches.keys()) {
+          const c = await caches.open(name);
+          out[name] = {};
+          for (const req of await c.keys()) out[name][new URL(req.url).pathname] = (await c.match(req)).headers.get('content-type');
+        }
+        return out;
+      });
+    try {
+      const page = await b.page();
+      await page.goto(server.isolated);
+      await page.waitForFunction(() => window.hearthApp?.state === 'ready', null, { timeout: LONG });
+      await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: LONG });
+      await page.waitForFunction(async () => (await caches.keys()).length === 1 && (await (await caches.open((await caches.keys())[0])).match('/__hearth_snapshot_complete__')) !== undefined, null, { timeout: LONG });
+      const first = await snapshot(page);
+      const [name] = Object.keys(first);
+      assert.ok(!('/pkg-threads/hearth_bg.wasm' in first[name]), `the portal page was not kept as wasm: ${JSON.stringify(first)}`);
+      assert.match(first[name]['/pkg/hearth_bg.wasm'], /application\/wasm/);
+      // A new build: one file changes; the next visit online takes a whole new snapshot.
+      await new Promise((ok) => setTimeout(ok, 1100)); // (a new mtime, so a new ETag)
+      await writeFile(join(dir, 'style.css'), (await readFile(join(www, 'style.css'), 'utf8')) + '\n/* v2 */\n');
+      await page.reload();
+      await page.waitForFunction(async (old) => {
+        const names = await caches.keys();
+        return names.length === 1 && names[0] !== old;
+      }, name, { timeout: LONG });
+      const second = await snapshot(page);
+      assert.deepEqual(Object.keys(second[Object.keys(second)[0]]).sort(), Object.keys(first[name]).sort(), 'the same files, all fetched anew');
     } finally {
       await b.close();
       await server.stop();
