@@ -36,11 +36,16 @@ const shellPaths = () => new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, s
 /** The app's pages: the scope itself and its index.html (any query). */
 const isAppPage = (url) => url.pathname === scope().pathname || url.pathname === new URL('index.html', scope()).pathname;
 
-/** Whether a response is what `path` should be. */
-function fits(path, res) {
+const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
+
+/** Whether a response is what `path` should be (a wasm file must start with wasm's magic bytes). */
+async function fits(path, res) {
   if (!res.ok || res.type !== 'basic' || res.status !== 200) return false;
   const type = res.headers.get('Content-Type') ?? '';
-  if (path.endsWith('.wasm')) return type.startsWith('application/wasm');
+  if (path.endsWith('.wasm')) {
+    const head = new Uint8Array(await res.clone().arrayBuffer()).subarray(0, 4);
+    return WASM_MAGIC.every((b, i) => head[i] === b);
+  }
   if (path.endsWith('.js')) return /javascript/.test(type);
   if (path.endsWith('.css')) return type.startsWith('text/css');
   return type.startsWith('text/html');
@@ -54,7 +59,7 @@ async function snapshot() {
     const put = async (p, required) => {
       const url = new URL(p, scope());
       const res = await fetch(new Request(url, { cache: 'no-cache' })).catch(() => null);
-      if (res && fits(url.pathname, res)) return cache.put(url, res);
+      if (res && (await fits(url.pathname, res))) return cache.put(url, res);
       if (required) throw new Error(`${p} could not be fetched as it should be`);
     };
     await Promise.all([...SHELL.map((p) => put(p, true)), ...OPTIONAL.map((p) => put(p, false))]);
@@ -116,7 +121,7 @@ async function networkFirst(event, page) {
   try {
     const res = await fetch(req);
     const path = new URL(req.url).pathname;
-    if (fits(page ? '/' : path, res)) {
+    if (await fits(page ? '/' : path, res)) {
       // A changed file means a new build: take a new snapshot of all of it (in the background).
       const cached = await (await current())?.match(key(req, page));
       const version = (r) => r?.headers.get('ETag') ?? r?.headers.get('Last-Modified') ?? null;

@@ -493,13 +493,14 @@ describe('a model that changes on the server mid-download', { timeout: 2 * LONG 
 
 describe('the service worker with a misbehaving host', { timeout: 2 * LONG }, () => {
   it('keeps no wrong response (a portal page as wasm) and replaces the whole snapshot when a file changes', async () => {
-    const { mkdtemp, writeFile, readFile, rm, cp } = await import('node:fs/promises');
+    const { mkdtemp, mkdir, writeFile, readFile, rm, cp } = await import('node:fs/promises');
     const { tmpdir } = await import('node:os');
     const { join } = await import('node:path');
     const www = join(ROOT, 'www');
     const dir = await mkdtemp(join(tmpdir(), 'hearth-www-'));
     // A copy of www/ whose threaded wasm is a captive portal's HTML page.
     await cp(www, dir, { recursive: true, dereference: true });
+    await mkdir(join(dir, 'pkg-threads'), { recursive: true });
     await writeFile(join(dir, 'pkg-threads', 'hearth_bg.wasm'), '<!doctype html><title>Log in to the Wi-Fi</title>');
     const server = await startServer({ HEARTH_WWW: dir });
     const b = await launch();
