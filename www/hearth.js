@@ -11,7 +11,7 @@ import * as store from './storage.js';
 
 /**
  * @typedef {'download_error'|'load_error'|'integrity_error'|'context_full'|'quota_exceeded'|'aborted'
- *   |'invalid_argument'|'tokenizer_error'|'template_error'|'io_error'|'worker_crashed'|'internal_error'} ErrorType
+ *   |'invalid_argument'|'out_of_memory'|'tokenizer_error'|'template_error'|'io_error'|'worker_crashed'|'internal_error'} ErrorType
  *
  * @typedef {object} Progress
  * @property {number} loaded  bytes so far; never goes backwards within one load
