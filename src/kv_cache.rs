@@ -18,16 +18,19 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(cfg: &Config, n_ctx: usize) -> Result<KvCache> {
         let kv_dim = cfg.kv_dim();
-        let size = cfg
-            .n_layer
-            .checked_mul(n_ctx)
-            .and_then(|s| s.checked_mul(kv_dim))
-            .filter(|&s| s <= isize::MAX as usize / 4)
+        // Sizes in u64, so a context too large for this machine (or for wasm32's address space) is
+        // reported with its real size: a product past u64 is an impossible value, anything else is memory.
+        let elems = (cfg.n_layer as u64)
+            .checked_mul(n_ctx as u64)
+            .and_then(|s| s.checked_mul(kv_dim as u64))
+            .filter(|s| s.checked_mul(4).is_some())
             .ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
-        let mut k = Vec::new();
-        let mut v = Vec::new();
-        k.try_reserve_exact(size).map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token cache")))?;
-        v.try_reserve_exact(size).map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token cache")))?;
+        let oom = || Error::OutOfMemory { what: format!("the key/value cache of a {n_ctx}-token context"), bytes: elems * 4 };
+        let size = usize::try_from(elems).map_err(|_| oom())?;
+        let mut k: Vec<u16> = Vec::new();
+        let mut v: Vec<u16> = Vec::new();
+        k.try_reserve_exact(size).map_err(|_| oom())?;
+        v.try_reserve_exact(size).map_err(|_| oom())?;
         k.resize(size, 0);
         v.resize(size, 0);
         Ok(KvCache { n_ctx, kv_dim, k, v, len: 0 })

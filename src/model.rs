@@ -166,10 +166,11 @@ impl Loader<'_> {
 
     fn read(&mut self, t: &TensorInfo) -> Result<Vec<u8>> {
         let range = self.g.tensor_range(t);
+        let oom = || Error::OutOfMemory { what: format!("tensor {:?}", t.name), bytes: t.size };
+        let size = usize::try_from(t.size).map_err(|_| oom())?;
         let mut buf = Vec::new();
-        buf.try_reserve_exact(t.size as usize)
-            .map_err(|_| Error::InvalidArgument(format!("no memory for tensor {:?}", t.name)))?;
-        buf.resize(t.size as usize, 0);
+        buf.try_reserve_exact(size).map_err(|_| oom())?;
+        buf.resize(size, 0);
         self.src.read_at(range.start, &mut buf)?;
         Ok(buf)
     }
@@ -550,10 +551,14 @@ impl Scratch {
     /// Reserves the f32 key/value rows of one layer for `n_ctx` positions now, so a forward pass
     /// never allocates (and a context too large for memory is an error here, not a crash later).
     pub fn reserve_context(&mut self, c: &Config, n_ctx: usize) -> Result<()> {
-        let n = n_ctx.checked_mul(c.kv_dim()).ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
+        let what = || format!("the attention rows of a {n_ctx}-token context");
+        let n = (n_ctx as u64)
+            .checked_mul(c.kv_dim() as u64)
+            .ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
+        let n = usize::try_from(n).map_err(|_| Error::OutOfMemory { what: what(), bytes: n.saturating_mul(8) })?;
         for buf in [&mut self.kf, &mut self.vf] {
-            buf.try_reserve_exact(n.saturating_sub(buf.len()))
-                .map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token context")))?;
+            let more = n.saturating_sub(buf.len());
+            crate::error::try_reserve(buf, more, what)?;
         }
         Ok(())
     }
