@@ -150,7 +150,7 @@ enum Cmd {
     Quantize {
         #[arg(long, short)]
         model: Option<PathBuf>,
-        /// q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32 (K-quants: matrices whose rows are
+        /// q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32 (K-quants: matrices whose rows are
         /// not a multiple of 256 become q5_0, q5_1, q8_0 respectively, as llama.cpp does)
         #[arg(long = "type")]
         ty: String,
@@ -433,7 +433,7 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
 fn quantize(input: PathBuf, ty: &str, out: &PathBuf) -> Result<()> {
     let target = hearth::gguf::GgmlType::from_name(ty)
         .filter(|t| hearth::quant::quantize::quantize(*t, &[0.0; 32]).is_some())
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32)")))?;
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32)")))?;
     let report = hearth::quantize::quantize_file(&input, target, out)?;
     eprintln!("{report}");
     Ok(())

@@ -56,6 +56,8 @@ pub enum GgmlType {
     Q5K,
     Q6K,
     Q8K,
+    IQ4NL,
+    IQ4XS,
     BF16,
 }
 
@@ -77,6 +79,8 @@ impl GgmlType {
             13 => Q5K,
             14 => Q6K,
             15 => Q8K,
+            20 => IQ4NL,
+            23 => IQ4XS,
             30 => BF16,
             _ => return None,
         })
@@ -99,6 +103,8 @@ impl GgmlType {
             Q5K => 13,
             Q6K => 14,
             Q8K => 15,
+            IQ4NL => 20,
+            IQ4XS => 23,
             BF16 => 30,
         }
     }
@@ -108,8 +114,8 @@ impl GgmlType {
         use GgmlType::*;
         match self {
             F32 | F16 | BF16 => 1,
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
-            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K => 256,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4NL => 32,
+            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ4XS => 256,
         }
     }
 
@@ -131,6 +137,8 @@ impl GgmlType {
             Q5K => 176,
             Q6K => 210,
             Q8K => 292,
+            IQ4NL => 18,
+            IQ4XS => 136,
         }
     }
 
@@ -151,13 +159,15 @@ impl GgmlType {
             Q5K => "Q5_K",
             Q6K => "Q6_K",
             Q8K => "Q8_K",
+            IQ4NL => "IQ4_NL",
+            IQ4XS => "IQ4_XS",
             BF16 => "BF16",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         use GgmlType::*;
-        [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, BF16]
+        [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, IQ4NL, IQ4XS, BF16]
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
