@@ -37,7 +37,7 @@ pub enum Error {
     TensorOutOfBounds { name: String },
 
     // ---- model metadata and tensors ------------------------------------------------------------
-    #[error("unsupported architecture {0:?} (supported: llama)")]
+    #[error("unsupported architecture {0:?} (supported: {list})", list = crate::model::supported_architectures())]
     UnsupportedArchitecture(String),
     #[error("missing metadata key {0:?}")]
     MissingMetadata(String),

@@ -573,7 +573,7 @@ fn attention_is_bit_identical_to_the_reference() {
         for (x, &h) in kf.iter().zip(&k).chain(vf.iter().zip(&v)) {
             assert_eq!(x.to_bits(), quant::f16::to_f32(h).to_bits());
         }
-        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len };
+        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len, scale: 1.0 / (hd as f32).sqrt() };
         let (mut a, mut b) = (State::new(heads, hd), State::new(heads, hd));
         attend(&mut a, &unit);
         attend_scalar(&mut b, &unit);
