@@ -715,9 +715,10 @@ async function fromStorage(url, entry, opts) {
     if (sha === record.sha256) throw e;
     return damaged(e.message);
   }
-  if (built.sha256 !== record.sha256) {
+  const sha256 = built.sha256;
+  if (sha256 !== record.sha256) {
     built.free();
-    return damaged(`its SHA-256 is ${built.sha256}, stored as ${record.sha256}`);
+    return damaged(`its SHA-256 is ${sha256}, stored as ${record.sha256}`);
   }
   return { built, sha256: record.sha256, size: record.size, source: 'storage', storage: 'opfs' };
 }
