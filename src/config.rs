@@ -168,11 +168,10 @@ pub fn layer_u32s(g: &Gguf, key: &str, n_layer: usize) -> Result<Vec<usize>> {
     let bad = |reason: String| Error::BadMetadata { key: key.to_string(), reason };
     match g.get(key) {
         Some(Value::Array(a)) if a.len() == n_layer => a
-            .iter()
-            .map(|v| match v.as_i128() {
-                Some(i) if (0..=u32::MAX as i128).contains(&i) => Ok(i as usize),
-                _ => Err(bad(format!("expected unsigned integers, found {v:?}"))),
-            })
+            .to_i64s()
+            .ok_or_else(|| bad("expected unsigned integers".to_string()))?
+            .into_iter()
+            .map(|i| if (0..=u32::MAX as i64).contains(&i) { Ok(i as usize) } else { Err(bad(format!("{i} is not an unsigned integer"))) })
             .collect(),
         Some(Value::Array(a)) => Err(bad(format!("{} values for {n_layer} layers", a.len()))),
         Some(v) => Err(bad(format!("expected an array, found {v:?}"))),

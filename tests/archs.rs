@@ -227,7 +227,7 @@ fn tiny_lfm2() -> Arc<Engine> {
     let (e, hd) = (spec.n_embd as u64, (spec.n_embd / spec.n_head) as u64);
     let mut meta = tiny::metadata(&spec);
     meta.retain(|(k, _)| k != "lfm2.attention.head_count_kv");
-    meta.push(("lfm2.attention.head_count_kv".into(), Value::Array(vec![Value::U32(0), Value::U32(spec.n_head_kv)])));
+    meta.push(("lfm2.attention.head_count_kv".into(), Value::Array(hearth::gguf::Array::U32(vec![0, spec.n_head_kv]))));
     meta.push(("lfm2.shortconv.l_cache".into(), Value::U32(3)));
     let mut ts = tiny::tensors(&spec);
     ts.retain(|(n, ..)| !["blk.0.attn_q.", "blk.0.attn_k.", "blk.0.attn_v.", "blk.0.attn_output."].iter().any(|p| n.starts_with(p)));

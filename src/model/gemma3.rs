@@ -48,13 +48,7 @@ impl Gemma3Config {
         let pattern_key = c.key("attention.sliding_window_pattern");
         let is_local = match (window, g.get(&pattern_key)) {
             (None, _) => vec![false; c.n_layer],
-            (Some(_), Some(Value::Array(a))) if a.len() == c.n_layer => a
-                .iter()
-                .map(|v| match v {
-                    Value::Bool(b) => Ok(*b),
-                    _ => Err(Error::BadMetadata { key: pattern_key.clone(), reason: format!("expected bools, found {v:?}") }),
-                })
-                .collect::<Result<Vec<_>>>()?,
+            (Some(_), Some(Value::Array(crate::gguf::Array::Bool(b)))) if b.len() == c.n_layer => b.clone(),
             (Some(_), Some(Value::Array(a))) => {
                 return Err(Error::BadMetadata { key: pattern_key, reason: format!("{} values for {} layers", a.len(), c.n_layer) })
             }
