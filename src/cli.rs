@@ -150,7 +150,7 @@ enum Cmd {
     Quantize {
         #[arg(long, short)]
         model: Option<PathBuf>,
-        /// q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32 (K-quants: matrices whose rows are
+        /// q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32 (K-quants: matrices whose rows are
         /// not a multiple of 256 become q5_0, q5_1, q8_0 respectively, as llama.cpp does)
         #[arg(long = "type")]
         ty: String,
@@ -330,9 +330,10 @@ fn chat(model: ModelArg, system: Option<String>, sample: SampleArgs) -> Result<(
     Ok(())
 }
 
-/// llama-perplexity's definition: text with one trailing newline removed, tokenized without BOS
-/// and without special parsing; non-overlapping chunks of `ctx` tokens from an empty cache; the
-/// second half of each chunk scored (positions ctx/2 .. ctx-2 predict the next token).
+/// llama-perplexity's definition: text with one trailing newline removed, tokenized without
+/// special parsing (BOS first if the model adds one); non-overlapping chunks of `ctx` tokens from
+/// an empty cache, each starting with BOS if the model adds one; the second half of each chunk
+/// scored (positions ctx/2 .. ctx-2 predict the next token).
 fn perplexity(model: Option<PathBuf>, file: PathBuf, ctx: usize, json: bool) -> Result<()> {
     if ctx < 4 {
         return Err(Error::InvalidArgument("--ctx must be at least 4".into()));
@@ -352,9 +353,15 @@ fn perplexity(model: Option<PathBuf>, file: PathBuf, ctx: usize, json: bool) -> 
     let first = ctx / 2;
     let (mut nll, mut count) = (0f64, 0usize);
     let mut running = Vec::new();
+    // a model that adds BOS starts every chunk with it (in place of the chunk's first token)
+    let bos = engine.tokenizer.bos_id().filter(|_| engine.tokenizer.add_bos());
+    let mut chunk = vec![0u32; ctx];
     for c in 0..n_chunks {
-        let chunk = &tokens[c * ctx..(c + 1) * ctx];
-        let logits = session.all_logits(chunk, first)?;
+        chunk.copy_from_slice(&tokens[c * ctx..(c + 1) * ctx]);
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        let logits = session.all_logits(&chunk, first)?;
         for p in first..ctx - 1 {
             let row = &logits[(p - first) * vocab..(p - first + 1) * vocab];
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
@@ -433,7 +440,7 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
 fn quantize(input: PathBuf, ty: &str, out: &PathBuf) -> Result<()> {
     let target = hearth::gguf::GgmlType::from_name(ty)
         .filter(|t| hearth::quant::quantize::quantize(*t, &[0.0; 32]).is_some())
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k, f16, f32)")))?;
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32)")))?;
     let report = hearth::quantize::quantize_file(&input, target, out)?;
     eprintln!("{report}");
     Ok(())

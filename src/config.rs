@@ -1,7 +1,9 @@
-//! The model's hyper-parameters, read once from GGUF metadata into a plain struct.
+//! The hyper-parameters every architecture shares, read once from GGUF metadata (`{arch}.*` keys)
+//! into a plain struct. What only one family has (Gemma's sliding window, LFM2's convolution
+//! length) lives in that family's module (`model::*`), read there from the same metadata.
 
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, Value};
 
 /// Upper bounds that keep a crafted header from sizing huge buffers (the largest models we
 /// target are far below them).
@@ -11,14 +13,6 @@ pub const MAX_FF: u32 = 65536;
 pub const MAX_HEADS: u32 = 256;
 pub const MAX_HEAD_DIM: u32 = 512;
 pub const MAX_VOCAB: u32 = 1 << 20;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// Llama family: SmolLM/SmolLM2, TinyLlama, Llama 3.x.
-    Llama,
-    /// Qwen2: as llama plus biases on q/k/v, NEOX-style rope.
-    Qwen2,
-}
 
 /// How rope pairs dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +25,8 @@ pub enum RopeStyle {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    pub arch: Arch,
+    /// `general.architecture`: the family (`model::FAMILIES`) and the metadata key prefix.
+    pub arch: String,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_ff: usize,
@@ -59,13 +54,16 @@ impl Config {
         self.n_head * self.head_dim
     }
 
-    pub fn from_gguf(g: &Gguf) -> Result<Config> {
-        let arch_name = g.str("general.architecture")?;
-        let (arch, rope_style) = match arch_name {
-            "llama" => (Arch::Llama, RopeStyle::Norm),
-            "qwen2" => (Arch::Qwen2, RopeStyle::Neox),
-            other => return Err(Error::UnsupportedArchitecture(other.to_string())),
-        };
+    /// `{arch}.{k}`: a metadata key of this architecture.
+    pub fn key(&self, k: &str) -> String {
+        format!("{}.{k}", self.arch)
+    }
+
+    /// The shared keys of architecture `arch_name` (which the caller has recognised). Rope pairs
+    /// adjacent values (`RopeStyle::Norm`) unless the family says otherwise.
+    pub fn from_gguf(g: &Gguf, arch_name: &str) -> Result<Config> {
+        let arch = arch_name.to_string();
+        let rope_style = RopeStyle::Norm;
         let key = |k: &str| format!("{arch_name}.{k}");
         let bounded = |k: &str, max: u32| -> Result<usize> {
             let v = g.u32(&key(k))?;
@@ -78,8 +76,17 @@ impl Config {
         let n_embd = bounded("embedding_length", MAX_EMBD)?;
         let n_ff = bounded("feed_forward_length", MAX_FF)?;
         let n_head = bounded("attention.head_count", MAX_HEADS)?;
-        let n_head_kv = match g.opt_u32(&key("attention.head_count_kv"))? {
+        // one value, or one per layer (LFM2: 0 on its convolution layers); the widest is the
+        // cache's row width
+        let n_head_kv = match g.get(&key("attention.head_count_kv")) {
             None => n_head,
+            Some(Value::Array(_)) => {
+                let per_layer = layer_u32s(g, &key("attention.head_count_kv"), n_layer)?;
+                match per_layer.iter().copied().max() {
+                    Some(m) if m > 0 && m <= MAX_HEADS as usize => m,
+                    _ => return Err(Error::BadMetadata { key: key("attention.head_count_kv"), reason: "no layer has heads".into() }),
+                }
+            }
             Some(_) => bounded("attention.head_count_kv", MAX_HEADS)?,
         };
         let head_dim = match g.opt_u32(&key("attention.key_length"))? {
@@ -153,5 +160,21 @@ impl Config {
             return bad(format!("rms eps {} / rope base {} out of range", self.rms_eps, self.rope_base));
         }
         Ok(())
+    }
+}
+
+/// A per-layer array of `n_layer` unsigned integers (`key` must be an array).
+pub fn layer_u32s(g: &Gguf, key: &str, n_layer: usize) -> Result<Vec<usize>> {
+    let bad = |reason: String| Error::BadMetadata { key: key.to_string(), reason };
+    match g.get(key) {
+        Some(Value::Array(a)) if a.len() == n_layer => a
+            .to_i64s()
+            .ok_or_else(|| bad("expected unsigned integers".to_string()))?
+            .into_iter()
+            .map(|i| if (0..=u32::MAX as i64).contains(&i) { Ok(i as usize) } else { Err(bad(format!("{i} is not an unsigned integer"))) })
+            .collect(),
+        Some(Value::Array(a)) => Err(bad(format!("{} values for {n_layer} layers", a.len()))),
+        Some(v) => Err(bad(format!("expected an array, found {v:?}"))),
+        None => Err(Error::MissingMetadata(key.to_string())),
     }
 }

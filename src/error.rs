@@ -5,6 +5,15 @@ use thiserror::Error;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Reserves room for `additional` more elements in `v`, or fails with `OutOfMemory` for `what` (so a
+/// size too large for this machine or for wasm's 4 GiB is an error, not an abort).
+pub fn try_reserve<T>(v: &mut Vec<T>, additional: usize, what: impl FnOnce() -> String) -> Result<()> {
+    v.try_reserve_exact(additional).map_err(|_| Error::OutOfMemory {
+        what: what(),
+        bytes: (additional as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    })
+}
+
 #[derive(Debug, Error)]
 pub enum Error {
     // ---- GGUF container -------------------------------------------------------------------------
@@ -28,7 +37,7 @@ pub enum Error {
     TensorOutOfBounds { name: String },
 
     // ---- model metadata and tensors ------------------------------------------------------------
-    #[error("unsupported architecture {0:?} (supported: llama)")]
+    #[error("unsupported architecture {0:?} (supported: {list})", list = crate::model::supported_architectures())]
     UnsupportedArchitecture(String),
     #[error("missing metadata key {0:?}")]
     MissingMetadata(String),
@@ -54,6 +63,11 @@ pub enum Error {
     ContextFull { needed: usize, capacity: usize },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An allocation the engine asked for with `try_reserve` failed: `bytes` for `what` (a context,
+    /// a tensor, a metadata array). Not damage: the same file may load with a smaller context or
+    /// more memory, so callers must not discard it.
+    #[error("out of memory: {what} needs {bytes} bytes")]
+    OutOfMemory { what: String, bytes: u64 },
     #[error("cancelled")]
     Cancelled,
 
@@ -85,6 +99,7 @@ impl Error {
             Error::Template(_) => "template_error",
             Error::BadToken { .. } | Error::InvalidArgument(_) => "invalid_argument",
             Error::ContextFull { .. } => "context_full",
+            Error::OutOfMemory { .. } => "out_of_memory",
             Error::Cancelled => "aborted",
             Error::Io(_) => "io_error",
         }

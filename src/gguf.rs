@@ -4,11 +4,14 @@
 //! length against the bytes the file still has *before* allocating for it, so a truncated or hostile
 //! file gives a typed `Error` and never a panic, a hang or a huge allocation. (candle-core's
 //! `gguf_file` sizes `vec![0u8; len]` from unchecked header fields, which is why the engine has its own.)
+//! Memory is bounded by the file, not only by the limits: arrays are stored as one vector of their
+//! element type (`Array`), strings of an array as one buffer, names indexed by sorted positions, so the
+//! reader's peak heap use stays under 4 × the file's size + 64 KiB whether it accepts the file or not
+//! (`tests/gguf_memory.rs` measures the worst shapes).
 //! Tensor data is not read here: `TensorInfo::offset` says where it is, so callers can read each tensor
 //! straight into its final storage (the browser reads a stored Blob slice by slice).
 
-use crate::error::{Error, Result};
-use std::collections::HashMap;
+use crate::error::{try_reserve, Error, Result};
 use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"GGUF";
@@ -16,16 +19,18 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// At most this many tensors: the largest llama GGUFs have a few thousand.
 pub const MAX_TENSORS: u64 = 1 << 16;
-/// At most this many metadata entries.
-pub const MAX_METADATA: u64 = 1 << 16;
+/// At most this many metadata entries: llama.cpp writes about fifty. (An entry takes 60 bytes in memory
+/// and can be 13 in the file; the cap keeps that excess over 4× the file size under 64 KiB.)
+pub const MAX_METADATA: u64 = 1 << 12;
 /// Keys and tensor names are short identifiers (the GGUF spec caps keys at 65535 bytes).
 pub const MAX_NAME_LEN: u64 = 1 << 16;
 /// A single string value (a chat template is the largest, tens of KB).
 pub const MAX_STRING_LEN: u64 = 1 << 24;
 /// Vocabularies and merge lists: 256K-token vocabularies exist; 16M elements is far beyond any.
 pub const MAX_ARRAY_LEN: u64 = 1 << 24;
-/// Arrays of arrays are allowed one level deep, so a crafted file cannot recurse without bound.
-pub const MAX_ARRAY_DEPTH: u32 = 2;
+/// Arrays hold scalars or strings only: arrays of arrays are refused, as llama.cpp's `gguf.cpp` refuses
+/// them (no model uses them, and each inner array would cost far more memory than its 12 header bytes).
+pub const MAX_ARRAY_DEPTH: u32 = 1;
 /// ggml tensors have at most 4 dimensions.
 pub const MAX_DIMS: u32 = 4;
 /// Elements of one tensor: far beyond any model this engine can hold, small enough that sizes
@@ -51,6 +56,8 @@ pub enum GgmlType {
     Q5K,
     Q6K,
     Q8K,
+    IQ4NL,
+    IQ4XS,
     BF16,
 }
 
@@ -72,6 +79,8 @@ impl GgmlType {
             13 => Q5K,
             14 => Q6K,
             15 => Q8K,
+            20 => IQ4NL,
+            23 => IQ4XS,
             30 => BF16,
             _ => return None,
         })
@@ -94,6 +103,8 @@ impl GgmlType {
             Q5K => 13,
             Q6K => 14,
             Q8K => 15,
+            IQ4NL => 20,
+            IQ4XS => 23,
             BF16 => 30,
         }
     }
@@ -103,8 +114,8 @@ impl GgmlType {
         use GgmlType::*;
         match self {
             F32 | F16 | BF16 => 1,
-            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 => 32,
-            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K => 256,
+            Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q8_1 | IQ4NL => 32,
+            Q2K | Q3K | Q4K | Q5K | Q6K | Q8K | IQ4XS => 256,
         }
     }
 
@@ -126,6 +137,8 @@ impl GgmlType {
             Q5K => 176,
             Q6K => 210,
             Q8K => 292,
+            IQ4NL => 18,
+            IQ4XS => 136,
         }
     }
 
@@ -146,13 +159,15 @@ impl GgmlType {
             Q5K => "Q5_K",
             Q6K => "Q6_K",
             Q8K => "Q8_K",
+            IQ4NL => "IQ4_NL",
+            IQ4XS => "IQ4_XS",
             BF16 => "BF16",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         use GgmlType::*;
-        [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, BF16]
+        [F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K, IQ4NL, IQ4XS, BF16]
             .into_iter()
             .find(|t| t.name().eq_ignore_ascii_case(name))
     }
@@ -182,8 +197,11 @@ pub enum Value {
     F64(f64),
     Bool(bool),
     String(String),
-    Array(Vec<Value>),
+    Array(Array),
 }
+
+// A metadata entry (key, value) is 56 bytes on 64-bit targets: see `Array::String`.
+const _: () = assert!(std::mem::size_of::<Value>() <= 32);
 
 impl Value {
     fn type_id(&self) -> u32 {
@@ -233,6 +251,215 @@ impl Value {
             _ => None,
         }
     }
+
+    pub fn as_array(&self) -> Option<&Array> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// The elements of a metadata array, one vector of their own type: an array takes no more memory than
+/// its bytes in the file (a `Vec<Value>` took 32 bytes for each one-byte element, so a crafted 128 MB
+/// file could claim 4 GiB).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    /// Boxed, so a `Value` stays 32 bytes (a metadata entry costs at most 4× its bytes in the file).
+    String(Box<Strings>),
+}
+
+impl Array {
+    /// The GGUF type id of the elements.
+    fn elem_type(&self) -> u32 {
+        match self {
+            Array::U8(_) => 0,
+            Array::I8(_) => 1,
+            Array::U16(_) => 2,
+            Array::I16(_) => 3,
+            Array::U32(_) => 4,
+            Array::I32(_) => 5,
+            Array::F32(_) => 6,
+            Array::Bool(_) => 7,
+            Array::String(_) => 8,
+            Array::U64(_) => 10,
+            Array::I64(_) => 11,
+            Array::F64(_) => 12,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::String(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a `Value` (strings copied).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U8(*v.get(i)?),
+            Array::I8(v) => Value::I8(*v.get(i)?),
+            Array::U16(v) => Value::U16(*v.get(i)?),
+            Array::I16(v) => Value::I16(*v.get(i)?),
+            Array::U32(v) => Value::U32(*v.get(i)?),
+            Array::I32(v) => Value::I32(*v.get(i)?),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F32(v) => Value::F32(*v.get(i)?),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.to_string()),
+        })
+    }
+
+    pub fn as_strings(&self) -> Option<&Strings> {
+        match self {
+            Array::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The elements as i64 when they are integers that fit (`None` for other types).
+    pub fn to_i64s(&self) -> Option<Vec<i64>> {
+        fn conv<T: Copy>(v: &[T], f: impl Fn(T) -> Option<i64>) -> Option<Vec<i64>> {
+            v.iter().map(|&x| f(x)).collect()
+        }
+        match self {
+            Array::U8(v) => conv(v, |x| Some(x.into())),
+            Array::I8(v) => conv(v, |x| Some(x.into())),
+            Array::U16(v) => conv(v, |x| Some(x.into())),
+            Array::I16(v) => conv(v, |x| Some(x.into())),
+            Array::U32(v) => conv(v, |x| Some(x.into())),
+            Array::I32(v) => conv(v, |x| Some(x.into())),
+            Array::U64(v) => conv(v, |x| i64::try_from(x).ok()),
+            Array::I64(v) => Some(v.clone()),
+            _ => None,
+        }
+    }
+
+    /// The elements as f32 when they are numbers (floats or integers; `None` for other types).
+    pub fn to_f32s(&self) -> Option<Vec<f32>> {
+        fn conv<T: Copy>(v: &[T], f: impl Fn(T) -> f32) -> Option<Vec<f32>> {
+            Some(v.iter().map(|&x| f(x)).collect())
+        }
+        match self {
+            Array::U8(v) => conv(v, |x| x as f32),
+            Array::I8(v) => conv(v, |x| x as f32),
+            Array::U16(v) => conv(v, |x| x as f32),
+            Array::I16(v) => conv(v, |x| x as f32),
+            Array::U32(v) => conv(v, |x| x as f32),
+            Array::I32(v) => conv(v, |x| x as f32),
+            Array::U64(v) => conv(v, |x| x as f32),
+            Array::I64(v) => conv(v, |x| x as f32),
+            Array::F32(v) => Some(v.clone()),
+            Array::F64(v) => conv(v, |x| x as f32),
+            Array::Bool(_) | Array::String(_) => None,
+        }
+    }
+}
+
+macro_rules! array_from {
+    ($($t:ty => $variant:ident),*) => {$(
+        impl From<Vec<$t>> for Array {
+            fn from(v: Vec<$t>) -> Array {
+                Array::$variant(v)
+            }
+        }
+        impl FromIterator<$t> for Array {
+            fn from_iter<I: IntoIterator<Item = $t>>(iter: I) -> Array {
+                Array::$variant(iter.into_iter().collect())
+            }
+        }
+    )*};
+}
+array_from!(u8 => U8, i8 => I8, u16 => U16, i16 => I16, u32 => U32, i32 => I32, u64 => U64, i64 => I64,
+            f32 => F32, f64 => F64, bool => Bool);
+
+impl FromIterator<String> for Array {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Array {
+        Array::String(Box::new(iter.into_iter().collect()))
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Array {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(iter: I) -> Array {
+        Array::String(Box::new(iter.into_iter().collect()))
+    }
+}
+
+/// An array of strings as one text buffer and the end offset of each string: per string, its text plus
+/// 8 bytes, as in the file (a length prefix and the text).
+#[derive(Clone, PartialEq, Default)]
+pub struct Strings {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Strings {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.text.get(start..end)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| self.get(i).unwrap_or(""))
+    }
+
+    pub fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.ends.push(self.text.len());
+    }
+}
+
+impl std::fmt::Debug for Strings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Strings {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Strings {
+        let mut s = Strings::default();
+        for x in iter {
+            s.push(x.as_ref());
+        }
+        s
+    }
 }
 
 /// One entry of the tensor table.
@@ -263,8 +490,10 @@ pub struct Gguf {
     /// Absolute file offset of the data section.
     pub data_offset: u64,
     pub file_len: u64,
-    meta_index: HashMap<String, usize>,
-    tensor_index: HashMap<String, usize>,
+    /// Indices into `metadata` and `tensors` sorted by name, for binary search: 4 bytes per entry where
+    /// a map would hold a second copy of every name.
+    meta_index: Vec<u32>,
+    tensor_index: Vec<u32>,
 }
 
 /// Reads little-endian values, keeping the offset and refusing to read past `file_len`.
@@ -322,19 +551,41 @@ impl<'a, R: Read> Cursor<'a, R> {
         Ok(u64::from_le_bytes(self.bytes(c)?))
     }
 
-    /// A length-prefixed string of at most `max` bytes.
-    fn string(&mut self, max: u64, what: &str) -> Result<String> {
+    /// The length prefix of a string of at most `max` bytes that the file holds.
+    fn string_len(&mut self, max: u64, what: &str) -> Result<usize> {
         let len = self.u64(what)?;
         if len > max {
             return Err(Error::LimitExceeded { what: format!("length of {what}"), value: len, limit: max });
         }
         self.need(len, what)?;
-        let mut buf = vec![0u8; len as usize];
+        Ok(len as usize)
+    }
+
+    /// A length-prefixed string of at most `max` bytes, in an exactly sized buffer.
+    fn string(&mut self, max: u64, what: &str) -> Result<String> {
+        let len = self.string_len(max, what)?;
+        let mut buf = Vec::new();
+        try_reserve(&mut buf, len, || what.to_string())?;
+        buf.resize(len, 0);
         self.read_exact_ctx(&mut buf, what)?;
         String::from_utf8(buf).map_err(|_| Error::InvalidUtf8 { context: what.to_string() })
     }
 
-    fn value(&mut self, type_id: u32, key: &str, depth: u32) -> Result<Value> {
+    /// Appends a length-prefixed string of at most `max` bytes to `buf`, checking that it is UTF-8.
+    fn append_string(&mut self, buf: &mut Vec<u8>, max: u64, what: &str) -> Result<()> {
+        let len = self.string_len(max, what)?;
+        let start = buf.len();
+        // Amortized growth: an array's text takes at most twice its bytes, three times while copied.
+        buf.try_reserve(len).map_err(|_| Error::OutOfMemory { what: what.to_string(), bytes: len as u64 })?;
+        buf.resize(start + len, 0);
+        self.read_exact_ctx(&mut buf[start..], what)?;
+        if std::str::from_utf8(&buf[start..]).is_err() {
+            return Err(Error::InvalidUtf8 { context: what.to_string() });
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, type_id: u32, key: &str) -> Result<Value> {
         let c = key;
         Ok(match type_id {
             0 => Value::U8(self.bytes::<1>(c)?[0]),
@@ -344,22 +595,9 @@ impl<'a, R: Read> Cursor<'a, R> {
             4 => Value::U32(self.u32(c)?),
             5 => Value::I32(i32::from_le_bytes(self.bytes(c)?)),
             6 => Value::F32(f32::from_le_bytes(self.bytes(c)?)),
-            7 => match self.bytes::<1>(c)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => {
-                    return Err(Error::BadMetadata { key: key.to_string(), reason: format!("bool byte {b}") })
-                }
-            },
+            7 => Value::Bool(bool_byte(self.bytes::<1>(c)?, key)?),
             8 => Value::String(self.string(MAX_STRING_LEN, &format!("string value of {key:?}"))?),
             9 => {
-                if depth >= MAX_ARRAY_DEPTH {
-                    return Err(Error::LimitExceeded {
-                        what: format!("array nesting of {key:?}"),
-                        value: depth as u64 + 1,
-                        limit: MAX_ARRAY_DEPTH as u64,
-                    });
-                }
                 let elem_type = self.u32(c)?;
                 let len = self.u64(c)?;
                 if len > MAX_ARRAY_LEN {
@@ -369,27 +607,104 @@ impl<'a, R: Read> Cursor<'a, R> {
                         limit: MAX_ARRAY_LEN,
                     });
                 }
-                // Every element takes at least this many bytes, so the file must hold len of them.
-                let min_size = match elem_type {
-                    0 | 1 | 7 => 1,
-                    2 | 3 => 2,
-                    4 | 5 | 6 => 4,
-                    8 | 10 | 11 | 12 => 8,
-                    9 => 12,
-                    t => return Err(Error::UnknownValueType { key: key.to_string(), type_id: t }),
-                };
-                self.need(len.saturating_mul(min_size), &format!("array {key:?}"))?;
-                let mut items = Vec::with_capacity(len as usize);
-                for _ in 0..len {
-                    items.push(self.value(elem_type, key, depth + 1)?);
-                }
-                Value::Array(items)
+                Value::Array(self.array(elem_type, len as usize, key)?)
             }
             10 => Value::U64(self.u64(c)?),
             11 => Value::I64(i64::from_le_bytes(self.bytes(c)?)),
             12 => Value::F64(f64::from_le_bytes(self.bytes(c)?)),
             t => return Err(Error::UnknownValueType { key: key.to_string(), type_id: t }),
         })
+    }
+
+    /// The `len` elements of an array (`len` ≤ MAX_ARRAY_LEN), each type in a vector of its own.
+    fn array(&mut self, elem_type: u32, len: usize, key: &str) -> Result<Array> {
+        // Every element takes at least this many bytes, so the file must hold len of them.
+        let min_size: u64 = match elem_type {
+            0 | 1 | 7 => 1,
+            2 | 3 => 2,
+            4 | 5 | 6 => 4,
+            8 | 10 | 11 | 12 => 8,
+            9 => {
+                return Err(Error::LimitExceeded {
+                    what: format!("array nesting of {key:?}"),
+                    value: MAX_ARRAY_DEPTH as u64 + 1,
+                    limit: MAX_ARRAY_DEPTH as u64,
+                })
+            }
+            t => return Err(Error::UnknownValueType { key: key.to_string(), type_id: t }),
+        };
+        let what = format!("array {key:?}");
+        self.need(len as u64 * min_size, &what)?;
+        Ok(match elem_type {
+            0 => Array::U8(self.elements(len, &what, |[b]| Ok(b))?),
+            1 => Array::I8(self.elements(len, &what, |[b]| Ok(b as i8))?),
+            2 => Array::U16(self.elements(len, &what, |b| Ok(u16::from_le_bytes(b)))?),
+            3 => Array::I16(self.elements(len, &what, |b| Ok(i16::from_le_bytes(b)))?),
+            4 => Array::U32(self.elements(len, &what, |b| Ok(u32::from_le_bytes(b)))?),
+            5 => Array::I32(self.elements(len, &what, |b| Ok(i32::from_le_bytes(b)))?),
+            6 => Array::F32(self.elements(len, &what, |b| Ok(f32::from_le_bytes(b)))?),
+            7 => Array::Bool(self.elements(len, &what, |b| bool_byte(b, key))?),
+            10 => Array::U64(self.elements(len, &what, |b| Ok(u64::from_le_bytes(b)))?),
+            11 => Array::I64(self.elements(len, &what, |b| Ok(i64::from_le_bytes(b)))?),
+            12 => Array::F64(self.elements(len, &what, |b| Ok(f64::from_le_bytes(b)))?),
+            _ => {
+                let mut ends = Vec::new();
+                try_reserve(&mut ends, len, || what.clone())?;
+                let mut text = Vec::new();
+                let what = format!("string in array {key:?}");
+                for _ in 0..len {
+                    self.append_string(&mut text, MAX_STRING_LEN, &what)?;
+                    ends.push(text.len());
+                }
+                let text = String::from_utf8(text).map_err(|_| Error::InvalidUtf8 { context: what })?;
+                Array::String(Box::new(Strings { text, ends }))
+            }
+        })
+    }
+
+    /// `len` fixed-size elements of `N` bytes, read a chunk at a time into one exactly sized vector.
+    fn elements<T, const N: usize>(
+        &mut self,
+        len: usize,
+        what: &str,
+        decode: impl Fn([u8; N]) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        try_reserve(&mut out, len, || what.to_string())?;
+        let mut chunk = [0u8; 4096];
+        let per_chunk = chunk.len() / N;
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(per_chunk);
+            self.read_exact_ctx(&mut chunk[..k * N], what)?;
+            for e in chunk[..k * N].chunks_exact(N) {
+                out.push(decode(std::array::from_fn(|i| e[i]))?);
+            }
+            left -= k;
+        }
+        Ok(out)
+    }
+}
+
+/// Positions of `items` sorted by name; a name that occurs twice is a `Duplicate` error.
+/// (Counts are at most 2^16, so positions fit u32.)
+fn sorted_index<T>(items: &[T], name: impl Fn(&T) -> &String, what: &'static str) -> Result<Vec<u32>> {
+    let mut index: Vec<u32> = (0..items.len() as u32).collect();
+    index.sort_unstable_by(|&a, &b| name(&items[a as usize]).cmp(name(&items[b as usize])));
+    for w in index.windows(2) {
+        let (a, b) = (name(&items[w[0] as usize]), name(&items[w[1] as usize]));
+        if a == b {
+            return Err(Error::Duplicate { what, name: a.clone() });
+        }
+    }
+    Ok(index)
+}
+
+fn bool_byte([b]: [u8; 1], key: &str) -> Result<bool> {
+    match b {
+        0 => Ok(false),
+        1 => Ok(true),
+        b => Err(Error::BadMetadata { key: key.to_string(), reason: format!("bool byte {b}") }),
     }
 }
 
@@ -418,16 +733,13 @@ impl Gguf {
         c.need(n_kv.saturating_mul(13), "metadata table")?;
 
         let mut metadata = Vec::with_capacity(n_kv as usize);
-        let mut meta_index = HashMap::with_capacity(n_kv as usize);
         for _ in 0..n_kv {
             let key = c.string(MAX_NAME_LEN, "metadata key")?;
             let type_id = c.u32(&key)?;
-            let value = c.value(type_id, &key, 0)?;
-            if meta_index.insert(key.clone(), metadata.len()).is_some() {
-                return Err(Error::Duplicate { what: "metadata key", name: key });
-            }
+            let value = c.value(type_id, &key)?;
             metadata.push((key, value));
         }
+        let meta_index = sorted_index(&metadata, |(k, _)| k, "metadata key")?;
 
         let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
             None => DEFAULT_ALIGNMENT,
@@ -445,7 +757,6 @@ impl Gguf {
         // Each tensor entry needs at least a name length, n_dims, one dim, a type and an offset.
         c.need(n_tensors.saturating_mul(32), "tensor table")?;
         let mut tensors = Vec::with_capacity(n_tensors as usize);
-        let mut tensor_index = HashMap::with_capacity(n_tensors as usize);
         for _ in 0..n_tensors {
             let name = c.string(MAX_NAME_LEN, "tensor name")?;
             let n_dims = c.u32(&name)?;
@@ -494,11 +805,9 @@ impl Gguf {
                     limit: u64::MAX,
                 })?
             };
-            if tensor_index.insert(name.clone(), tensors.len()).is_some() {
-                return Err(Error::Duplicate { what: "tensor", name });
-            }
             tensors.push(TensorInfo { name, dims, ty, offset, size });
         }
+        let tensor_index = sorted_index(&tensors, |t| &t.name, "tensor")?;
 
         let data_offset = c.pos.div_ceil(alignment) * alignment;
         let data_len = file_len.saturating_sub(data_offset);
@@ -533,11 +842,13 @@ impl Gguf {
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.meta_index.get(key).map(|&i| &self.metadata[i].1)
+        let i = self.meta_index.binary_search_by(|&i| self.metadata[i as usize].0.as_str().cmp(key)).ok()?;
+        Some(&self.metadata[self.meta_index[i] as usize].1)
     }
 
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+        let i = self.tensor_index.binary_search_by(|&i| self.tensors[i as usize].name.as_str().cmp(name)).ok()?;
+        Some(&self.tensors[self.tensor_index[i] as usize])
     }
 
     /// Absolute byte range of a tensor's data in the file.
@@ -594,14 +905,12 @@ impl Gguf {
         }
     }
 
-    /// An array whose elements are all strings.
+    /// An array whose elements are all strings (an empty array of any type is an empty list).
     pub fn str_array(&self, key: &str) -> Result<Vec<&str>> {
         match self.get(key) {
             None => Err(Error::MissingMetadata(key.to_string())),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| v.as_str().ok_or_else(|| Self::bad(key, "expected an array of strings")))
-                .collect(),
+            Some(Value::Array(Array::String(s))) => Ok(s.iter().collect()),
+            Some(Value::Array(a)) if a.is_empty() => Ok(Vec::new()),
             Some(_) => Err(Self::bad(key, "expected an array of strings")),
         }
     }
@@ -610,16 +919,21 @@ impl Gguf {
     pub fn int_array(&self, key: &str) -> Result<Option<Vec<i64>>> {
         match self.get(key) {
             None => Ok(None),
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_i128()
-                        .and_then(|i| i64::try_from(i).ok())
-                        .ok_or_else(|| Self::bad(key, "expected an array of integers"))
-                })
-                .collect::<Result<Vec<_>>>()
-                .map(Some),
+            Some(Value::Array(a)) if a.is_empty() => Ok(Some(Vec::new())),
+            Some(Value::Array(a)) => {
+                a.to_i64s().map(Some).ok_or_else(|| Self::bad(key, "expected an array of integers"))
+            }
             Some(_) => Err(Self::bad(key, "expected an array of integers")),
+        }
+    }
+
+    /// An array whose elements are all numbers (any GGUF integer or float type), as f32.
+    pub fn f32_array(&self, key: &str) -> Result<Option<Vec<f32>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) if a.is_empty() => Ok(Some(Vec::new())),
+            Some(Value::Array(a)) => a.to_f32s().map(Some).ok_or_else(|| Self::bad(key, "expected an array of numbers")),
+            Some(_) => Err(Self::bad(key, "expected an array of numbers")),
         }
     }
 }
@@ -653,11 +967,26 @@ fn write_value<W: Write>(w: &mut W, v: &Value) -> std::io::Result<()> {
         Value::F64(x) => w.write_all(&x.to_le_bytes()),
         Value::Bool(x) => w.write_all(&[*x as u8]),
         Value::String(s) => write_string(w, s),
-        Value::Array(items) => {
-            let elem_type = items.first().map(Value::type_id).unwrap_or(4);
-            w.write_all(&elem_type.to_le_bytes())?;
-            w.write_all(&(items.len() as u64).to_le_bytes())?;
-            items.iter().try_for_each(|v| write_value(w, v))
+        Value::Array(a) => {
+            w.write_all(&a.elem_type().to_le_bytes())?;
+            w.write_all(&(a.len() as u64).to_le_bytes())?;
+            fn all<W: Write, T: Copy, const N: usize>(w: &mut W, v: &[T], f: impl Fn(T) -> [u8; N]) -> std::io::Result<()> {
+                v.iter().try_for_each(|&x| w.write_all(&f(x)))
+            }
+            match a {
+                Array::U8(v) => w.write_all(v),
+                Array::I8(v) => all(w, v, i8::to_le_bytes),
+                Array::U16(v) => all(w, v, u16::to_le_bytes),
+                Array::I16(v) => all(w, v, i16::to_le_bytes),
+                Array::U32(v) => all(w, v, u32::to_le_bytes),
+                Array::I32(v) => all(w, v, i32::to_le_bytes),
+                Array::U64(v) => all(w, v, u64::to_le_bytes),
+                Array::I64(v) => all(w, v, i64::to_le_bytes),
+                Array::F32(v) => all(w, v, f32::to_le_bytes),
+                Array::F64(v) => all(w, v, f64::to_le_bytes),
+                Array::Bool(v) => all(w, v, |b| [b as u8]),
+                Array::String(v) => v.iter().try_for_each(|s| write_string(w, s)),
+            }
         }
     }
 }

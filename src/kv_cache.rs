@@ -1,36 +1,80 @@
-//! The key/value cache: preallocated for the session's context, written in place, f16 like
-//! llama.cpp's default cache. Layout per layer: (n_ctx, kv_dim) rows, one per position.
+//! What a session keeps per position, preallocated for its context and written in place:
+//! - the key/value cache of the attention layers, f16 like llama.cpp's default cache, one
+//!   (n_ctx, kv_dim) block of rows per attention layer;
+//! - for models with short-convolution layers (LFM2), each such layer's recent convolution inputs
+//!   (f32, as llama.cpp's recurrent state), in a ring of `d_conv + CONV_ROLLBACK` rows indexed by
+//!   position, so the state can go back a few tokens (a chat turn that re-renders the end of the
+//!   previous one) without recomputing. Going back further is refused by `reusable`, and the
+//!   session then starts over.
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::quant::f16;
+
+/// How far back (tokens) a convolution state can be truncated without recomputing.
+pub const CONV_ROLLBACK: usize = 64;
+
+/// The cache's shape, as a family declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheLayout {
+    /// Layers with attention (each has a key and a value row per position).
+    pub attn_layers: usize,
+    pub kv_dim: usize,
+    /// Short-convolution layers: how many, their width, and the past inputs each step reads.
+    pub conv_layers: usize,
+    pub conv_width: usize,
+    pub d_conv: usize,
+}
+
+impl CacheLayout {
+    /// `layers` attention layers of `kv_dim`-wide keys and values, nothing else.
+    pub fn attention(layers: usize, kv_dim: usize) -> CacheLayout {
+        CacheLayout { attn_layers: layers, kv_dim, conv_layers: 0, conv_width: 0, d_conv: 0 }
+    }
+}
 
 pub struct KvCache {
     n_ctx: usize,
     kv_dim: usize,
-    /// (n_layer, n_ctx, kv_dim) f16 bits
+    /// (attn_layers, n_ctx, kv_dim) f16 bits
     k: Vec<u16>,
     v: Vec<u16>,
+    conv_width: usize,
+    d_conv: usize,
+    /// Ring rows per conv layer (`d_conv + CONV_ROLLBACK`).
+    ring: usize,
+    /// (conv_layers, ring, conv_width): position p's row at p % ring
+    conv: Vec<f32>,
     /// Positions 0..len hold valid entries.
     len: usize,
 }
 
+/// A zeroed buffer of `elems` elements for `what` (None: the size overflowed u64, an impossible
+/// context). Sizes are u64, so a context too large for this machine — or for wasm32's address
+/// space — is `OutOfMemory` with its real size.
+fn alloc<T: Clone + Default>(elems: Option<u64>, n_ctx: usize, what: &str) -> Result<Vec<T>> {
+    let too_large = || Error::InvalidArgument(format!("context of {n_ctx} tokens is too large"));
+    let bytes = elems.and_then(|e| e.checked_mul(std::mem::size_of::<T>() as u64)).ok_or_else(too_large)?;
+    let oom = || Error::OutOfMemory { what: format!("{what} of a {n_ctx}-token context"), bytes };
+    let n = usize::try_from(elems.unwrap_or(0)).map_err(|_| oom())?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| oom())?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
 impl KvCache {
-    pub fn new(cfg: &Config, n_ctx: usize) -> Result<KvCache> {
-        let kv_dim = cfg.kv_dim();
-        let size = cfg
-            .n_layer
-            .checked_mul(n_ctx)
-            .and_then(|s| s.checked_mul(kv_dim))
-            .filter(|&s| s <= isize::MAX as usize / 4)
-            .ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
-        let mut k = Vec::new();
-        let mut v = Vec::new();
-        k.try_reserve_exact(size).map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token cache")))?;
-        v.try_reserve_exact(size).map_err(|_| Error::InvalidArgument(format!("no memory for a {n_ctx}-token cache")))?;
-        k.resize(size, 0);
-        v.resize(size, 0);
-        Ok(KvCache { n_ctx, kv_dim, k, v, len: 0 })
+    pub fn new(layout: &CacheLayout, n_ctx: usize) -> Result<KvCache> {
+        let size = (layout.attn_layers as u64).checked_mul(n_ctx as u64).and_then(|s| s.checked_mul(layout.kv_dim as u64));
+        let k = alloc(size, n_ctx, "the key cache")?;
+        let v = alloc(size, n_ctx, "the value cache")?;
+        let ring = layout.d_conv + CONV_ROLLBACK;
+        let conv = if layout.conv_layers == 0 {
+            Vec::new()
+        } else {
+            let elems = (layout.conv_layers as u64).checked_mul(ring as u64).and_then(|s| s.checked_mul(layout.conv_width as u64));
+            alloc(elems, n_ctx, "the convolution state")?
+        };
+        Ok(KvCache { n_ctx, kv_dim: layout.kv_dim, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
     }
 
     pub fn capacity(&self) -> usize {
@@ -45,9 +89,22 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Forgets positions from `len` on.
+    /// Forgets positions from `len` on. With convolution state, only to a length `reusable`
+    /// allows (else the state no longer matches the tokens).
     pub fn truncate(&mut self, len: usize) {
+        debug_assert!(self.conv.is_empty() || len == 0 || len >= self.len || self.reusable(len) == len);
         self.len = self.len.min(len);
+    }
+
+    /// The longest prefix of at most `keep` positions this cache can be truncated to: `keep`,
+    /// unless the convolution state of that position has left the ring (then 0, start over).
+    pub fn reusable(&self, keep: usize) -> usize {
+        let keep = keep.min(self.len);
+        if self.conv.is_empty() || keep == self.len || keep.saturating_sub(self.d_conv) + self.ring >= self.len {
+            keep
+        } else {
+            0
+        }
     }
 
     /// Marks positions up to `len` as written (after a forward pass wrote them).
@@ -57,14 +114,14 @@ impl KvCache {
     }
 
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 2
+        (self.k.len() + self.v.len()) * 2 + self.conv.len() * 4
     }
 
     fn offset(&self, layer: usize, pos: usize) -> usize {
         (layer * self.n_ctx + pos) * self.kv_dim
     }
 
-    /// Stores the key and value rows of one position, rounded to f16.
+    /// Stores the key and value rows of one position of attention layer `layer`, rounded to f16.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let o = self.offset(layer, pos);
         for (d, s) in self.k[o..o + self.kv_dim].iter_mut().zip(k) {
@@ -75,7 +132,7 @@ impl KvCache {
         }
     }
 
-    /// Keys of positions 0..n of a layer: (n, kv_dim) f16 bits.
+    /// Keys of positions 0..n of an attention layer: (n, kv_dim) f16 bits.
     pub fn keys(&self, layer: usize, n: usize) -> &[u16] {
         let o = self.offset(layer, 0);
         &self.k[o..o + n * self.kv_dim]
@@ -84,5 +141,22 @@ impl KvCache {
     pub fn values(&self, layer: usize, n: usize) -> &[u16] {
         let o = self.offset(layer, 0);
         &self.v[o..o + n * self.kv_dim]
+    }
+
+    /// Past inputs a convolution step reads (the kernel length minus one).
+    pub fn d_conv(&self) -> usize {
+        self.d_conv
+    }
+
+    /// The convolution input of position `pos` in conv layer `layer` (`conv_width` values). Valid
+    /// for the last `d_conv + CONV_ROLLBACK` positions written.
+    pub fn conv_row(&self, layer: usize, pos: usize) -> &[f32] {
+        let o = (layer * self.ring + pos % self.ring) * self.conv_width;
+        &self.conv[o..o + self.conv_width]
+    }
+
+    pub fn conv_row_mut(&mut self, layer: usize, pos: usize) -> &mut [f32] {
+        let o = (layer * self.ring + pos % self.ring) * self.conv_width;
+        &mut self.conv[o..o + self.conv_width]
     }
 }

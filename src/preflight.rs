@@ -47,7 +47,13 @@ impl MemoryNeed {
 /// The estimate for `g` at `n_ctx` tokens (0: the model's own context, at most 4096, as sessions
 /// default to). `header_bytes` is the size of the GGUF header (metadata and tensor table).
 pub fn estimate(g: &Gguf, header_bytes: u64, n_ctx: usize) -> Result<MemoryNeed> {
-    let c = Config::from_gguf(g)?;
+    let arch = g.str("general.architecture")?;
+    if !crate::model::FAMILIES.iter().any(|f| f.0 == arch) {
+        return Err(Error::UnsupportedArchitecture(arch.to_string()));
+    }
+    // The cache is sized as if every layer had full-width attention (an upper bound: Gemma's
+    // local layers and LFM2's convolution layers keep less).
+    let c = Config::from_gguf(g, arch)?;
     let n_ctx = if n_ctx == 0 { c.n_ctx_train.min(4096) } else { n_ctx };
     let weights: u64 = g
         .tensors

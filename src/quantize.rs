@@ -1,8 +1,9 @@
 //! Rewriting a GGUF's weight matrices in another block format (`hearth quantize`): metadata,
 //! tokenizer and 1-D tensors are kept; every 2-D `.weight` matrix whose rows fit the target's block
 //! is dequantized and quantized again. For the K-quants (blocks of 256), a matrix whose rows are a
-//! multiple of 32 but not of 256 gets llama.cpp's fallback instead (Q4_K → Q5_0, Q5_K → Q5_1,
-//! Q6_K → Q8_0: a 32-block format of at least the same precision); other matrices are kept as they are.
+//! multiple of 32 but not of 256 gets llama.cpp's fallback instead (Q2_K, Q3_K, IQ4_XS → IQ4_NL,
+//! Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0: a 32-block format of at least the same precision); other
+//! matrices are kept as they are.
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgmlType, Gguf, TensorData, Value};
@@ -21,10 +22,16 @@ fn file_type(t: GgmlType) -> u32 {
         Q8_0 => 7,
         Q5_0 => 8,
         Q5_1 => 9,
-        // MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K: one K type for every matrix that fits it
+        // MOSTLY_Q2_K, MOSTLY_Q3_K_S, MOSTLY_Q4_K_S, MOSTLY_Q5_K_S, MOSTLY_Q6_K: one K type for
+        // every matrix that fits it
+        Q2K => 10,
+        Q3K => 11,
         Q4K => 14,
         Q5K => 16,
         Q6K => 18,
+        IQ4NL => 25,
+        IQ4XS => 30,
+        BF16 => 32,
         _ => 0,
     }
 }
@@ -33,6 +40,7 @@ fn file_type(t: GgmlType) -> u32 {
 pub fn k_fallback(t: GgmlType) -> Option<GgmlType> {
     use GgmlType::*;
     match t {
+        Q2K | Q3K | IQ4XS => Some(IQ4NL),
         Q4K => Some(Q5_0),
         Q5K => Some(Q5_1),
         Q6K => Some(Q8_0),

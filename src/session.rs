@@ -43,7 +43,7 @@ impl Engine {
         }
         let template = ChatTemplate::from_gguf(g).map_err(|e| e.to_string());
         let name = g.opt_str("general.name").ok().flatten().map(str::to_string);
-        let file_type = model.blocks.first().map_or("?", |b| b.wq.ty.name()).to_string();
+        let file_type = model.file_type().to_string();
         Ok(Engine { model, tokenizer, template, name, file_type })
     }
 
@@ -86,8 +86,8 @@ impl Session {
             return Err(Error::InvalidArgument("context length must be at least 1".into()));
         }
         let c = &engine.model.config;
-        let kv = KvCache::new(c, n_ctx)?;
-        let mut scratch = Scratch::new(c, n_batch.min(n_ctx));
+        let kv = engine.model.new_cache(n_ctx)?;
+        let mut scratch = engine.model.new_scratch(n_batch.min(n_ctx));
         scratch.reserve_context(c, n_ctx)?;
         let logits = vec![0f32; c.vocab_size];
         Ok(Session { engine, kv, scratch, tokens: Vec::new(), logits, last_prefilled: 0, pending: Vec::new() })
@@ -144,7 +144,8 @@ impl Session {
             return Err(Error::ContextFull { needed: tokens.len(), capacity: self.n_ctx() });
         }
         let common = self.tokens.iter().zip(tokens).take_while(|(a, b)| a == b).count();
-        let keep = common.min(tokens.len() - 1);
+        // a recurrent state (LFM2's convolutions) may not reach back that far: then start over
+        let keep = self.kv.reusable(common.min(tokens.len() - 1));
         self.kv.truncate(keep);
         self.tokens.truncate(keep);
         self.pending = tokens[keep..].to_vec();

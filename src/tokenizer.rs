@@ -31,7 +31,7 @@
 //! * A special-token id in the GGUF that is out of range is an error here (llama.cpp warns and ignores it).
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, Value};
+use crate::gguf::Gguf;
 use std::collections::{BinaryHeap, HashMap};
 
 // ---- token attributes (llama.cpp's `llama_token_attr` bits; 0 = undefined) ---------------------------
@@ -274,19 +274,6 @@ fn bad(key: &str, reason: impl Into<String>) -> Error {
     Error::BadMetadata { key: key.to_string(), reason: reason.into() }
 }
 
-/// An optional float array (`tokenizer.ggml.scores`: f32 in practice; llama.cpp also accepts i32).
-fn float_array(g: &Gguf, key: &str) -> Result<Option<Vec<f32>>> {
-    match g.get(key) {
-        None => Ok(None),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(|| bad(key, "expected an array of numbers")))
-            .collect::<Result<Vec<_>>>()
-            .map(Some),
-        Some(_) => Err(bad(key, "expected an array of numbers")),
-    }
-}
-
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata.
     pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
@@ -318,7 +305,7 @@ impl Tokenizer {
                 return Err(bad(K_TYPES, format!("{} entries for {n} tokens", t.len())));
             }
         }
-        let scores = float_array(g, K_SCORES)?;
+        let scores = g.f32_array(K_SCORES)?;
         if let Some(s) = &scores {
             if s.len() != n {
                 return Err(bad(K_SCORES, format!("{} entries for {n} tokens", s.len())));

@@ -37,6 +37,37 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// gate[i] = gelu(gate[i]) · up[i] with GELU's tanh approximation, as ggml's CPU `geglu` computes
+/// it: 0 at or below -10, the input itself at or above 10, otherwise looked up in a table of
+/// `gelu(h)` rounded to f16 for the input rounded to f16 (`h`).
+pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
+    let table = gelu_table();
+    for (g, &u) in gate.iter_mut().zip(up) {
+        let x = *g;
+        *g = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x * u
+        } else {
+            crate::quant::f16::to_f32(table[crate::quant::f16::from_f32(x) as usize]) * u
+        };
+    }
+}
+
+/// gelu(x) = 0.5·x·(1 + tanh(√(2/π)·x·(1 + 0.044715·x²))), in ggml's order of operations.
+#[allow(clippy::excessive_precision)]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const GELU_COEF_A: f32 = 0.044715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_560_802_865_355_879_892_119_868_76;
+    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)))
+}
+
+/// f16 bits → f16 bits of `gelu_tanh`, all 65536 of them, built on first use.
+fn gelu_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| (0..=u16::MAX).map(|h| crate::quant::f16::from_f32(gelu_tanh(crate::quant::f16::to_f32(h)))).collect())
+}
+
 /// The scalar version alone (the reference of the tests).
 pub fn silu_mul_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, &u) in gate.iter_mut().zip(up) {

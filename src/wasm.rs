@@ -163,7 +163,7 @@ impl WasmEngine {
         let c = &self.engine.model.config;
         json!({
             "name": self.engine.name,
-            "architecture": format!("{:?}", c.arch).to_lowercase(),
+            "architecture": c.arch,
             "quantization": self.engine.file_type,
             "layers": c.n_layer,
             "embedding": c.n_embd,

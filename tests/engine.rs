@@ -222,3 +222,42 @@ fn ignore_eos_runs_past_the_end_of_turn_to_max_tokens() {
     assert_eq!(&full.tokens[..at], &stopped.tokens[..], "the same tokens up to the end of turn");
     assert!(e.tokenizer.is_eog(full.tokens[at]), "the end-of-turn token is kept and generation went on");
 }
+
+/// Opens a session of `n_ctx` tokens and returns its error (a session that opens is a failure).
+fn session_error(e: &std::sync::Arc<hearth::session::Engine>, n_ctx: usize) -> Error {
+    match Session::new(e.clone(), n_ctx) {
+        Ok(_) => panic!("a {n_ctx}-token session opened"),
+        Err(err) => err,
+    }
+}
+
+#[test]
+fn a_context_too_large_for_memory_is_out_of_memory_and_the_engine_stays_usable() {
+    // 2^42 tokens: 2 layers × 32 key/value dims × 2^42 × 4 bytes = 2 PiB, past any address space (so
+    // even an overcommitting kernel refuses it); in wasm32, 10^7 tokens of a real model already are.
+    let e = tiny_engine(&TinySpec::default());
+    let err = session_error(&e, 1 << 42);
+    assert_eq!(err.kind(), "out_of_memory", "{err}");
+    assert!(matches!(&err, Error::OutOfMemory { bytes, .. } if *bytes == 2 * 32 * (1u64 << 42) * 4), "{err:?}");
+    // a size past u64 is an impossible value, not memory
+    let err = session_error(&e, usize::MAX);
+    assert_eq!(err.kind(), "invalid_argument", "{err}");
+    // nothing was lost: the same engine opens a normal session
+    let mut s = Session::new(e, 64).unwrap();
+    s.feed(&[3, 4, 5]).unwrap();
+}
+
+#[test]
+fn the_default_model_with_a_huge_context_is_out_of_memory() {
+    let Some(path) = common::model_path() else { return };
+    let e = std::sync::Arc::new(hearth::session::Engine::open(&path).unwrap());
+    // SmolLM2-135M: 30 layers × 192 key/value dims × 2 bytes × 2 (keys, values) = 23 KB per token;
+    // 2^36 tokens need 1.5 PB.
+    for n_ctx in [1usize << 36, 1 << 40] {
+        let err = session_error(&e, n_ctx);
+        assert_eq!(err.kind(), "out_of_memory", "{n_ctx}: {err}");
+        assert!(err.to_string().contains(&format!("{n_ctx}-token")), "{err}");
+    }
+    assert_eq!(session_error(&e, usize::MAX / 2).kind(), "invalid_argument");
+    Session::new(e, 256).unwrap();
+}

@@ -100,7 +100,7 @@ fn huge_counts_and_lengths_are_refused_before_allocating() {
     assert!(matches!(parse(&Raw::new(3, u64::MAX, 0).pad(64).0), Err(Error::LimitExceeded { what, .. }) if what == "tensor count"));
     assert!(matches!(parse(&Raw::new(3, 0, u64::MAX).pad(64).0), Err(Error::LimitExceeded { what, .. }) if what == "metadata count"));
     // a metadata count within the limit but more than the file can hold
-    assert!(matches!(parse(&Raw::new(3, 0, 60_000).pad(64).0), Err(Error::Truncated { .. })));
+    assert!(matches!(parse(&Raw::new(3, 0, 4_000).pad(64).0), Err(Error::Truncated { .. })));
     // a key of 2^62 bytes
     let r = Raw::new(3, 0, 1).u64(1 << 62).pad(64);
     assert!(matches!(parse(&r.0), Err(Error::LimitExceeded { value, .. }) if value == 1 << 62));

@@ -27,22 +27,61 @@ impl Rng {
     }
 }
 
-const WEIGHT_TYPES: [GgmlType; 10] = [
+const WEIGHT_TYPES: [GgmlType; 15] = [
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
     GgmlType::Q8_0,
+    GgmlType::IQ4NL,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,
+    GgmlType::IQ4XS,
+    GgmlType::BF16,
     GgmlType::F16,
     GgmlType::F32,
 ];
 
+/// Byte offsets of a block's f16 scale fields (d, and dmin or m where the format has one).
+fn scale_fields(ty: GgmlType) -> &'static [usize] {
+    use GgmlType::*;
+    match ty {
+        Q4_1 | Q5_1 | Q4K | Q5K => &[0, 2],
+        Q4_0 | Q5_0 | Q8_0 | IQ4NL | IQ4XS => &[0],
+        Q2K => &[80, 82],
+        Q3K => &[108],
+        Q6K => &[208],
+        _ => &[],
+    }
+}
+
+/// `blocks` random blocks of `ty`: every byte random except the f16 scales, which are finite
+/// (±2^-9 .. ±2^1), so every bit pattern of the quants and sub-block scales is met.
+fn random_blocks(ty: GgmlType, blocks: usize, rng: &mut Rng) -> Vec<u8> {
+    let bb = ty.block_bytes();
+    let mut w: Vec<u8> = (0..blocks * bb).map(|_| rng.next() as u8).collect();
+    for b in w.chunks_exact_mut(bb) {
+        for &at in scale_fields(ty) {
+            let v = rng.value().signum() * (0.002 + (rng.next() % 1000) as f32 / 500.0);
+            b[at..at + 2].copy_from_slice(&quant::f16::to_le(v));
+        }
+    }
+    w
+}
+
 /// Elements per block of a weight type's kernel (F32/F16 are tested in blocks of 32).
 fn block_len(ty: GgmlType) -> usize {
     ty.block_len().max(32)
+}
+
+/// BF16 activations back to f32.
+fn dequantize_bf16(a: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(a.chunks_exact(2)) {
+        *o = quant::bf16::to_f32(u16::from_le_bytes([b[0], b[1]]));
+    }
 }
 
 /// Q8_K activations back to f32 (q·d per super-block).
@@ -131,6 +170,32 @@ fn q8_k_activations_are_ggml_s() {
     }
 }
 
+/// The SIMD Q8_K quantizer at its edges: NaN (skipped by the max, quantized to 0), ±inf, ties,
+/// the largest magnitude met twice with both signs (the first decides the scale's sign).
+#[test]
+fn q8_k_quantizer_matches_the_reference_at_the_edges() {
+    let mut rng = Rng(23);
+    let mut cases: Vec<Vec<f32>> = vec![];
+    for k in 0..8 {
+        let mut x: Vec<f32> = (0..512).map(|_| rng.value()).collect();
+        match k {
+            0 => x[7] = f32::NAN,
+            1 => x[300] = f32::INFINITY,
+            2 => x[5] = f32::NEG_INFINITY,
+            3 => (x[10], x[11]) = (-30.0, 30.0),
+            4 => (x[10], x[11]) = (30.0, -30.0),
+            5 => x[..256].iter_mut().enumerate().for_each(|(i, v)| *v = (i as f32 - 127.0) * 0.5), // ties
+            6 => x[256..].fill(-0.0),
+            _ => x[100] = 1e-40,
+        }
+        cases.push(x);
+    }
+    for x in cases {
+        let (fast, reference) = (quantized_act(ActType::Q8K, &x, true), quantized_act(ActType::Q8K, &x, false));
+        assert_eq!(fast, reference, "{:?}", &x[..12]);
+    }
+}
+
 #[test]
 fn dot_kernels_are_bit_identical_to_the_reference() {
     let mut rng = Rng(42);
@@ -153,6 +218,7 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
                 quant::dequantize_row(ty, &wq, &mut wd);
                 match at {
                     ActType::F32 => xd.copy_from_slice(&x),
+                    ActType::BF16 => dequantize_bf16(&xq, &mut xd),
                     ActType::Q8_0 => quant::dequantize_row(GgmlType::Q8_0, block_part(at, n, &xq), &mut xd),
                     ActType::Q8_1 => {
                         // Q8_1 = d, s, 32 × i8: dequantize the values by hand
@@ -174,12 +240,58 @@ fn dot_kernels_are_bit_identical_to_the_reference() {
     assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
 }
 
+/// Random blocks (every byte random but the scales; see `random_blocks`) against random
+/// activations: the kernels meet every bit pattern of quants, high bits and sub-block scales.
+#[test]
+fn kernels_are_bit_identical_to_the_reference_on_random_blocks() {
+    let mut rng = Rng(77);
+    for ty in WEIGHT_TYPES.into_iter().filter(|t| !scale_fields(*t).is_empty()) {
+        let at = act_type(ty).unwrap();
+        for blocks in [1, 2, 3, 4, 5, 7, 8, 9, 16] {
+            for _ in 0..10 {
+                let n = blocks * ty.block_len();
+                let wq = random_blocks(ty, blocks, &mut rng);
+                let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                let xq = quantized_act(at, &x, false);
+                let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
+                assert!(reference.is_finite(), "{ty:?}");
+                let fast = quant::vec_dot(ty, n, &wq, &xq);
+                assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
+            }
+        }
+    }
+}
+
+/// BF16 rows of every length 1..=100 (whole 32-lane steps and every tail), with values whose
+/// products underflow or overflow f32, give the reference's bits.
+#[test]
+fn bf16_kernel_matches_the_reference_at_every_length() {
+    let mut rng = Rng(31);
+    for n in 1..=100 {
+        let mut w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+        let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+        if n > 40 {
+            w[3] = 1e-30; // × activation: an f32 subnormal product
+            w[37] = 1e30;
+        }
+        let wq = quant::quantize::quantize(GgmlType::BF16, &w).unwrap();
+        let xq = quantized_act(ActType::BF16, &x, false);
+        assert_eq!(xq.len(), 2 * n);
+        let reference = scalar::vec_dot(GgmlType::BF16, n, &wq, &xq);
+        let fast = quant::vec_dot(GgmlType::BF16, n, &wq, &xq);
+        assert_eq!(fast.to_bits(), reference.to_bits(), "n {n}: {fast} vs {reference}");
+        // and the reference is the product of the bf16-rounded values
+        let exact: f64 = (0..n).map(|i| quant::bf16::to_f32(quant::bf16::from_f32(w[i])) as f64 * quant::bf16::to_f32(quant::bf16::from_f32(x[i])) as f64).sum();
+        assert!((reference as f64 - exact).abs() <= 1e-5 * exact.abs().max(1.0), "n {n}: {reference} vs {exact}");
+    }
+}
+
 /// Weight blocks whose scale or minimum is inf, NaN or subnormal (a hostile or odd file) still give
 /// the reference's result: the kernels' short scale conversions hand such blocks to the general one.
 #[test]
 fn kernels_handle_special_scales_like_the_reference() {
     let mut rng = Rng(99);
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::IQ4NL] {
         let at = act_type(ty).unwrap();
         let bb = ty.block_bytes();
         for special in [0x7c00u16, 0xfc00, 0x7e01, 0x0001, 0x83ff, 0x0000] {
@@ -267,6 +379,7 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
                 (GgmlType::Q5_0, avx2::dot_q5_0(as_blocks(&q(GgmlType::Q5_0)), &q8_0), &q8_0),
                 (GgmlType::Q5_1, avx2::dot_q5_1(as_blocks(&q(GgmlType::Q5_1)), &q8_1), &q8_1),
                 (GgmlType::Q8_0, avx2::dot_q8_0(as_blocks(&q(GgmlType::Q8_0)), &q8_0), &q8_0),
+                (GgmlType::IQ4NL, avx2::dot_iq4_nl(as_blocks(&q(GgmlType::IQ4NL)), &q8_0), &q8_0),
             ];
             for (ty, fast, act) in cases {
                 let at = act_type(ty).unwrap();
@@ -277,11 +390,18 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
                 (GgmlType::Q4K, avx2::dot_q4_k(as_blocks(&qk(GgmlType::Q4K)), as_blocks(&q8k))),
                 (GgmlType::Q5K, avx2::dot_q5_k(as_blocks(&qk(GgmlType::Q5K)), as_blocks(&q8k))),
                 (GgmlType::Q6K, avx2::dot_q6_k(as_blocks(&qk(GgmlType::Q6K)), as_blocks(&q8k))),
+                (GgmlType::Q2K, avx2::dot_q2_k(as_blocks(&qk(GgmlType::Q2K)), as_blocks(&q8k))),
+                (GgmlType::Q3K, avx2::dot_q3_k(as_blocks(&qk(GgmlType::Q3K)), as_blocks(&q8k))),
+                (GgmlType::IQ4XS, avx2::dot_iq4_xs(as_blocks(&qk(GgmlType::IQ4XS)), as_blocks(&q8k))),
             ];
             for (ty, fast) in cases {
                 let reference = scalar::vec_dot(ty, nk, &qk(ty), &q8k);
                 assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} super-blocks");
             }
+            let bf = |v: &[f32]| quant::quantize::quantize(GgmlType::BF16, v).unwrap();
+            let (wb, xb) = (bf(&w), bf(&x));
+            let fast = avx2::dot_bf16(n, &wb, &xb);
+            assert_eq!(fast.to_bits(), scalar::vec_dot(GgmlType::BF16, n, &wb, &xb).to_bits(), "BF16, {n} values");
         }
     }
 }
@@ -312,7 +432,7 @@ fn weight_quantizers_round_trip_within_their_step() {
 #[test]
 fn k_kernels_are_exact_at_the_extremes() {
     let mut rng = Rng(99);
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS] {
         let bytes = ty.block_bytes();
         for fill in [0x00u8, 0xff, 0x55, 0xaa, 0x80, 0x7f] {
             for act in [127i8, -127, 0] {
@@ -320,10 +440,8 @@ fn k_kernels_are_exact_at_the_extremes() {
                 let mut w = vec![fill; n / 256 * bytes];
                 for b in w.chunks_exact_mut(bytes) {
                     // finite f16 scales
-                    let (d_at, dmin_at) = if ty == GgmlType::Q6K { (208, None) } else { (0, Some(2)) };
-                    b[d_at..d_at + 2].copy_from_slice(&hearth::quant::f16::to_le(0.01));
-                    if let Some(m) = dmin_at {
-                        b[m..m + 2].copy_from_slice(&hearth::quant::f16::to_le(0.02));
+                    for (i, &at) in scale_fields(ty).iter().enumerate() {
+                        b[at..at + 2].copy_from_slice(&hearth::quant::f16::to_le(0.01 * (i + 1) as f32));
                     }
                 }
                 let mut x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
@@ -455,7 +573,7 @@ fn attention_is_bit_identical_to_the_reference() {
         for (x, &h) in kf.iter().zip(&k).chain(vf.iter().zip(&v)) {
             assert_eq!(x.to_bits(), quant::f16::to_f32(h).to_bits());
         }
-        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len };
+        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len, scale: 1.0 / (hd as f32).sqrt() };
         let (mut a, mut b) = (State::new(heads, hd), State::new(heads, hd));
         attend(&mut a, &unit);
         attend_scalar(&mut b, &unit);
@@ -546,5 +664,41 @@ fn silu_is_bit_identical_to_the_reference() {
     silu_mul_scalar(&mut b, &u);
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {
         assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()), "g = {:e} ({:#x}): {x:e} vs {y:e}", g[i], g[i].to_bits());
+    }
+}
+
+/// The quantizers of the newer formats: each round-trips within a bound set from its bits, in
+/// the order their bits promise, and IQ4_NL's non-linear levels beat Q4_0's linear ones.
+#[test]
+fn iq_and_low_bit_quantizers_round_trip() {
+    let mut rng = Rng(17);
+    let x: Vec<f32> = (0..256 * 32).map(|_| rng.value()).collect();
+    let rms = |a: &[f32], b: &[f32]| (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
+    let x_rms = rms(&x, &vec![0.0; x.len()]);
+    let error = |ty: GgmlType| {
+        let q = quant::quantize::quantize(ty, &x).unwrap();
+        assert_eq!(q.len() as u64, ty.bytes_for(x.len() as u64).unwrap(), "{ty:?}");
+        let mut y = vec![0f32; x.len()];
+        quant::dequantize_row(ty, &q, &mut y);
+        let e = rms(&x, &y) / x_rms;
+        eprintln!("{ty:?}: relative rms error {e:.4}");
+        e
+    };
+    let [bf16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_k] =
+        [GgmlType::BF16, GgmlType::IQ4NL, GgmlType::IQ4XS, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4_0, GgmlType::Q4K].map(error);
+    assert!(bf16 < 0.004, "BF16 {bf16}");
+    assert!(iq4_nl < q4_0, "IQ4_NL {iq4_nl} vs Q4_0 {q4_0}");
+    assert!(iq4_xs < 0.15 && iq4_nl < 0.15, "IQ4_XS {iq4_xs}, IQ4_NL {iq4_nl}");
+    assert!(q4_k < q3_k && q3_k < q2_k, "Q4_K {q4_k}, Q3_K {q3_k}, Q2_K {q2_k}");
+    // (measured: BF16 0.0016, IQ4_NL 0.133, IQ4_XS 0.134, Q4_0 0.172, Q2_K 0.229, Q3_K 0.158, Q4_K 0.101)
+    assert!(q3_k < 0.2 && q2_k < 0.3, "Q3_K {q3_k}, Q2_K {q2_k}");
+    // an all-zero and a constant block are (near) exact
+    for ty in [GgmlType::IQ4NL, GgmlType::IQ4XS, GgmlType::Q2K, GgmlType::Q3K] {
+        for c in [0.0f32, -0.5] {
+            let x = vec![c; 256];
+            let mut y = vec![1f32; 256];
+            quant::dequantize_row(ty, &quant::quantize::quantize(ty, &x).unwrap(), &mut y);
+            assert!(y.iter().all(|&v| (v - c).abs() <= 0.01), "{ty:?} constant {c}: {:?}", &y[..4]);
+        }
     }
 }

@@ -143,3 +143,68 @@ fn kernel_throughput() {
         println!("{:5} {:6.2} Gelem/s {:6.2} GB/s of weights (sink {sink:.1})", ty.name(), elems / best / 1e9, wq.len() as f64 / best / 1e9);
     }
 }
+
+/// An independent reference for the block layouts: random blocks of every weight type candle
+/// knows, dequantized by candle-core and by hearth, give the same floats. (Random bytes, with the
+/// f16 scales set to finite values, so every bit pattern of the quants and sub-block scales is met.)
+#[test]
+fn dequantization_matches_candle_for_every_type_it_knows() {
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+    use candle_core::Device;
+    use hearth::quant;
+    let mut rng = Rng::new(21);
+    // (type, candle's name for it, byte offsets of its f16 scales)
+    let types: [(GgmlType, GgmlDType, &[usize]); 13] = [
+        (GgmlType::F32, GgmlDType::F32, &[]),
+        (GgmlType::F16, GgmlDType::F16, &[]),
+        (GgmlType::BF16, GgmlDType::BF16, &[]),
+        (GgmlType::Q4_0, GgmlDType::Q4_0, &[0]),
+        (GgmlType::Q4_1, GgmlDType::Q4_1, &[0, 2]),
+        (GgmlType::Q5_0, GgmlDType::Q5_0, &[0]),
+        (GgmlType::Q5_1, GgmlDType::Q5_1, &[0, 2]),
+        (GgmlType::Q8_0, GgmlDType::Q8_0, &[0]),
+        (GgmlType::Q2K, GgmlDType::Q2K, &[80, 82]),
+        (GgmlType::Q3K, GgmlDType::Q3K, &[108]),
+        (GgmlType::Q4K, GgmlDType::Q4K, &[0, 2]),
+        (GgmlType::Q5K, GgmlDType::Q5K, &[0, 2]),
+        (GgmlType::Q6K, GgmlDType::Q6K, &[208]),
+    ];
+    for (ty, cty, scales) in types {
+        assert_eq!((ty.block_len(), ty.block_bytes()), (cty.block_size(), cty.type_size()), "{ty:?}");
+        let n = 4 * 256;
+        let bb = ty.block_bytes();
+        let mut raw: Vec<u8> = (0..n / ty.block_len() * bb).map(|_| rng.next() as u8).collect();
+        for b in raw.chunks_exact_mut(bb) {
+            for &at in scales {
+                let v = rng.normal(0.5);
+                b[at..at + 2].copy_from_slice(&quant::f16::to_le(v));
+            }
+        }
+        if ty == GgmlType::F32 || ty == GgmlType::F16 || ty == GgmlType::BF16 {
+            // finite values: random bits would hold NaNs with payloads
+            let v: Vec<f32> = (0..n).map(|_| rng.normal(2.0)).collect();
+            raw = quant::quantize::quantize(ty, &v).unwrap();
+        }
+        // candle reads the blocks in place: give it an 8-aligned copy
+        let mut aligned = vec![0u64; raw.len().div_ceil(8)];
+        // SAFETY: the u64 buffer holds at least raw.len() bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(aligned.as_mut_ptr() as *mut u8, raw.len()) };
+        bytes.copy_from_slice(&raw);
+        let theirs: Vec<f32> = qtensor_from_ggml(cty, bytes, vec![n], &Device::Cpu)
+            .and_then(|t| t.dequantize(&Device::Cpu))
+            .and_then(|t| t.to_vec1::<f32>())
+            .unwrap_or_else(|e| panic!("{ty:?}: candle: {e}"));
+        let mut ours = vec![0f32; n];
+        quant::dequantize_row(ty, &raw, &mut ours);
+        let mut worst = 0f32;
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            assert!(a.is_finite(), "{ty:?} element {i}");
+            // the same formula, up to the order of one multiplication (candle's d·(sc·q) where
+            // ggml has (d·sc)·q): within an ulp or two of the value's scale
+            let tol = 4.0 * f32::EPSILON * a.abs().max(b.abs());
+            assert!((a - b).abs() <= tol, "{ty:?} element {i}: hearth {a} vs candle {b}");
+            worst = worst.max((a - b).abs() / a.abs().max(1e-30));
+        }
+        eprintln!("{}: {n} values, largest relative difference to candle {worst:e}", ty.name());
+    }
+}

@@ -1,6 +1,8 @@
 //! Long use, natively: a 100-turn chat on one session keeps its memory flat after the first turn,
 //! and every answer equals what a fresh session gives for the same conversation.
 
+#![cfg(not(target_arch = "wasm32"))]
+
 mod common;
 
 use common::model_path;

@@ -28,11 +28,11 @@ fn parse(meta: Vec<(&str, Value)>) -> Gguf {
 }
 
 fn strings(items: &[String]) -> Value {
-    Value::Array(items.iter().map(|s| Value::String(s.clone())).collect())
+    Value::Array(items.iter().map(String::as_str).collect())
 }
 
 fn ints(items: &[i32]) -> Value {
-    Value::Array(items.iter().map(|&i| Value::I32(i)).collect())
+    Value::Array(items.iter().copied().collect())
 }
 
 /// GPT-2's byte → character table (`bytes_to_unicode`), written out independently of the crate.
@@ -317,7 +317,7 @@ fn error_mismatched_token_type_length() {
 #[test]
 fn error_mismatched_scores_length() {
     let mut meta = tiny_bpe_meta(None);
-    replace_key(&mut meta, "tokenizer.ggml.scores", Some(Value::Array(vec![Value::F32(0.0); 3])));
+    replace_key(&mut meta, "tokenizer.ggml.scores", Some(Value::Array(vec![0.0f32; 3].into())));
     let e = load_err(meta);
     assert!(matches!(&e, Error::BadMetadata { key, .. } if key == "tokenizer.ggml.scores"), "{e}");
 }
@@ -412,7 +412,7 @@ fn tiny_spm() -> Tokenizer {
         ("tokenizer.ggml.model", Value::String("llama".into())),
         ("tokenizer.ggml.tokens", strings(&tokens)),
         ("tokenizer.ggml.token_type", ints(&types)),
-        ("tokenizer.ggml.scores", Value::Array(scores.into_iter().map(Value::F32).collect())),
+        ("tokenizer.ggml.scores", Value::Array(scores.into_iter().collect())),
         ("tokenizer.ggml.bos_token_id", Value::U32(1)),
         ("tokenizer.ggml.eos_token_id", Value::U32(2)),
         ("tokenizer.ggml.unknown_token_id", Value::U32(0)),

@@ -473,8 +473,8 @@ const gib = (n) => `${(n / 2 ** 30).toFixed(n < 2 ** 30 ? 2 : 1)} GiB`;
 /**
  * Refuses a model that cannot fit before its weights are read or downloaded: parses the header
  * from `readPrefix(n)` (the file's first n bytes) and compares what the engine will allocate with
- * what its memory can still grow by. Says the numbers and what would fit. A header the engine
- * cannot parse passes: the load itself then reports precisely what is wrong with it.
+ * what its memory can still grow by. Says the numbers and what would fit. A header that names
+ * an architecture the engine does not run fails here too (`load_error`).
  */
 async function checkFits(readPrefix, size, nCtx, what) {
   let n = Math.min(HEADER_PREFIX, size);
@@ -484,7 +484,10 @@ async function checkFits(readPrefix, size, nCtx, what) {
     let need;
     try {
       need = JSON.parse(wasm.preflight(prefix, size, nCtx >>> 0));
-    } catch {
+    } catch (e) {
+      // A file the engine cannot run (an unknown architecture, bad metadata) fails here, before
+      // its weights are read; anything else is left to the load, which says precisely what.
+      if (e?.type === 'load_error') throw new WorkerError('load_error', `${what}: ${e.message}`);
       return null;
     }
     if (need.needBytes) {

@@ -203,6 +203,20 @@ rows_kernel!(
     |x: &BlockQ8_0| h(x.d)
 );
 
+/// 32 4-bit indices (as `unpack_nibbles` gives them) → their KVALUES_IQ4NL levels, as i8.
+#[inline(always)]
+unsafe fn iq4_lookup(idx: __m256i) -> __m256i {
+    let t = _mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i);
+    _mm256_shuffle_epi8(_mm256_set_m128i(t, t), idx)
+}
+
+rows_kernel!(
+    rows_iq4_nl, BlockIQ4NL, BlockQ8_0,
+    |x: &BlockIQ4NL| signed(iq4_lookup(unpack_nibbles(&x.qs))),
+    |p, y: &BlockQ8_0| mul_signed(p, &y.qs),
+    |x: &BlockIQ4NL| h(x.d)
+);
+
 /// Single-row forms (for the tests): `a` is a whole activation row as `quantize_act` lays it out.
 macro_rules! one_row {
     ($name:ident, $rows:ident, $WB:ty) => {
@@ -221,6 +235,7 @@ one_row!(dot_q4_1, rows_q4_1, BlockQ4_1);
 one_row!(dot_q5_0, rows_q5_0, BlockQ5_0);
 one_row!(dot_q5_1, rows_q5_1, BlockQ5_1);
 one_row!(dot_q8_0, rows_q8_0, BlockQ8_0);
+one_row!(dot_iq4_nl, rows_iq4_nl, BlockIQ4NL);
 
 // ---- K-quants (super-blocks of 256, Q8_K activations) ----
 //
@@ -246,103 +261,250 @@ unsafe fn msum_k(m: &[u8; 8], y: &BlockQ8K) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// Σ over the four 64-element chunks of sc · (q·a): `q(i)` gives chunk i's 32 low-half values
-/// (sub-block 2i) and 32 high-half values (sub-block 2i+1), unsigned < 128.
+/// Σ over the four 64-element chunks of sc · (q·a): `q[2i]` holds chunk i's 32 low-half values
+/// (sub-block 2i), `q[2i+1]` its 32 high-half values (sub-block 2i+1), unsigned < 128.
 #[inline(always)]
-unsafe fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize) -> (__m256i, __m256i)) -> i32 {
+unsafe fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: &[__m256i; 8]) -> i32 {
     let a = y.qs.as_ptr() as *const u8;
     let mut s = _mm256_setzero_si256();
     for i in 0..4 {
-        let (lo, hi) = q(i);
-        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load32(a.add(64 * i))), _mm256_set1_epi16(sc[2 * i] as i16));
-        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load32(a.add(64 * i + 32))), _mm256_set1_epi16(sc[2 * i + 1] as i16));
+        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * i], load32(a.add(64 * i))), _mm256_set1_epi16(sc[2 * i] as i16));
+        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(q[2 * i + 1], load32(a.add(64 * i + 32))), _mm256_set1_epi16(sc[2 * i + 1] as i16));
         s = _mm256_add_epi32(s, _mm256_add_epi32(p0, p1));
     }
     total(s)
 }
 
-/// # Safety
-/// The CPU must have AVX2 and F16C (`available()`).
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        let isum = isum_k32(&sc, y, |i| {
-            let q = load32(x.qs.as_ptr().add(32 * i));
-            (_mm256_and_si256(q, m4), _mm256_and_si256(_mm256_srli_epi16(q, 4), m4))
-        });
-        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+/// Σ_i Σ_lanes scv[i] · (q[i]·a[32i..32i+32]) with q unsigned < 128 and scv the i16 scales of
+/// each lane pair: the exact integer sum of the formats with sub-blocks of 16 (Q2_K, Q3_K, Q6_K),
+/// where q[i] holds sub-blocks 2i (lanes 0..16) and 2i+1 (lanes 16..32).
+#[inline(always)]
+unsafe fn isum_k16(q: &[__m256i; 8], scv: &[__m256i; 8], y: &BlockQ8K) -> i32 {
+    let a = y.qs.as_ptr() as *const u8;
+    let mut s = _mm256_setzero_si256();
+    for i in 0..8 {
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], load32(a.add(32 * i))), scv[i]));
     }
-    acc.sum()
+    total(s)
 }
 
-/// # Safety
-/// The CPU must have AVX2 and F16C (`available()`).
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let b4 = _mm256_set1_epi8(0x10);
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        let qh = load32(x.qh.as_ptr());
-        let isum = isum_k32(&sc, y, |i| {
-            let q = load32(x.qs.as_ptr().add(32 * i));
-            let (bl, bh) = (_mm256_set1_epi8((1u8 << (2 * i)) as i8), _mm256_set1_epi8((2u8 << (2 * i)) as i8));
-            let hl = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bl), bl), b4);
-            let hh = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bh), bh), b4);
-            (
-                _mm256_or_si256(_mm256_and_si256(q, m4), hl),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), hh),
-            )
-        });
-        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
-    }
-    acc.sum()
+/// Sixteen sub-block scales as the eight `scv` vectors of `isum_k16`.
+#[inline(always)]
+unsafe fn pair_scales(sc: [i16; 16]) -> [__m256i; 8] {
+    std::array::from_fn(|i| _mm256_set_m128i(_mm_set1_epi16(sc[2 * i + 1]), _mm_set1_epi16(sc[2 * i])))
 }
 
-/// # Safety
-/// The CPU must have AVX2 and F16C (`available()`).
-#[target_feature(enable = "avx2,f16c")]
-pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let m4 = _mm256_set1_epi8(0x0f);
-    let m2 = _mm256_set1_epi8(0x03);
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let ap = y.qs.as_ptr() as *const u8;
-        // the sub-block scales as i16, and the −32 offset through the per-16 sums
-        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
-        let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let offset = total(_mm256_madd_epi16(sc16, bs));
-        let mut s = _mm256_setzero_si256();
-        for n in 0..2 {
-            let ql0 = load32(x.ql.as_ptr().add(64 * n));
-            let ql1 = load32(x.ql.as_ptr().add(64 * n + 32));
-            let qh = load32(x.qh.as_ptr().add(32 * n));
-            let hb = |k: i32| match k {
-                0 => _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4),
-                1 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4),
-                2 => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4),
-                _ => _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4),
-            };
-            let q = [
-                _mm256_or_si256(_mm256_and_si256(ql0, m4), hb(0)),
-                _mm256_or_si256(_mm256_and_si256(ql1, m4), hb(1)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), hb(2)),
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), hb(3)),
-            ];
-            for (k, q) in q.into_iter().enumerate() {
-                let j = 8 * n + 2 * k; // sub-blocks j (lanes 0..8) and j+1 (lanes 8..16)
-                let scv = _mm256_set_m128i(_mm_set1_epi16(x.scales[j + 1] as i16), _mm_set1_epi16(x.scales[j] as i16));
-                let p = _mm256_maddubs_epi16(q, load32(ap.add(128 * n + 32 * k)));
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, scv));
+/// The 2-bit values of a Q2_K/Q3_K `qs` in element order: vector 4n + k is `qs[32n..32n+32]`
+/// shifted right by 2k (elements 128n + 32k .. +32).
+#[inline(always)]
+unsafe fn two_bits(qs: &[u8; 64]) -> [__m256i; 8] {
+    std::array::from_fn(|i| {
+        let (n, k) = (i / 4, i % 4);
+        let q = load32(qs.as_ptr().add(32 * n));
+        _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k as i32)), _mm256_set1_epi8(3))
+    })
+}
+
+/// Σ_j c_j · bsum_j over Q8_K's sixteen per-16 sums (`c` as i16, |c| ≤ 64).
+#[inline(always)]
+unsafe fn bsum_dot(c: __m256i, y: &BlockQ8K) -> i32 {
+    total(_mm256_madd_epi16(c, _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i)))
+}
+
+/// Defines `$name::<N>(w, nb, acts, out)` for a K-quant: every weight row in `w` (rows of `nb`
+/// super-blocks) against `N` Q8_K activation rows (as `quantize_act` lays them out). Each
+/// super-block is unpacked once (`$prep`: quants to bytes, scales decoded) and its exact integer
+/// sums are taken against every row (`$add` accumulates one row's block in the scalar
+/// reference's float order), so a batch pays for the unpacking once and results do not depend on
+/// `N`. `$one(w, a)` is the single-row form (for the tests).
+macro_rules! k_rows_kernel {
+    ($name:ident, $one:ident, $B:ty, $P:ty, $prep:expr, $add:expr) => {
+        /// # Safety
+        /// AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
+        #[target_feature(enable = "avx2,f16c")]
+        pub unsafe fn $name<const N: usize>(w: &[$B], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+            let bytes = nb * std::mem::size_of::<BlockQ8K>();
+            let ys: [&[BlockQ8K]; N] = std::array::from_fn(|t| {
+                assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+                as_blocks(&a[t][..bytes])
+            });
+            let prep = $prep;
+            let add = $add;
+            for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+                let mut acc: [scalar::Acc4; N] = std::array::from_fn(|_| scalar::Acc4::new());
+                for (b, x) in row.iter().enumerate() {
+                    let p: $P = prep(x);
+                    for t in 0..N {
+                        add(&mut acc[t], b, x, &p, &ys[t][b]);
+                    }
+                }
+                for t in 0..N {
+                    *out[t].add(r) = acc[t].sum();
+                }
             }
         }
-        acc.add(b, super::f16::le(x.d) * y.d(), total(s) - 32 * offset);
+
+        /// # Safety
+        /// AVX2 and F16C present.
+        #[target_feature(enable = "avx2,f16c")]
+        pub unsafe fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            let mut v = 0f32;
+            $name::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]);
+            v
+        }
+    };
+}
+
+// Q4_K: (quants, sc, m)
+k_rows_kernel!(
+    rows_q4_k, dot_q4_k, BlockQ4K, ([__m256i; 8], [u8; 8], [u8; 8]),
+    |x: &BlockQ4K| {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let m4 = _mm256_set1_epi8(0x0f);
+        let q: [__m256i; 8] = std::array::from_fn(|c| {
+            let v = load32(x.qs.as_ptr().add(32 * (c / 2)));
+            if c % 2 == 0 { _mm256_and_si256(v, m4) } else { _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) }
+        });
+        (q, sc, m)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ4K, p: &([__m256i; 8], [u8; 8], [u8; 8]), y: &BlockQ8K| {
+        let isum = isum_k32(&p.1, y, &p.0);
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum, msum_k(&p.2, y));
     }
-    acc.sum()
+);
+
+// Q5_K: as Q4_K with the fifth bits: bit 2i of qh[l] for chunk i's low half, 2i+1 for its high half
+k_rows_kernel!(
+    rows_q5_k, dot_q5_k, BlockQ5K, ([__m256i; 8], [u8; 8], [u8; 8]),
+    |x: &BlockQ5K| {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let (m4, b4) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x10));
+        let qh = load32(x.qh.as_ptr());
+        let q: [__m256i; 8] = std::array::from_fn(|c| {
+            let v = load32(x.qs.as_ptr().add(32 * (c / 2)));
+            let bit = _mm256_set1_epi8((1u8 << c) as i8);
+            let h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit), b4);
+            let v = if c % 2 == 0 { _mm256_and_si256(v, m4) } else { _mm256_and_si256(_mm256_srli_epi16(v, 4), m4) };
+            _mm256_or_si256(v, h)
+        });
+        (q, sc, m)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ5K, p: &([__m256i; 8], [u8; 8], [u8; 8]), y: &BlockQ8K| {
+        let isum = isum_k32(&p.1, y, &p.0);
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum, msum_k(&p.2, y));
+    }
+);
+
+// Q6_K: (unsigned 6-bit quants, pair scales, scales as i16 for the −32 offset through the sums)
+k_rows_kernel!(
+    rows_q6_k, dot_q6_k, BlockQ6K, ([__m256i; 8], [__m256i; 8], __m256i),
+    |x: &BlockQ6K| {
+        let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x03));
+        let q: [__m256i; 8] = std::array::from_fn(|i| {
+            // vector 4n + k: elements 128n + 32k .. +32
+            let (n, k) = (i / 4, i % 4);
+            let ql = load32(x.ql.as_ptr().add(64 * n + 32 * (k % 2)));
+            let qh = load32(x.qh.as_ptr().add(32 * n));
+            let lo = if k < 2 { _mm256_and_si256(ql, m4) } else { _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4) };
+            let hi = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32)), m2);
+            _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4))
+        });
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+        (q, pair_scales(x.scales.map(|s| s as i16)), sc16)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ6K, p: &([__m256i; 8], [__m256i; 8], __m256i), y: &BlockQ8K| {
+        let isum = isum_k16(&p.0, &p.1, y) - 32 * bsum_dot(p.2, y);
+        acc.add(b, super::f16::le(x.d) * y.d(), isum);
+    }
+);
+
+// Q2_K: (2-bit quants, pair scales, minimums as i16)
+k_rows_kernel!(
+    rows_q2_k, dot_q2_k, BlockQ2K, ([__m256i; 8], [__m256i; 8], __m256i),
+    |x: &BlockQ2K| {
+        let sc8 = _mm_loadu_si128(x.scales.as_ptr() as *const __m128i);
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), _mm_set1_epi8(0x0f)));
+        (two_bits(&x.qs), pair_scales(x.scales.map(|s| (s & 15) as i16)), mins)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ2K, p: &([__m256i; 8], [__m256i; 8], __m256i), y: &BlockQ8K| {
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum_k16(&p.0, &p.1, y), bsum_dot(p.2, y));
+    }
+);
+
+// Q3_K: u = q + 4·h in 0..8 (the value is u − 4, the −4 taken through the per-16 sums)
+k_rows_kernel!(
+    rows_q3_k, dot_q3_k, BlockQ3K, ([__m256i; 8], [__m256i; 8], __m256i),
+    |x: &BlockQ3K| {
+        let s8 = scalar::scales_q3_k(&x.scales);
+        let hm = load32(x.hmask.as_ptr());
+        let low = two_bits(&x.qs);
+        let q: [__m256i; 8] = std::array::from_fn(|i| {
+            let bit = _mm256_set1_epi8((1u8 << i) as i8); // bit 4n + k of hmask for vector 4n + k
+            let h = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit), _mm256_set1_epi8(4));
+            _mm256_or_si256(low[i], h)
+        });
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(s8.as_ptr() as *const __m128i));
+        (q, pair_scales(s8.map(|s| s as i16)), sc16)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ3K, p: &([__m256i; 8], [__m256i; 8], __m256i), y: &BlockQ8K| {
+        let isum = isum_k16(&p.0, &p.1, y) - 4 * bsum_dot(p.2, y);
+        acc.add(b, super::f16::le(x.d) * y.d(), isum);
+    }
+);
+
+// IQ4_XS: (|levels|, levels (for the signs), sub-block scales ls − 32 as i16 vectors)
+k_rows_kernel!(
+    rows_iq4_xs, dot_iq4_xs, BlockIQ4XS, ([__m256i; 8], [__m256i; 8], [__m256i; 8]),
+    |x: &BlockIQ4XS| {
+        let sc = scalar::scales_iq4_xs(x);
+        let q: [__m256i; 8] = std::array::from_fn(|j| iq4_lookup(unpack_nibbles(&*(x.qs.as_ptr().add(16 * j) as *const [u8; 16]))));
+        (q.map(|v| _mm256_sign_epi8(v, v)), q, sc.map(|c| _mm256_set1_epi16(c as i16)))
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockIQ4XS, p: &([__m256i; 8], [__m256i; 8], [__m256i; 8]), y: &BlockQ8K| {
+        let a = y.qs.as_ptr() as *const u8;
+        let mut s = _mm256_setzero_si256();
+        for j in 0..8 {
+            let pr = _mm256_maddubs_epi16(p.0[j], _mm256_sign_epi8(load32(a.add(32 * j)), p.1[j]));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(pr, p.2[j]));
+        }
+        acc.add(b, super::f16::le(x.d) * y.d(), total(s));
+    }
+);
+
+/// Eight bf16 values (16 bytes at `p`) as f32 lanes.
+#[inline(always)]
+unsafe fn bf16x8(p: *const u8) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
+}
+
+/// `scalar::dot_bf16`, bit for bit: lanes 0..32 are four vectors of 8, the products added with a
+/// separate multiply and add (no FMA), the tail and the tree as the reference does them.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C (`available()`).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let full = n / scalar::BF16_LANES * scalar::BF16_LANES;
+    let (wp, ap) = (w.as_ptr(), a.as_ptr());
+    let mut c = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < full {
+        for (k, c) in c.iter_mut().enumerate() {
+            let o = 2 * (i + 8 * k);
+            *c = _mm256_add_ps(*c, _mm256_mul_ps(bf16x8(wp.add(o)), bf16x8(ap.add(o))));
+        }
+        i += scalar::BF16_LANES;
+    }
+    let mut lanes = [0f32; scalar::BF16_LANES];
+    for (k, c) in c.iter().enumerate() {
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), *c);
+    }
+    let bf = |b: &[u8], i: usize| super::bf16::to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]]));
+    for i in full..n {
+        lanes[i % scalar::BF16_LANES] += bf(w, i) * bf(a, i);
+    }
+    scalar::reduce_bf16_lanes(lanes)
 }
 
 /// One block of 32 activations → (max |x|, the 32 rounded `x · id` as i8, their sum), as the
@@ -400,5 +562,58 @@ pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
         let d = amax / 127.0;
         b.d = f16::to_le(d);
         b.s = f16::to_le(d * sum as f32);
+    }
+}
+
+/// `scalar::quantize_q8_k`, bit for bit: NaN lanes are skipped by the max and quantize to 0, the
+/// first element of largest magnitude gives the scale's sign, rounding is to nearest even and
+/// capped at 127.
+///
+/// # Safety
+/// AVX2 and F16C available.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        let p = xb.as_ptr();
+        let v: [__m256; 32] = std::array::from_fn(|i| _mm256_loadu_ps(p.add(8 * i)));
+        // max(|x|, m) returns m when |x| is NaN, as the scalar comparison skips it
+        let m = v.iter().fold(_mm256_setzero_ps(), |m, &x| _mm256_max_ps(_mm256_and_ps(x, abs), m));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps::<1>(m));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)));
+        if amax == 0.0 {
+            *b = BlockQ8K::default();
+            continue;
+        }
+        let am = _mm256_set1_ps(amax);
+        let first = (0..32)
+            .find_map(|i| {
+                let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_and_ps(v[i], abs), am));
+                (hit != 0).then(|| 8 * i + hit.trailing_zeros() as usize)
+            })
+            .unwrap_or(0);
+        let iscale = -127.0 / xb[first];
+        let is = _mm256_set1_ps(iscale);
+        let cap = _mm256_set1_epi32(127);
+        let qi: [__m256i; 32] = std::array::from_fn(|i| {
+            let y = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(is, v[i]));
+            let ord = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+            _mm256_min_epi32(_mm256_and_si256(_mm256_cvtps_epi32(y), ord), cap)
+        });
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for c in 0..8 {
+            let w = _mm256_packs_epi16(_mm256_packs_epi32(qi[4 * c], qi[4 * c + 1]), _mm256_packs_epi32(qi[4 * c + 2], qi[4 * c + 3]));
+            _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * c) as *mut __m256i, _mm256_permutevar8x32_epi32(w, order));
+        }
+        // per-16 sums: vectors 2j and 2j+1 are elements 16j .. 16j+16
+        let sums: [__m256i; 16] = std::array::from_fn(|j| _mm256_add_epi32(qi[2 * j], qi[2 * j + 1]));
+        for g in 0..4 {
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(sums[4 * g], sums[4 * g + 1]), _mm256_hadd_epi32(sums[4 * g + 2], sums[4 * g + 3]));
+            let t = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+            let t16 = _mm_packs_epi32(t, t);
+            _mm_storel_epi64(b.bsums.as_mut_ptr().add(4 * g) as *mut __m128i, t16);
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
     }
 }

@@ -1,12 +1,15 @@
 //! Quantized block formats (ggml's layouts), activation quantization and dot-product kernels.
 //!
 //! Like llama.cpp, a quantized matmul first quantizes its input vector to 8 bits — Q8_1 blocks of 32
-//! for weights with a minimum (Q4_1, Q5_1), Q8_0 blocks for the others — and then takes integer dot
-//! products block by block. The K-quants (Q4_K, Q5_K, Q6_K: super-blocks of 256) take their input
-//! as Q8_K, 256 i8 with an f32 scale and the sums of each 16. Doing the same keeps the engine within
-//! float rounding of llama.cpp's tokens. `scalar` holds one plain reference per format; SIMD variants (`simd128` for wasm, `avx2`
-//! natively) are tested against it on random blocks.
+//! for weights with a minimum (Q4_1, Q5_1), Q8_0 blocks for the others (and IQ4_NL) — and then
+//! takes integer dot products block by block. The K-quants (Q2_K … Q6_K, and IQ4_XS: super-blocks
+//! of 256) take their input as Q8_K, 256 i8 with an f32 scale and the sums of each 16; BF16 weights
+//! take BF16 input (ggml-cpu's `vec_dot_type` table). Doing the same keeps the engine within float
+//! rounding of llama.cpp's tokens. `scalar.rs` is where to read the arithmetic: one plain reference
+//! per format; the SIMD variants (`simd128` for wasm, `avx2` natively) are tested bit for bit
+//! against it on random blocks (tests/kernels.rs).
 
+pub mod bf16;
 pub mod f16;
 pub mod quantize;
 pub mod scalar;
@@ -104,6 +107,53 @@ pub struct BlockQ6K {
     pub d: [u8; 2],
 }
 
+/// Q2_K: 16 sub-blocks of 16; x = d·(sc_j & 15)·q − dmin·(sc_j >> 4) with 2-bit q. Per 128
+/// elements, 32 bytes of `qs`: element 32k + l (k < 4, l < 32) is bits 2k..2k+2 of qs[l].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ2K {
+    pub scales: [u8; 16], // sub-block j: scale in the low nibble, minimum in the high nibble
+    pub qs: [u8; 64],
+    pub d: [u8; 2],    // f16 scale of the scales
+    pub dmin: [u8; 2], // f16 scale of the minimums
+}
+
+/// Q3_K: 16 sub-blocks of 16; x = d·(s_j − 32)·(q − 4·(1 − h)) with 2-bit q laid out as Q2_K's and a
+/// high bit h: bit 4n + k of hmask[l] for element 128n + 32k + l. The 6-bit s_j are packed in 12
+/// bytes (see `scalar::scales_q3_k`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ3K {
+    pub hmask: [u8; 32],
+    pub qs: [u8; 64],
+    pub scales: [u8; 12],
+    pub d: [u8; 2], // f16
+}
+
+/// ggml's `kvalues_iq4nl`: the 16 non-linear levels of IQ4_NL and IQ4_XS.
+pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// IQ4_NL: 32 elements, x = d·KVALUES_IQ4NL[q], the 4-bit indices packed as Q4_0's (element j in
+/// the low nibble of qs[j], element j+16 in the high nibble).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockIQ4NL {
+    pub d: [u8; 2], // f16
+    pub qs: [u8; 16],
+}
+
+/// IQ4_XS: 8 sub-blocks of 32; x = d·(ls_j − 32)·KVALUES_IQ4NL[q] with a 6-bit ls_j: low 4 bits in
+/// nibble j % 2 of scales_l[j / 2], high 2 bits at bits 2j..2j+2 of scales_h. Sub-block j's indices
+/// are qs[16j..16j+16], packed as IQ4_NL's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockIQ4XS {
+    pub d: [u8; 2],        // f16
+    pub scales_h: [u8; 2], // u16
+    pub scales_l: [u8; 4],
+    pub qs: [u8; 128],
+}
+
 /// Q8_K (activations only): 256 i8, an f32 scale, and the sum of each 16 values as i16.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +184,7 @@ macro_rules! zero_default {
         }
     )*};
 }
-zero_default!(BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K);
+zero_default!(BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockIQ4XS, BlockQ8K);
 
 impl Default for BlockQ8_0 {
     fn default() -> Self {
@@ -164,6 +214,10 @@ check_size!(BlockQ4K, 144);
 check_size!(BlockQ5K, 176);
 check_size!(BlockQ6K, 210);
 check_size!(BlockQ8K, 292);
+check_size!(BlockQ2K, 84);
+check_size!(BlockQ3K, 110);
+check_size!(BlockIQ4NL, 18);
+check_size!(BlockIQ4XS, 136);
 
 /// Marker for the block types above: plain old data of alignment 1.
 pub unsafe trait Block: Copy + Default {}
@@ -177,6 +231,10 @@ unsafe impl Block for BlockQ4K {}
 unsafe impl Block for BlockQ5K {}
 unsafe impl Block for BlockQ6K {}
 unsafe impl Block for BlockQ8K {}
+unsafe impl Block for BlockQ2K {}
+unsafe impl Block for BlockQ3K {}
+unsafe impl Block for BlockIQ4NL {}
+unsafe impl Block for BlockIQ4XS {}
 
 /// Views bytes as blocks. `bytes.len()` must be a multiple of the block size (checked at load).
 pub fn as_blocks<B: Block>(bytes: &[u8]) -> &[B] {
@@ -202,6 +260,8 @@ pub fn blocks_as_bytes<B: Block>(blocks: &[B]) -> &[u8] {
 pub enum ActType {
     /// Plain f32 input (F32/F16 weights).
     F32,
+    /// bfloat16 input (BF16 weights), rounded as ggml's `GGML_FP32_TO_BF16`.
+    BF16,
     Q8_0,
     Q8_1,
     /// Super-blocks of 256 for the K-quants.
@@ -213,9 +273,10 @@ pub fn act_type(ty: GgmlType) -> Option<ActType> {
     use GgmlType::*;
     match ty {
         F32 | F16 => Some(ActType::F32),
-        Q4_0 | Q5_0 | Q8_0 => Some(ActType::Q8_0),
+        BF16 => Some(ActType::BF16),
+        Q4_0 | Q5_0 | Q8_0 | IQ4NL => Some(ActType::Q8_0),
         Q4_1 | Q5_1 => Some(ActType::Q8_1),
-        Q4K | Q5K | Q6K => Some(ActType::Q8K),
+        Q2K | Q3K | Q4K | Q5K | Q6K | IQ4XS => Some(ActType::Q8K),
         _ => None,
     }
 }
@@ -233,6 +294,7 @@ pub fn act_bytes(at: ActType, n: usize) -> usize {
     let wide = if ACT_I16 { n * 2 } else { 0 };
     match at {
         ActType::F32 => n * 4,
+        ActType::BF16 => n * 2,
         ActType::Q8_0 => n / QK * (34 + 4 + if ACT_I16 { 4 } else { 0 }) + wide,
         ActType::Q8_1 => n / QK * (36 + 8) + wide,
         ActType::Q8K => n / QK_K * 292,
@@ -243,6 +305,7 @@ pub fn act_bytes(at: ActType, n: usize) -> usize {
 pub fn act_block_bytes(at: ActType, n: usize) -> usize {
     match at {
         ActType::F32 => n * 4,
+        ActType::BF16 => n * 2,
         ActType::Q8_0 => n / QK * 34,
         ActType::Q8_1 => n / QK * 36,
         ActType::Q8K => n / QK_K * 292,
@@ -257,6 +320,11 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
         ActType::F32 => {
             for (o, v) in blocks.chunks_exact_mut(4).zip(x) {
                 o.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        ActType::BF16 => {
+            for (o, &v) in blocks.chunks_exact_mut(2).zip(x) {
+                o.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
             }
         }
         ActType::Q8_0 => {
@@ -347,23 +415,13 @@ pub fn rows_per_call(left: usize) -> usize {
 pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[*mut f32]) {
     use GgmlType::*;
     debug_assert!(out.len() >= acts.len());
-    let nb = n / QK;
     let w_bytes = w;
-    // K-quants: one weight row at a time (their kernels take one activation row).
-    macro_rules! per_row {
-        ($f:expr) => {{
-            let rb = row_bytes(ty, n).max(1);
-            let bb = act_block_bytes(ActType::Q8K, n);
-            for (r, row) in w.chunks_exact(rb).enumerate() {
-                for (a, o) in acts.iter().zip(out) {
-                    *o.add(r) = $f(as_blocks(row), as_blocks(&a[..bb.min(a.len())]));
-                }
-            }
-            return;
-        }};
-    }
     macro_rules! go {
-        ($m:ident :: $f:ident) => {{
+        ($m:ident :: $f:ident) => {
+            go!($m::$f, QK)
+        };
+        ($m:ident :: $f:ident, $block:expr) => {{
+            let nb = n / $block;
             let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
             let w = as_blocks(w);
             match acts.len() {
@@ -385,30 +443,53 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             return;
         }};
     }
+    // BF16: rows of `n` values against BF16 activation rows, one pair at a time
+    #[allow(unused_macros)]
+    macro_rules! bf16_rows {
+        ($f:expr) => {{
+            let rb = 2 * n;
+            for (r, row) in w.chunks_exact(rb.max(1)).enumerate() {
+                for (a, o) in acts.iter().zip(out) {
+                    *o.add(r) = $f(n, row, a);
+                }
+            }
+            return;
+        }};
+    }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
         match ty {
+            BF16 => bf16_rows!(avx2::dot_bf16),
+            IQ4NL => go!(avx2::rows_iq4_nl),
+            Q2K => go!(avx2::rows_q2_k, QK_K),
+            Q3K => go!(avx2::rows_q3_k, QK_K),
+            Q4K => go!(avx2::rows_q4_k, QK_K),
+            Q5K => go!(avx2::rows_q5_k, QK_K),
+            Q6K => go!(avx2::rows_q6_k, QK_K),
+            IQ4XS => go!(avx2::rows_iq4_xs, QK_K),
             Q4_0 => go!(avx2::rows_q4_0),
             Q4_1 => go!(avx2::rows_q4_1),
             Q5_0 => go!(avx2::rows_q5_0),
             Q5_1 => go!(avx2::rows_q5_1),
             Q8_0 => go!(avx2::rows_q8_0),
-            Q4K => per_row!(avx2::dot_q4_k),
-            Q5K => per_row!(avx2::dot_q5_k),
-            Q6K => per_row!(avx2::dot_q6_k),
             _ => {}
         }
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     match ty {
+        BF16 => bf16_rows!(simd128::dot_bf16),
+        IQ4NL => go!(simd128::rows_iq4_nl),
+        Q2K => go!(simd128::rows_q2_k, QK_K),
+        Q3K => go!(simd128::rows_q3_k, QK_K),
+        Q4K => go!(simd128::rows_q4_k, QK_K),
+        Q5K => go!(simd128::rows_q5_k, QK_K),
+        Q6K => go!(simd128::rows_q6_k, QK_K),
+        IQ4XS => go!(simd128::rows_iq4_xs, QK_K),
         Q4_0 => go!(simd128::rows_q4_0),
         Q4_1 => go!(simd128::rows_q4_1),
         Q5_0 => go!(simd128::rows_q5_0),
         Q5_1 => go!(simd128::rows_q5_1),
         Q8_0 => go!(simd128::rows_q8_0),
-        Q4K => per_row!(simd128::dot_q4_k),
-        Q5K => per_row!(simd128::dot_q5_k),
-        Q6K => per_row!(simd128::dot_q6_k),
         _ => {}
     }
     let Some(at) = act_type(ty) else {
@@ -433,9 +514,17 @@ pub fn row_bytes(ty: GgmlType, n: usize) -> usize {
     ty.bytes_for(n as u64).unwrap_or(0) as usize
 }
 
-/// x → Q8_K. One plain implementation on every target (it is O(n) per row, next to the O(n·rows)
-/// of the matmul), so native and wasm quantize activations identically.
+/// x → Q8_K, bit-identical to `scalar::quantize_q8_k` on every target (so native and wasm
+/// quantize activations identically).
 pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::quantize_q8_k(x, out);
+    #[cfg(target_arch = "x86_64")]
+    if avx2::available() {
+        // SAFETY: AVX2 and F16C are available (checked).
+        return unsafe { avx2::quantize_q8_k(x, out) };
+    }
+    #[allow(unreachable_code)]
     scalar::quantize_q8_k(x, out)
 }
 

@@ -88,36 +88,41 @@ pub fn q8_0(x: &[f32]) -> Vec<BlockQ8_0> {
 //   d = max step/63 and sc is that step / d rounded *up* (a step a little too large costs a little
 //   precision; one too small would clip the largest values). Then a small search: of the codes
 //   sc−2..sc+1 and m−1..m+1, the pair with the least squared error is kept. q = round((x + dmin·m)/(d·sc)).
+//   Q2_K is the same with 16 sub-blocks of 16, 4-bit codes (15 in place of 63) and q in 0..=3.
 // * Q6_K, per sub-block of 16: the step is max|x|/32 (the largest value maps to ±32, clamped to
 //   −32..31 as ggml); d = max step/127, sc = ±⌈step/d⌉ (sign so the largest value lands on −32),
 //   then the code among |sc|−2..|sc|+1 with the least squared error; q = round(x/(d·sc)) clamped
-//   to −32..31.
+//   to −32..31. Q3_K is the same with q in −4..=3 and codes of at most 31 (stored as sc + 32).
+// * IQ4_NL / IQ4_XS: see `iq4_scale`.
 // Every scale is computed from the f16-rounded super-block scales, so q matches what dequantizes.
 
 fn round_f16(x: f32) -> f32 {
     super::f16::round(x)
 }
 
-/// (d, dmin, sc, m, q) of one Q4_K/Q5_K super-block with q in 0..=nmax.
-fn k_min_quants(xb: &[f32], nmax: f32) -> (f32, f32, [u8; 8], [u8; 8], [u8; 256]) {
-    let subs: [(f32, f32); 8] = std::array::from_fn(|j| min_max(&xb[32 * j..32 * j + 32]));
+/// (d, dmin, sc, m, q) of one super-block with a minimum: `S` sub-blocks (8 of 32 for Q4_K/Q5_K,
+/// 16 of 16 for Q2_K), q in 0..=nmax, scale and minimum codes in 0..=cmax (63, or 15 for Q2_K).
+fn k_min_quants<const S: usize>(xb: &[f32], nmax: f32, cmax: i32) -> (f32, f32, [u8; S], [u8; S], [u8; 256]) {
+    let len = QK_K / S;
+    let cm = cmax as f32;
+    let subs: [(f32, f32); S] = std::array::from_fn(|j| min_max(&xb[len * j..len * j + len]));
     let max_min = subs.iter().fold(0f32, |a, &(lo, _)| a.max(-lo));
-    let dmin = round_f16(max_min / 63.0);
-    let m: [u8; 8] = std::array::from_fn(|j| if dmin > 0.0 { ((-subs[j].0.min(0.0)) / dmin).round().clamp(0.0, 63.0) as u8 } else { 0 });
-    let steps: [f32; 8] = std::array::from_fn(|j| ((subs[j].1 + dmin * m[j] as f32) / nmax).max(0.0));
+    let dmin = round_f16(max_min / cm);
+    let m: [u8; S] = std::array::from_fn(|j| if dmin > 0.0 { ((-subs[j].0.min(0.0)) / dmin).round().clamp(0.0, cm) as u8 } else { 0 });
+    let steps: [f32; S] = std::array::from_fn(|j| ((subs[j].1 + dmin * m[j] as f32) / nmax).max(0.0));
     let max_step = steps.iter().fold(0f32, |a, &s| a.max(s));
-    let d = round_f16(max_step / 63.0);
-    let mut sc = [0u8; 8];
+    let d = round_f16(max_step / cm);
+    let mut sc = [0u8; S];
     let mut m = m;
     let mut q = [0u8; 256];
-    for j in 0..8 {
-        let x = &xb[32 * j..32 * j + 32];
-        // the 6-bit codes around the first choice (sc rounded up, m to nearest): keep the pair with
+    for j in 0..S {
+        let x = &xb[len * j..len * j + len];
+        // the codes around the first choice (sc rounded up, m to nearest): keep the pair with
         // the least squared error after rounding the values
-        let c = if d > 0.0 { (steps[j] / d).ceil().min(63.0) as i32 } else { 0 };
+        let c = if d > 0.0 { (steps[j] / d).ceil().min(cm) as i32 } else { 0 };
         let mut best = (f32::INFINITY, 0u8, 0u8);
-        for s in (c - 2).max(0)..=(c + 1).min(63) {
-            for mm in (m[j] as i32 - 1).max(0)..=(m[j] as i32 + 1).min(63) {
+        for s in (c - 2).max(0)..=(c + 1).min(cmax) {
+            for mm in (m[j] as i32 - 1).max(0)..=(m[j] as i32 + 1).min(cmax) {
                 let (ds, ms) = (d * s as f32, dmin * mm as f32);
                 let id = if ds > 0.0 { 1.0 / ds } else { 0.0 };
                 let err: f32 = x.iter().map(|&v| (((v + ms) * id).round().clamp(0.0, nmax) * ds - ms - v).powi(2)).sum();
@@ -129,7 +134,7 @@ fn k_min_quants(xb: &[f32], nmax: f32) -> (f32, f32, [u8; 8], [u8; 8], [u8; 256]
         (sc[j], m[j]) = (best.1, best.2);
         let (ds, ms) = (d * sc[j] as f32, dmin * m[j] as f32);
         let id = if ds > 0.0 { 1.0 / ds } else { 0.0 };
-        for (q, &v) in q[32 * j..32 * j + 32].iter_mut().zip(x) {
+        for (q, &v) in q[len * j..len * j + len].iter_mut().zip(x) {
             *q = ((v + ms) * id).round().clamp(0.0, nmax) as u8;
         }
     }
@@ -159,7 +164,7 @@ fn pack_nibbles_k(q: &[u8; 256]) -> [u8; 128] {
 pub fn q4_k(x: &[f32]) -> Vec<BlockQ4K> {
     x.chunks_exact(QK_K)
         .map(|xb| {
-            let (d, dmin, sc, m, q) = k_min_quants(xb, 15.0);
+            let (d, dmin, sc, m, q) = k_min_quants::<8>(xb, 15.0, 63);
             BlockQ4K { d: to_le(d), dmin: to_le(dmin), scales: pack_scales_mins_k4(&sc, &m), qs: pack_nibbles_k(&q) }
         })
         .collect()
@@ -168,7 +173,7 @@ pub fn q4_k(x: &[f32]) -> Vec<BlockQ4K> {
 pub fn q5_k(x: &[f32]) -> Vec<BlockQ5K> {
     x.chunks_exact(QK_K)
         .map(|xb| {
-            let (d, dmin, sc, m, q) = k_min_quants(xb, 31.0);
+            let (d, dmin, sc, m, q) = k_min_quants::<8>(xb, 31.0, 63);
             let qh: [u8; 32] = std::array::from_fn(|l| {
                 (0..4).fold(0u8, |h, i| h | (((q[64 * i + l] >> 4) & 1) << (2 * i)) | (((q[64 * i + 32 + l] >> 4) & 1) << (2 * i + 1)))
             });
@@ -177,40 +182,47 @@ pub fn q5_k(x: &[f32]) -> Vec<BlockQ5K> {
         .collect()
 }
 
+/// (d, sc, q) of one super-block of 16 signed sub-blocks (Q6_K: q in −32..=31, |sc| ≤ 127; Q3_K:
+/// q in −4..=3, |sc| ≤ 31): per 16 the step that maps the largest-magnitude value to `qlo`,
+/// d = max step/cmax, sc = ±⌈step/d⌉, then the code among |sc|−2..|sc|+1 with the least squared
+/// error; q = round(x/(d·sc)) clamped, stored as q − qlo.
+fn k_signed_quants(xb: &[f32], qlo: f32, qhi: f32, cmax: i32) -> (f32, [i8; 16], [u8; 256]) {
+    let steps: [f32; 16] = std::array::from_fn(|j| signed_absmax(&xb[16 * j..16 * j + 16]) / qlo);
+    let max_step = steps.iter().fold(0f32, |a, &s| a.max(s.abs()));
+    let d = round_f16(max_step / cmax as f32);
+    let sc: [i8; 16] = std::array::from_fn(|j| {
+        if d <= 0.0 {
+            return 0;
+        }
+        let x = &xb[16 * j..16 * j + 16];
+        let c = (steps[j].abs() / d).ceil().min(cmax as f32) as i32;
+        let sign = if steps[j] < 0.0 { -1 } else { 1 };
+        let err = |s: i32| -> f32 {
+            let ds = d * (sign * s) as f32;
+            let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
+            x.iter().map(|&v| ((v * id).round().clamp(qlo, qhi) * ds - v).powi(2)).sum()
+        };
+        let best = ((c - 2).max(0)..=(c + 1).min(cmax)).fold((f32::INFINITY, 0), |b, s| {
+            let e = err(s);
+            if e < b.0 { (e, s) } else { b }
+        });
+        (sign * best.1) as i8
+    });
+    let mut q = [0u8; 256];
+    for ((qj, xj), &s) in q.chunks_exact_mut(16).zip(xb.chunks_exact(16)).zip(&sc) {
+        let ds = d * s as f32;
+        let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
+        for (q, &x) in qj.iter_mut().zip(xj) {
+            *q = ((x * id).round().clamp(qlo, qhi) as i32 - qlo as i32) as u8;
+        }
+    }
+    (d, sc, q)
+}
+
 pub fn q6_k(x: &[f32]) -> Vec<BlockQ6K> {
     x.chunks_exact(QK_K)
         .map(|xb| {
-            // signed step per 16: the largest-magnitude value v maps to −32
-            let steps: [f32; 16] = std::array::from_fn(|j| signed_absmax(&xb[16 * j..16 * j + 16]) / -32.0);
-            let max_step = steps.iter().fold(0f32, |a, &s| a.max(s.abs()));
-            let d = round_f16(max_step / 127.0);
-            // the scale code around the first choice (magnitude rounded up) with the least squared error
-            let sc: [i8; 16] = std::array::from_fn(|j| {
-                if d <= 0.0 {
-                    return 0;
-                }
-                let x = &xb[16 * j..16 * j + 16];
-                let c = (steps[j].abs() / d).ceil().min(127.0) as i32;
-                let sign = if steps[j] < 0.0 { -1 } else { 1 };
-                let err = |s: i32| -> f32 {
-                    let ds = d * (sign * s) as f32;
-                    let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
-                    x.iter().map(|&v| ((v * id).round().clamp(-32.0, 31.0) * ds - v).powi(2)).sum()
-                };
-                let best = ((c - 2).max(0)..=(c + 1).min(127)).fold((f32::INFINITY, 0), |b, s| {
-                    let e = err(s);
-                    if e < b.0 { (e, s) } else { b }
-                });
-                (sign * best.1) as i8
-            });
-            let mut q = [0u8; 256];
-            for ((qj, xj), &s) in q.chunks_exact_mut(16).zip(xb.chunks_exact(16)).zip(&sc) {
-                let ds = d * s as f32;
-                let id = if ds != 0.0 { 1.0 / ds } else { 0.0 };
-                for (q, &x) in qj.iter_mut().zip(xj) {
-                    *q = ((x * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8;
-                }
-            }
+            let (d, sc, q) = k_signed_quants(xb, -32.0, 31.0, 127);
             let mut ql = [0u8; 128];
             let mut qh = [0u8; 64];
             for n in 0..2 {
@@ -226,6 +238,124 @@ pub fn q6_k(x: &[f32]) -> Vec<BlockQ6K> {
         .collect()
 }
 
+/// 256 values < 4 as Q2_K/Q3_K's `qs` (element 128n + 32k + l at bits 2k of byte 32n + l).
+fn pack_two_bits(q: &[u8; 256]) -> [u8; 64] {
+    std::array::from_fn(|b| {
+        let (n, l) = (b / 32, b % 32);
+        (0..4).fold(0u8, |v, k| v | ((q[128 * n + 32 * k + l] & 3) << (2 * k)))
+    })
+}
+
+pub fn q2_k(x: &[f32]) -> Vec<BlockQ2K> {
+    x.chunks_exact(QK_K)
+        .map(|xb| {
+            let (d, dmin, sc, m, q) = k_min_quants::<16>(xb, 3.0, 15);
+            let scales = std::array::from_fn(|j| sc[j] | (m[j] << 4));
+            BlockQ2K { scales, qs: pack_two_bits(&q), d: to_le(d), dmin: to_le(dmin) }
+        })
+        .collect()
+}
+
+pub fn q3_k(x: &[f32]) -> Vec<BlockQ3K> {
+    x.chunks_exact(QK_K)
+        .map(|xb| {
+            // q stored as q + 4 (0..8): bit 2 is the high bit, set where the value is ≥ 0
+            let (d, sc, q) = k_signed_quants(xb, -4.0, 3.0, 31);
+            let hmask: [u8; 32] = std::array::from_fn(|l| {
+                (0..8).fold(0u8, |h, m| h | (((q[128 * (m / 4) + 32 * (m % 4) + l] >> 2) & 1) << m))
+            });
+            // the inverse of `scalar::scales_q3_k`: s = sc + 32 (6 bits)
+            let s6: [u8; 16] = sc.map(|c| (c as i32 + 32) as u8);
+            let scales: [u8; 12] = std::array::from_fn(|b| {
+                if b < 8 {
+                    (s6[b] & 0x0f) | ((s6[b + 8] & 0x0f) << 4)
+                } else {
+                    let k = b - 8;
+                    (0..4).fold(0u8, |v, g| v | (((s6[4 * g + k] >> 4) & 3) << (2 * g)))
+                }
+            });
+            BlockQ3K { hmask, qs: pack_two_bits(&q), scales, d: to_le(d) }
+        })
+        .collect()
+}
+
+/// The index of the KVALUES_IQ4NL level nearest to `v` (in units of the block's scale).
+fn nearest_iq4(v: f32) -> u8 {
+    let mut best = 0;
+    for (i, &k) in KVALUES_IQ4NL.iter().enumerate() {
+        if (v - k as f32).abs() < (v - KVALUES_IQ4NL[best] as f32).abs() {
+            best = i;
+        }
+    }
+    best as u8
+}
+
+/// The scale of one block of IQ4 levels and its indices: of the scales that map the
+/// largest-magnitude value to the levels near −127 (max/(−127 + t), t = −8..=8), with each value
+/// at its nearest level, the one whose least-squares refit (Σx·k / Σk²) leaves the least error.
+fn iq4_scale(x: &[f32]) -> (f32, Vec<u8>) {
+    let max = signed_absmax(x);
+    if max == 0.0 {
+        return (0.0, vec![0; x.len()]);
+    }
+    let mut best = (f32::INFINITY, 0f32, vec![]);
+    for t in -8..=8 {
+        let d0 = max / (KVALUES_IQ4NL[0] as f32 + t as f32);
+        let idx: Vec<u8> = x.iter().map(|&v| nearest_iq4(v / d0)).collect();
+        let (sxk, skk) = idx.iter().zip(x).fold((0f32, 0f32), |(a, b), (&i, &v)| {
+            let k = KVALUES_IQ4NL[i as usize] as f32;
+            (a + v * k, b + k * k)
+        });
+        let d = if skk > 0.0 { sxk / skk } else { d0 };
+        let err: f32 = idx.iter().zip(x).map(|(&i, &v)| (d * KVALUES_IQ4NL[i as usize] as f32 - v).powi(2)).sum();
+        if err < best.0 {
+            best = (err, d, idx);
+        }
+    }
+    (best.1, best.2)
+}
+
+/// 32 indices as IQ4_NL's nibbles (element j low nibble of byte j, element j+16 high nibble).
+fn pack_iq4(idx: &[u8]) -> [u8; 16] {
+    std::array::from_fn(|j| idx[j] | (idx[j + 16] << 4))
+}
+
+pub fn iq4_nl(x: &[f32]) -> Vec<BlockIQ4NL> {
+    x.chunks_exact(QK)
+        .map(|xb| {
+            let d = round_f16(iq4_scale(xb).0);
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let idx: Vec<u8> = xb.iter().map(|&v| nearest_iq4(v * id)).collect();
+            BlockIQ4NL { d: to_le(d), qs: pack_iq4(&idx) }
+        })
+        .collect()
+}
+
+/// IQ4_XS: each sub-block's scale as IQ4_NL's, then d = (largest-magnitude scale)/−32 and the
+/// sub-block codes ls − 32 = round(scale/d) in −32..=31; indices from the coded scales.
+pub fn iq4_xs(x: &[f32]) -> Vec<BlockIQ4XS> {
+    x.chunks_exact(QK_K)
+        .map(|xb| {
+            let scales: Vec<f32> = xb.chunks_exact(32).map(|s| iq4_scale(s).0).collect();
+            let d = round_f16(signed_absmax(&scales) / -32.0);
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let ls: [u8; 8] = std::array::from_fn(|j| ((scales[j] * id).round().clamp(-32.0, 31.0) as i32 + 32) as u8);
+            let mut b = BlockIQ4XS { d: to_le(d), ..Default::default() };
+            let mut h = 0u16;
+            for (j, (xs, &l)) in xb.chunks_exact(32).zip(&ls).enumerate() {
+                b.scales_l[j / 2] |= (l & 0x0f) << (4 * (j % 2));
+                h |= ((l >> 4) as u16) << (2 * j);
+                let dl = d * (l as i32 - 32) as f32;
+                let il = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+                let idx: Vec<u8> = xs.iter().map(|&v| nearest_iq4(v * il)).collect();
+                b.qs[16 * j..16 * j + 16].copy_from_slice(&pack_iq4(&idx));
+            }
+            b.scales_h = h.to_le_bytes();
+            b
+        })
+        .collect()
+}
+
 /// Quantizes `x` (a whole number of rows of a multiple of the block length) to `ty`.
 /// Returns `None` for formats without a quantizer here.
 pub fn quantize(ty: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
@@ -233,6 +363,11 @@ pub fn quantize(ty: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
     Some(match ty {
         F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
         F16 => x.iter().flat_map(|&v| to_le(v)).collect(),
+        BF16 => x.iter().flat_map(|&v| super::bf16::from_f32(v).to_le_bytes()).collect(),
+        IQ4NL => blocks_as_bytes(&iq4_nl(x)).to_vec(),
+        IQ4XS => blocks_as_bytes(&iq4_xs(x)).to_vec(),
+        Q2K => blocks_as_bytes(&q2_k(x)).to_vec(),
+        Q3K => blocks_as_bytes(&q3_k(x)).to_vec(),
         Q4_0 => blocks_as_bytes(&q4_0(x)).to_vec(),
         Q4_1 => blocks_as_bytes(&q4_1(x)).to_vec(),
         Q5_0 => blocks_as_bytes(&q5_0(x)).to_vec(),

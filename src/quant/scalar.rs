@@ -280,6 +280,147 @@ pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     acc.sum()
 }
 
+/// Q2_K's (and Q3_K's low) 2-bit values in element order: element 128n + 32k + l is bits 2k..2k+2
+/// of qs[32n + l].
+#[inline(always)]
+fn two_bits_k(qs: &[u8; 64]) -> [u8; 256] {
+    std::array::from_fn(|i| {
+        let (n, k, l) = (i / 128, (i / 32) % 4, i % 32);
+        (qs[32 * n + l] >> (2 * k)) & 3
+    })
+}
+
+/// Q3_K's 256 values (−4..3): the 2-bit value, minus 4 where the element's bit of `hmask` (bit
+/// 4n + k of hmask[l] for element 128n + 32k + l) is clear.
+#[inline(always)]
+fn three_bits_k(qs: &[u8; 64], hmask: &[u8; 32]) -> [i8; 256] {
+    let q = two_bits_k(qs);
+    std::array::from_fn(|i| {
+        let (n, k, l) = (i / 128, (i / 32) % 4, i % 32);
+        let high = (hmask[l] >> (4 * n + k)) & 1;
+        q[i] as i8 - if high != 0 { 0 } else { 4 }
+    })
+}
+
+/// Q3_K's sixteen signed scales (s_j − 32, s_j 6-bit) from its 12 bytes: for j = 4g + k, the low 4
+/// bits are the low nibble of byte j (g < 2) or the high nibble of byte j − 8 (g ≥ 2), the top 2
+/// bits are bits 2g..2g+2 of byte 8 + k.
+#[inline(always)]
+pub fn scales_q3_k(s: &[u8; 12]) -> [i8; 16] {
+    std::array::from_fn(|j| {
+        let (g, k) = (j / 4, j % 4);
+        let low = if g < 2 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+        let high = (s[8 + k] >> (2 * g)) & 3;
+        (low | (high << 4)) as i8 - 32
+    })
+}
+
+/// IQ4_XS's eight signed sub-block scales (ls_j − 32).
+#[inline(always)]
+pub fn scales_iq4_xs(x: &BlockIQ4XS) -> [i8; 8] {
+    let h = u16::from_le_bytes(x.scales_h);
+    std::array::from_fn(|j| {
+        let low = (x.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f;
+        let high = ((h >> (2 * j)) & 3) as u8;
+        (low | (high << 4)) as i8 - 32
+    })
+}
+
+/// The 32 values of an IQ4_NL block (or of an IQ4_XS sub-block), looked up in KVALUES_IQ4NL.
+#[inline(always)]
+fn iq4_values(qs: &[u8; 16]) -> [i8; 32] {
+    nibbles(qs).map(|v| KVALUES_IQ4NL[v as usize])
+}
+
+/// Σ_j sc_j · (q·a over sub-block j of 16): the exact integer sum of Q2_K / Q3_K (and Q6_K).
+#[inline(always)]
+fn isum_k16<T: Copy + Into<i32>, S: Copy + Into<i32>>(q: &[T; 256], sc: &[S; 16], a: &[i8; 256]) -> i32 {
+    (0..16).map(|j| sc[j].into() * (16 * j..16 * j + 16).map(|i| q[i].into() * a[i] as i32).sum::<i32>()).sum()
+}
+
+/// Q2_K: per super-block, (d_w·d_a)·Σ_j (sc_j & 15)·(q·a)_j and −(dmin_w·d_a)·Σ_j (sc_j >> 4)·bsum_j,
+/// accumulated as Q4_K's (`acc_k_min`).
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_q2_k(w: &[BlockQ2K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let sc = x.scales.map(|s| s & 15);
+        let isum = isum_k16(&two_bits_k(&x.qs), &sc, &y.qs);
+        let msum: i32 = (0..16).map(|j| (x.scales[j] >> 4) as i32 * y.bsum(j)).sum();
+        acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum);
+    }
+    acc.sum()
+}
+
+/// Q3_K: per super-block, the exact Σ_j s_j · (q·a)_j (q in −4..3, s_j in −32..31), scaled by
+/// (d_w·d_a) into accumulator b mod 4.
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_q3_k(w: &[BlockQ3K], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let isum = isum_k16(&three_bits_k(&x.qs, &x.hmask), &scales_q3_k(&x.scales), &y.qs);
+        acc.add(b, le(x.d) * y.d(), isum);
+    }
+    acc.sum()
+}
+
+pub fn dot_iq4_nl(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        acc.add(b, le(x.d) * le(y.d), idot(&iq4_values(&x.qs), &y.qs));
+    }
+    acc.sum()
+}
+
+/// IQ4_XS: per super-block, the exact Σ_j (ls_j − 32) · (q·a over sub-block j of 32), scaled by
+/// (d_w·d_a) into accumulator b mod 4.
+#[inline(never)] // kept out of the matmul loop of the formats with SIMD kernels
+pub fn dot_iq4_xs(w: &[BlockIQ4XS], a: &[BlockQ8K]) -> f32 {
+    let mut acc = Acc4::new();
+    for (b, (x, y)) in w.iter().zip(a).enumerate() {
+        let sc = scales_iq4_xs(x);
+        let isum: i32 = (0..8)
+            .map(|j| {
+                let q = iq4_values(x.qs[16 * j..16 * j + 16].try_into().unwrap());
+                let a: &[i8; 32] = y.qs[32 * j..32 * j + 32].try_into().unwrap();
+                sc[j] as i32 * idot(&q, a)
+            })
+            .sum();
+        acc.add(b, le(x.d) * y.d(), isum);
+    }
+    acc.sum()
+}
+
+/// Lanes of the BF16 dot product: element i is added to lane i mod 32 (products of two bf16 are
+/// exact in f32; only the order of the additions matters, and this is it).
+pub const BF16_LANES: usize = 32;
+
+/// The 32 BF16 lanes summed as a tree: lane j += lane j + w for w = 16, 8, 4, 2, 1.
+#[inline(always)]
+pub fn reduce_bf16_lanes(mut l: [f32; BF16_LANES]) -> f32 {
+    let mut w = BF16_LANES / 2;
+    while w > 0 {
+        for j in 0..w {
+            l[j] += l[j + w];
+        }
+        w /= 2;
+    }
+    l[0]
+}
+
+/// BF16 weights · BF16 activations (`n` values each): lanes as `BF16_LANES`, then the tree.
+pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut lanes = [0f32; BF16_LANES];
+    for (i, (x, y)) in bf16s(w).zip(bf16s(a)).take(n).enumerate() {
+        lanes[i % BF16_LANES] += x * y;
+    }
+    reduce_bf16_lanes(lanes)
+}
+
+fn bf16s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    b.chunks_exact(2).map(|c| super::bf16::to_f32(u16::from_le_bytes([c[0], c[1]])))
+}
+
 fn f32s(b: &[u8]) -> impl Iterator<Item = f32> + '_ {
     b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
@@ -294,6 +435,11 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     match ty {
         F32 => f32s(w).zip(f32s(a)).take(n).map(|(x, y)| x * y).sum(),
         F16 => f16s(w).zip(f32s(a)).take(n).map(|(x, y)| x * y).sum(),
+        BF16 => dot_bf16(n, w, a),
+        IQ4NL => dot_iq4_nl(as_blocks(w), as_blocks(a)),
+        Q2K => dot_q2_k(as_blocks(w), as_blocks(a)),
+        Q3K => dot_q3_k(as_blocks(w), as_blocks(a)),
+        IQ4XS => dot_iq4_xs(as_blocks(w), as_blocks(a)),
         Q4_0 => dot_q4_0(as_blocks(w), as_blocks(a)),
         Q4_1 => dot_q4_1(as_blocks(w), as_blocks(a)),
         Q5_0 => dot_q5_0(as_blocks(w), as_blocks(a)),
@@ -313,6 +459,46 @@ pub fn dequantize_row(ty: GgmlType, w: &[u8], out: &mut [f32]) {
     match ty {
         F32 => out.iter_mut().zip(f32s(w)).for_each(|(o, v)| *o = v),
         F16 => out.iter_mut().zip(f16s(w)).for_each(|(o, v)| *o = v),
+        BF16 => out.iter_mut().zip(bf16s(w)).for_each(|(o, v)| *o = v),
+        IQ4NL => {
+            for (o, b) in out.chunks_exact_mut(QK).zip(as_blocks::<BlockIQ4NL>(w)) {
+                let d = le(b.d);
+                o.iter_mut().zip(iq4_values(&b.qs)).for_each(|(o, q)| *o = d * q as f32);
+            }
+        }
+        // as ggml's dequantize_row_iq4_xs: (d·(ls − 32))·kvalue
+        IQ4XS => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockIQ4XS>(w)) {
+                let d = le(b.d);
+                let sc = scales_iq4_xs(b);
+                for (j, o) in o.chunks_exact_mut(32).enumerate() {
+                    let dl = d * sc[j] as f32;
+                    let q = iq4_values(b.qs[16 * j..16 * j + 16].try_into().unwrap());
+                    o.iter_mut().zip(q).for_each(|(o, q)| *o = dl * q as f32);
+                }
+            }
+        }
+        // as ggml's dequantize_row_q2_K / q3_K: (d·sc)·q − dmin·m, (d·(s − 32))·q
+        Q2K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockQ2K>(w)) {
+                let (d, dmin) = (le(b.d), le(b.dmin));
+                let q = two_bits_k(&b.qs);
+                for (j, o) in o.chunks_exact_mut(16).enumerate() {
+                    let (dl, ml) = (d * (b.scales[j] & 15) as f32, dmin * (b.scales[j] >> 4) as f32);
+                    o.iter_mut().zip(&q[16 * j..]).for_each(|(o, &q)| *o = dl * q as f32 - ml);
+                }
+            }
+        }
+        Q3K => {
+            for (o, b) in out.chunks_exact_mut(QK_K).zip(as_blocks::<BlockQ3K>(w)) {
+                let d = le(b.d);
+                let (q, sc) = (three_bits_k(&b.qs, &b.hmask), scales_q3_k(&b.scales));
+                for (j, o) in o.chunks_exact_mut(16).enumerate() {
+                    let dl = d * sc[j] as f32;
+                    o.iter_mut().zip(&q[16 * j..]).for_each(|(o, &q)| *o = dl * q as f32);
+                }
+            }
+        }
         Q4_0 => {
             for (o, b) in out.chunks_exact_mut(QK).zip(as_blocks::<BlockQ4_0>(w)) {
                 let d = le(b.d);

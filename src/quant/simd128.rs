@@ -342,6 +342,27 @@ pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N
     rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockQ8_0| h(x.d))
 }
 
+/// 16 4-bit indices (u8 lanes) → their KVALUES_IQ4NL levels (i8 lanes).
+#[inline(always)]
+fn iq4_lookup(idx: v128) -> v128 {
+    // SAFETY: reads exactly the 16 bytes of the table.
+    let t = unsafe { v128_load(KVALUES_IQ4NL.as_ptr() as *const v128) };
+    u8x16_swizzle(t, idx)
+}
+
+/// IQ4_NL's levels use all 8 bits (−127..113, not a 7-bit operand): always the i16 path, as Q8_0.
+///
+/// # Safety
+/// Each `out[t]` valid for `w.len() / nb` writes.
+pub unsafe fn rows_iq4_nl<const N: usize>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    let prep = |x: &BlockIQ4NL| {
+        let (lo, hi) = nibbles(&x.qs);
+        widen_s(iq4_lookup(lo), iq4_lookup(hi))
+    };
+    let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
+    rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockIQ4NL| h(x.d))
+}
+
 /// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
 pub fn widen_act<B: Block>(blocks: &[B], qs: impl Fn(&B) -> &[i8; 32], out: &mut [u8]) {
     for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK * 2)) {
@@ -437,88 +458,281 @@ fn msum_k(m: &[u8; 8], y: &BlockQ8K) -> i32 {
     total(i32x4_add(i32x4_dot_i16x8(b0, m16), i32x4_dot_i16x8(b1, m16b)))
 }
 
-/// Σ over the four 64-element chunks of sc · (q·a): `q(i)` gives chunk i's low-half values
-/// (sub-block 2i) and high-half values (sub-block 2i+1), 16 lanes at a time, unsigned < 128.
+/// Σ_j sc_j · (q·a over sub-block j of 32) with `q` the 256 values in element order, 16 per
+/// vector, unsigned < 128 (relaxed SIMD's 7-bit operand where the build has it).
 #[inline(always)]
-fn isum_k32(sc: &[u8; 8], y: &BlockQ8K, q: impl Fn(usize) -> [v128; 4]) -> i32 {
+fn isum_k32(sc: &[v128; 8], y: &BlockQ8K, q: &[v128; 16]) -> i32 {
     let mut s = i32x4_splat(0);
-    for i in 0..4 {
-        let [l0, l1, h0, h1] = q(i);
-        let o = 64 * i;
-        let lo = i32x4_add(dot16_u7(l0, q8k_at(y, o)), dot16_u7(l1, q8k_at(y, o + 16)));
-        let hi = i32x4_add(dot16_u7(h0, q8k_at(y, o + 32)), dot16_u7(h1, q8k_at(y, o + 48)));
-        s = i32x4_add(s, i32x4_mul(lo, i32x4_splat(sc[2 * i] as i32)));
-        s = i32x4_add(s, i32x4_mul(hi, i32x4_splat(sc[2 * i + 1] as i32)));
+    for j in 0..8 {
+        let p = i32x4_add(dot16_u7(q[2 * j], q8k_at(y, 32 * j)), dot16_u7(q[2 * j + 1], q8k_at(y, 32 * j + 16)));
+        s = i32x4_add(s, i32x4_mul(p, sc[j]));
     }
     total(s)
 }
 
-pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        let isum = isum_k32(&sc, y, |i| {
-            let (q0, q1) = (load_at(&x.qs, 32 * i), load_at(&x.qs, 32 * i + 16));
-            [v128_and(q0, m4), v128_and(q1, m4), u8x16_shr(q0, 4), u8x16_shr(q1, 4)]
-        });
-        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
+/// Σ_j sc_j · (q·a over sub-block j of 16) with `q` the 256 values in element order (vector j is
+/// sub-block j), unsigned < 128.
+#[inline(always)]
+fn isum_k16(sc: &[v128; 16], y: &BlockQ8K, q: &[v128; 16]) -> i32 {
+    let mut s = i32x4_splat(0);
+    for j in 0..16 {
+        s = i32x4_add(s, i32x4_mul(dot16_u7(q[j], q8k_at(y, 16 * j)), sc[j]));
     }
-    acc.sum()
+    total(s)
 }
 
-pub fn dot_q5_k(w: &[BlockQ5K], a: &[BlockQ8K]) -> f32 {
-    let m4 = u8x16_splat(0x0f);
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        let (h0, h1) = (load_at(&x.qh, 0), load_at(&x.qh, 16));
-        let isum = isum_k32(&sc, y, |i| {
-            let (q0, q1) = (load_at(&x.qs, 32 * i), load_at(&x.qs, 32 * i + 16));
-            // bit 2i of qh[l] → 16 for the low half, bit 2i+1 for the high half
-            let fifth = |h: v128, bit: u32| u8x16_shl(v128_and(u8x16_shr(h, bit), u8x16_splat(1)), 4);
-            let (bl, bh) = (2 * i as u32, 2 * i as u32 + 1);
-            [
-                v128_or(v128_and(q0, m4), fifth(h0, bl)),
-                v128_or(v128_and(q1, m4), fifth(h1, bl)),
-                v128_or(u8x16_shr(q0, 4), fifth(h0, bh)),
-                v128_or(u8x16_shr(q1, 4), fifth(h1, bh)),
-            ]
-        });
-        scalar::acc_k_min(&mut acc, b, x.d, x.dmin, y, isum, msum_k(&m, y));
-    }
-    acc.sum()
+/// Σ_j c_j · bsum_j over Q8_K's sixteen per-16 sums (`c` as i16).
+#[inline(always)]
+fn bsum_dot(c: &[i16; 16], y: &BlockQ8K) -> i32 {
+    // SAFETY: 16-byte loads inside the 32-byte arrays.
+    let (b0, b1, c0, c1) = unsafe {
+        (
+            v128_load(y.bsums.as_ptr() as *const v128),
+            v128_load(y.bsums.as_ptr().add(8) as *const v128),
+            v128_load(c.as_ptr() as *const v128),
+            v128_load(c.as_ptr().add(8) as *const v128),
+        )
+    };
+    total(i32x4_add(i32x4_dot_i16x8(b0, c0), i32x4_dot_i16x8(b1, c1)))
 }
 
-pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
-    let (m4, m2, thirty_two) = (u8x16_splat(0x0f), u8x16_splat(0x03), i8x16_splat(32));
-    let mut acc = scalar::Acc4::new();
-    for (b, (x, y)) in w.iter().zip(a).enumerate() {
-        let mut s = i32x4_splat(0);
-        for n in 0..2 {
-            for half in 0..2 {
-                // lanes l = 16·half .. 16·half+16 of this 128-element chunk's four groups of 32
-                let l = 16 * half;
-                let ql0 = load_at(&x.ql, 64 * n + l);
-                let ql1 = load_at(&x.ql, 64 * n + 32 + l);
-                let qh = load_at(&x.qh, 32 * n + l);
-                let hb = |sh: u32| u8x16_shl(v128_and(u8x16_shr(qh, sh), m2), 4);
-                let q = [
-                    v128_or(v128_and(ql0, m4), hb(0)),
-                    v128_or(v128_and(ql1, m4), hb(2)),
-                    v128_or(u8x16_shr(ql0, 4), hb(4)),
-                    v128_or(u8x16_shr(ql1, 4), hb(6)),
-                ];
-                for (k, q) in q.into_iter().enumerate() {
-                    let e = 128 * n + 32 * k + l; // first element; its sub-block of 16 is e/16
-                    let p = dot16(i8x16_sub(q, thirty_two), q8k_at(y, e));
-                    s = i32x4_add(s, i32x4_mul(p, i32x4_splat(x.scales[e / 16] as i32)));
+/// The 2-bit values of a Q2_K/Q3_K `qs` in element order: vector v = 8n + 2k + half holds
+/// elements 128n + 32k + 16·half .. +16, bits 2k of qs[32n + 16·half ..].
+#[inline(always)]
+fn two_bits(qs: &[u8; 64]) -> [v128; 16] {
+    std::array::from_fn(|v| {
+        let (n, k, half) = (v / 8, (v / 2) % 4, v % 2);
+        v128_and(u8x16_shr(load_at(qs, 32 * n + 16 * half), 2 * k as u32), u8x16_splat(3))
+    })
+}
+
+/// Scales (as i32) splatted to vectors.
+#[inline(always)]
+fn splats<const S: usize>(c: [i32; S]) -> [v128; S] {
+    c.map(|x| i32x4_splat(x))
+}
+
+/// Defines `$name::<N>(w, nb, acts, out)` for a K-quant: every weight row in `w` (rows of `nb`
+/// super-blocks) against `N` Q8_K activation rows (as `quantize_act` lays them out). Each
+/// super-block is unpacked once (`$prep`: quants to bytes in element order, scales decoded) and
+/// its exact integer sums are taken against every row (`$add` accumulates one row's block in
+/// the scalar reference's float order), so a batch pays for the unpacking once and results do
+/// not depend on `N`. `$one(w, a)` is the single-row form (for the tests).
+macro_rules! k_rows_kernel {
+    ($name:ident, $one:ident, $B:ty, $P:ty, $prep:expr, $add:expr) => {
+        /// # Safety
+        /// Each `out[t]` valid for `w.len() / nb` writes.
+        pub unsafe fn $name<const N: usize>(w: &[$B], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+            let bytes = nb * std::mem::size_of::<BlockQ8K>();
+            let ys: [&[BlockQ8K]; N] = std::array::from_fn(|t| {
+                assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+                as_blocks(&a[t][..bytes])
+            });
+            let prep = $prep;
+            let add = $add;
+            for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+                let mut acc: [scalar::Acc4; N] = std::array::from_fn(|_| scalar::Acc4::new());
+                for (b, x) in row.iter().enumerate() {
+                    let p: $P = prep(x);
+                    for t in 0..N {
+                        add(&mut acc[t], b, x, &p, &ys[t][b]);
+                    }
+                }
+                for t in 0..N {
+                    // SAFETY: the caller gives room for every row.
+                    unsafe { *out[t].add(r) = acc[t].sum() };
                 }
             }
         }
+
+        pub fn $one(w: &[$B], a: &[BlockQ8K]) -> f32 {
+            let mut v = 0f32;
+            // SAFETY: one row of output.
+            unsafe { $name::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
+            v
+        }
+    };
+}
+
+/// Q4_K/Q5_K's nibbles in element order: vector 4i + c holds elements 64i + 16c .. +16 (c < 2:
+/// low nibbles of qs[32i + 16c ..], else high nibbles of qs[32i + 16(c − 2) ..]).
+#[inline(always)]
+fn nibbles_k(qs: &[u8; 128]) -> [v128; 16] {
+    std::array::from_fn(|v| {
+        let (i, c) = (v / 4, v % 4);
+        let b = load_at(qs, 32 * i + 16 * (c % 2));
+        if c < 2 { v128_and(b, u8x16_splat(0x0f)) } else { u8x16_shr(b, 4) }
+    })
+}
+
+k_rows_kernel!(
+    rows_q4_k, dot_q4_k, BlockQ4K, ([v128; 16], [v128; 8], [u8; 8]),
+    |x: &BlockQ4K| {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        (nibbles_k(&x.qs), splats(sc.map(|s| s as i32)), m)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ4K, p: &([v128; 16], [v128; 8], [u8; 8]), y: &BlockQ8K| {
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum_k32(&p.1, y, &p.0), msum_k(&p.2, y));
+    }
+);
+
+k_rows_kernel!(
+    rows_q5_k, dot_q5_k, BlockQ5K, ([v128; 16], [v128; 8], [u8; 8]),
+    |x: &BlockQ5K| {
+        let (sc, m) = scalar::scales_mins_k4(&x.scales);
+        let lo = nibbles_k(&x.qs);
+        let (h0, h1) = (load_at(&x.qh, 0), load_at(&x.qh, 16));
+        // element 64i + l takes bit 2i of qh[l], element 64i + 32 + l bit 2i + 1 (l < 32)
+        let q: [v128; 16] = std::array::from_fn(|v| {
+            let (i, c) = (v / 4, v % 4);
+            let h = if c % 2 == 0 { h0 } else { h1 };
+            let bit = (2 * i + c / 2) as u32;
+            v128_or(lo[v], u8x16_shl(v128_and(u8x16_shr(h, bit), u8x16_splat(1)), 4))
+        });
+        (q, splats(sc.map(|s| s as i32)), m)
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ5K, p: &([v128; 16], [v128; 8], [u8; 8]), y: &BlockQ8K| {
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum_k32(&p.1, y, &p.0), msum_k(&p.2, y));
+    }
+);
+
+// Q6_K: the unsigned 6-bit values (7-bit operands); the −32 is taken through the per-16 sums
+k_rows_kernel!(
+    rows_q6_k, dot_q6_k, BlockQ6K, ([v128; 16], [v128; 16], [i16; 16]),
+    |x: &BlockQ6K| {
+        let q: [v128; 16] = std::array::from_fn(|v| {
+            // elements 128n + 32k + 16·half .. +16
+            let (n, k, half) = (v / 8, (v / 2) % 4, v % 2);
+            let ql = load_at(&x.ql, 64 * n + 32 * (k % 2) + 16 * half);
+            let qh = load_at(&x.qh, 32 * n + 16 * half);
+            let lo = if k < 2 { v128_and(ql, u8x16_splat(0x0f)) } else { u8x16_shr(ql, 4) };
+            v128_or(lo, u8x16_shl(v128_and(u8x16_shr(qh, 2 * k as u32), u8x16_splat(3)), 4))
+        });
+        (q, splats(x.scales.map(|s| s as i32)), x.scales.map(|s| s as i16))
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ6K, p: &([v128; 16], [v128; 16], [i16; 16]), y: &BlockQ8K| {
+        let isum = isum_k16(&p.1, y, &p.0) - 32 * bsum_dot(&p.2, y);
+        acc.add(b, super::f16::le(x.d) * y.d(), isum);
+    }
+);
+
+k_rows_kernel!(
+    rows_q2_k, dot_q2_k, BlockQ2K, ([v128; 16], [v128; 16], [i16; 16]),
+    |x: &BlockQ2K| (two_bits(&x.qs), splats(x.scales.map(|s| (s & 15) as i32)), x.scales.map(|s| (s >> 4) as i16)),
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ2K, p: &([v128; 16], [v128; 16], [i16; 16]), y: &BlockQ8K| {
+        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum_k16(&p.1, y, &p.0), bsum_dot(&p.2, y));
+    }
+);
+
+// Q3_K: u = q + 4·h in 0..8 (the value is u − 4, the −4 taken through the per-16 sums)
+k_rows_kernel!(
+    rows_q3_k, dot_q3_k, BlockQ3K, ([v128; 16], [v128; 16], [i16; 16]),
+    |x: &BlockQ3K| {
+        let sc = scalar::scales_q3_k(&x.scales);
+        let low = two_bits(&x.qs);
+        let (h0, h1) = (load_at(&x.hmask, 0), load_at(&x.hmask, 16));
+        let q: [v128; 16] = std::array::from_fn(|v| {
+            let (n, k, half) = (v / 8, (v / 2) % 4, v % 2);
+            let hm = if half == 0 { h0 } else { h1 };
+            let h = u8x16_shl(v128_and(u8x16_shr(hm, (4 * n + k) as u32), u8x16_splat(1)), 2);
+            v128_or(low[v], h)
+        });
+        (q, splats(sc.map(|s| s as i32)), sc.map(|s| s as i16))
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ3K, p: &([v128; 16], [v128; 16], [i16; 16]), y: &BlockQ8K| {
+        let isum = isum_k16(&p.1, y, &p.0) - 4 * bsum_dot(&p.2, y);
+        acc.add(b, super::f16::le(x.d) * y.d(), isum);
+    }
+);
+
+// IQ4_XS: the levels are 8-bit (no 7-bit operand, no relaxed form): i8 products through i16
+k_rows_kernel!(
+    rows_iq4_xs, dot_iq4_xs, BlockIQ4XS, ([v128; 16], [v128; 8]),
+    |x: &BlockIQ4XS| {
+        let q: [v128; 16] = std::array::from_fn(|v| {
+            let b = load_at(&x.qs, 16 * (v / 2));
+            iq4_lookup(if v % 2 == 0 { v128_and(b, u8x16_splat(0x0f)) } else { u8x16_shr(b, 4) })
+        });
+        (q, splats(scalar::scales_iq4_xs(x).map(|s| s as i32)))
+    },
+    |acc: &mut scalar::Acc4, b: usize, x: &BlockIQ4XS, p: &([v128; 16], [v128; 8]), y: &BlockQ8K| {
+        let mut s = i32x4_splat(0);
+        for j in 0..8 {
+            let d = i32x4_add(dot16(p.0[2 * j], q8k_at(y, 32 * j)), dot16(p.0[2 * j + 1], q8k_at(y, 32 * j + 16)));
+            s = i32x4_add(s, i32x4_mul(d, p.1[j]));
+        }
         acc.add(b, super::f16::le(x.d) * y.d(), total(s));
     }
-    acc.sum()
+);
+
+/// `scalar::dot_bf16`, bit for bit: lanes 0..32 are eight f32x4, the products added with a
+/// separate multiply and add, the tail and the tree as the reference does them.
+pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let full = n / scalar::BF16_LANES * scalar::BF16_LANES;
+    let z = u16x8_splat(0);
+    // eight bf16 → two f32x4: each value into the high half of a 32-bit lane
+    let widen = |v: v128| (i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(v, z), i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(v, z));
+    let mut c = [f32x4_splat(0.0); 8];
+    let mut i = 0;
+    while i < full {
+        for k in 0..4 {
+            let o = 2 * (i + 8 * k);
+            let (w0, w1) = widen(load_at(w, o));
+            let (a0, a1) = widen(load_at(a, o));
+            c[2 * k] = f32x4_add(c[2 * k], f32x4_mul(w0, a0));
+            c[2 * k + 1] = f32x4_add(c[2 * k + 1], f32x4_mul(w1, a1));
+        }
+        i += scalar::BF16_LANES;
+    }
+    let mut lanes = [0f32; scalar::BF16_LANES];
+    for (k, c) in c.iter().enumerate() {
+        // SAFETY: 16 bytes inside the 128-byte array.
+        unsafe { v128_store(lanes.as_mut_ptr().add(4 * k) as *mut v128, *c) };
+    }
+    let bf = |b: &[u8], i: usize| super::bf16::to_f32(u16::from_le_bytes([b[2 * i], b[2 * i + 1]]));
+    for i in full..n {
+        lanes[i % scalar::BF16_LANES] += bf(w, i) * bf(a, i);
+    }
+    scalar::reduce_bf16_lanes(lanes)
+}
+
+/// `scalar::quantize_q8_k`, bit for bit: NaN lanes are skipped by the max and quantize to 0, the
+/// first element of largest magnitude gives the scale's sign, rounding is to nearest even and
+/// capped at 127.
+pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
+    for (xb, b) in x.chunks_exact(QK_K).zip(out.iter_mut()) {
+        // SAFETY: 64 loads of 4 floats inside the 256 of the chunk.
+        let v: [v128; 64] = std::array::from_fn(|i| unsafe { v128_load(xb.as_ptr().add(4 * i) as *const v128) });
+        let m = v.iter().fold(f32x4_splat(0.0), |m, &x| f32x4_pmax(m, v128_and(f32x4_abs(x), f32x4_eq(x, x))));
+        let amax = f32x4_extract_lane::<0>(m).max(f32x4_extract_lane::<1>(m)).max(f32x4_extract_lane::<2>(m)).max(f32x4_extract_lane::<3>(m));
+        if amax == 0.0 {
+            *b = BlockQ8K::default();
+            continue;
+        }
+        let am = f32x4_splat(amax);
+        let first = (0..64)
+            .find_map(|i| {
+                let hit = i32x4_bitmask(f32x4_eq(f32x4_abs(v[i]), am));
+                (hit != 0).then(|| 4 * i + hit.trailing_zeros() as usize)
+            })
+            .unwrap_or(0);
+        let iscale = -127.0 / xb[first];
+        let is = f32x4_splat(iscale);
+        // trunc_sat of a rounded value: NaN → 0, as the scalar `as i32`
+        let qi: [v128; 64] = std::array::from_fn(|i| i32x4_min(i32x4_trunc_sat_f32x4(f32x4_nearest(f32x4_mul(is, v[i]))), i32x4_splat(127)));
+        for c in 0..16 {
+            let lo = i16x8_narrow_i32x4(qi[4 * c], qi[4 * c + 1]);
+            let hi = i16x8_narrow_i32x4(qi[4 * c + 2], qi[4 * c + 3]);
+            // SAFETY: 16 bytes inside the 256-byte array.
+            unsafe { v128_store(b.qs.as_mut_ptr().add(16 * c) as *mut v128, i8x16_narrow_i16x8(lo, hi)) };
+        }
+        let sums: [v128; 16] = std::array::from_fn(|j| i32x4_add(i32x4_add(qi[4 * j], qi[4 * j + 1]), i32x4_add(qi[4 * j + 2], qi[4 * j + 3])));
+        for j in 0..16 {
+            b.bsums[j] = (total(sums[j]) as i16).to_le_bytes();
+        }
+        b.d = (1.0 / iscale).to_le_bytes();
+    }
 }
 
 /// `f16::round` on 4 lanes (the same bit operations, written out so they surely stay vectors).
