@@ -456,7 +456,7 @@ fn attention(c: &Config, kv: &KvCache, layer: usize, p0: usize, n: usize, q: &[f
 /// Quantized copies of one activation batch, one per format a matmul asks for, made on first
 /// use and reused by the other matmuls of the same input (q, k and v; gate and up).
 struct Acts {
-    bufs: [(bool, Vec<u8>); 4],
+    bufs: [(bool, Vec<u8>); quant::ACT_TYPES],
 }
 
 impl Acts {
