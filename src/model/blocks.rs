@@ -302,7 +302,7 @@ fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: 
 /// Quantized copies of one activation batch, one per format a matmul asks for, made on first
 /// use and reused by the other matmuls of the same input (q, k and v; gate and up).
 pub struct Acts {
-    bufs: [(bool, Vec<u8>); 4],
+    bufs: [(bool, Vec<u8>); quant::ACT_TYPES],
 }
 
 impl Acts {

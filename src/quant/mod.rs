@@ -268,6 +268,10 @@ pub enum ActType {
     Q8K,
 }
 
+/// How many `ActType`s there are (their `as usize` values are 0..ACT_TYPES).
+pub const ACT_TYPES: usize = 5;
+const _: () = assert!(ActType::Q8K as usize == ACT_TYPES - 1);
+
 /// Weight formats with a matmul kernel.
 pub fn act_type(ty: GgmlType) -> Option<ActType> {
     use GgmlType::*;

@@ -509,7 +509,9 @@ fn two_bits(qs: &[u8; 64]) -> [v128; 16] {
 /// Scales (as i32) splatted to vectors.
 #[inline(always)]
 fn splats<const S: usize>(c: [i32; S]) -> [v128; S] {
-    c.map(|x| i32x4_splat(x))
+    // (a closure: a `#[target_feature]` function is not an `FnMut`)
+    #[allow(clippy::redundant_closure)]
+    c.map(|v| i32x4_splat(v))
 }
 
 /// Defines `$name::<N>(w, nb, acts, out)` for a K-quant: every weight row in `w` (rows of `nb`
