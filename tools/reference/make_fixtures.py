@@ -14,6 +14,7 @@ command and the file's sha256 for the tiny models).
 import argparse
 import hashlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -131,6 +132,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--extra-meta", default="{}")
     ap.add_argument("--skip-perplexity", action="store_true")
+    ap.add_argument("--only-perplexity", action="store_true")
     args = ap.parse_args()
     spec = SETS[args.set]
     extra = json.loads(args.extra_meta)
@@ -141,6 +143,9 @@ def main():
     meta["system_info"] = info["system_info"]
     meta["vocab"] = {"n_vocab": info["n_vocab"], "bos": info["bos"], "eos": info["eos"], "add_bos": info["add_bos"],
                      "add_eos": info["add_eos"]}
+
+    if args.only_perplexity:
+        return write_perplexity(llama, spec, args, meta, info)
 
     # tokenize: the default model's texts, both parse_special settings, plus set-specific texts.
     base = json.load(open(os.path.join(REPO, "tests", "fixtures", "tokenize.json")))
@@ -212,6 +217,9 @@ def main():
 
 def write_perplexity(llama, spec, args, meta, info):
     text_path = os.path.join(REPO, "tests", "fixtures", "texts", "MPL-2.0.txt")
+    text = open(text_path, "rb").read().decode("utf-8")
+    text = text[:-1] if text.endswith("\n") else text
+    n_tok = len(llama.tokenize([(text, False)])[0])  # as llama-perplexity tokenizes it (it does not print this)
     runs = []
     for n_ctx in spec["perplexity_ctx"]:
         cmd = [os.path.join(llama.bin, "llama-perplexity"), "-m", args.model, "-f", text_path, "-c", str(n_ctx),
@@ -222,12 +230,12 @@ def write_perplexity(llama, spec, args, meta, info):
             sys.exit(f"llama-perplexity failed:\n{log[-3000:]}")
         running = [float(x) for x in re.findall(r"\[\d+\]([0-9.]+)", log)]
         m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", log)
-        n_tok = int(re.search(r"have (\d+) tokens", log).group(1)) if re.search(r"have (\d+) tokens", log) else None
         n_chunks = len(running)
         runs.append({"text": "MPL-2.0", "copy": "../texts/MPL-2.0.txt", "sha256": sha256_file(text_path),
                      "bytes": os.path.getsize(text_path), "n_tokens_text": n_tok, "n_ctx": n_ctx, "n_batch": n_ctx,
                      "n_chunks": n_chunks, "scored_tokens": n_chunks * (n_ctx // 2 - 1),
                      "ppl": float(m.group(1)), "ppl_stderr": float(m.group(2)),
+                     "ln_ppl": round(math.log(float(m.group(1))), 6),
                      "running_ppl_after_each_chunk": running,
                      "command": f"llama-perplexity -m MODEL -f tests/fixtures/texts/MPL-2.0.txt -c {n_ctx} -b {n_ctx} -t {args.threads}"})
     pmeta = dict(meta)
