@@ -29,11 +29,12 @@ fn models() -> Vec<(&'static str, Vec<u8>)> {
         seed: 7,
         arch,
     };
-    let mut out = Vec::new();
-    out.push(("llama-q4_0", tiny_gguf(&spec("llama", GgmlType::Q4_0, true, 1, 1))));
-    out.push(("llama-f16-2heads", tiny_gguf(&spec("llama", GgmlType::F16, true, 1, 2))));
-    out.push(("llama-q8_0-untied", tiny_gguf(&spec("llama", GgmlType::Q8_0, false, 1, 1))));
-    out.push(("qwen2-q8_0", tiny_gguf(&spec("qwen2", GgmlType::Q8_0, true, 1, 1))));
+    let mut out = vec![
+        ("llama-q4_0", tiny_gguf(&spec("llama", GgmlType::Q4_0, true, 1, 1))),
+        ("llama-f16-2heads", tiny_gguf(&spec("llama", GgmlType::F16, true, 1, 2))),
+        ("llama-q8_0-untied", tiny_gguf(&spec("llama", GgmlType::Q8_0, false, 1, 1))),
+        ("qwen2-q8_0", tiny_gguf(&spec("qwen2", GgmlType::Q8_0, true, 1, 1))),
+    ];
     let s = spec("llama", GgmlType::Q5_1, true, 1, 1);
     let mut meta = metadata(&s);
     meta.push(("tokenizer.chat_template".into(), Value::String(TEMPLATES[1].into())));
