@@ -151,7 +151,15 @@ impl Family for Lfm2 {
 
     fn cache_layout(&self, c: &Config) -> CacheLayout {
         let conv = self.layers.iter().filter(|l| matches!(l.mixer, Mixer::Conv(..))).count();
-        CacheLayout { attn_layers: self.layers.len() - conv, kv_dim: c.kv_dim(), conv_layers: conv, conv_width: c.n_embd, d_conv: self.l_cache - 1 }
+        let attn = self.layers.len() - conv;
+        CacheLayout {
+            attn_layers: attn,
+            kv_dim: c.kv_dim(),
+            windows: vec![self.sliding_window; attn],
+            conv_layers: conv,
+            conv_width: c.n_embd,
+            d_conv: self.l_cache - 1,
+        }
     }
 
     fn extra_scratch(&self, c: &Config) -> usize {
