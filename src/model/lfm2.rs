@@ -89,7 +89,8 @@ pub fn load(l: &mut Loader<'_>, c: &mut Config) -> Result<Box<dyn Family>> {
 
 impl ShortConv {
     /// xb ← W_out · (c ⊙ conv(b ⊙ x)) for `n` tokens at p0.., reading and extending conv layer
-    /// `slot`'s past inputs. `buf`: (n, 4·n_embd) scratch.
+    /// `slot`'s past inputs. `Scratch::extra` holds (n, 3·n_embd) of b⊙x, c, x, then (n, n_embd) of
+    /// c ⊙ conv.
     fn forward(&self, c: &Config, slot: usize, kv: &mut KvCache, s: &mut Scratch, p0: usize, n: usize) {
         let e = c.n_embd;
         let (l, d) = (self.conv.len() / e, kv.d_conv());
