@@ -1,6 +1,8 @@
 //! What a session keeps per position, preallocated for its context and written in place:
-//! - the key/value cache of the attention layers, f16 like llama.cpp's default cache, one
-//!   (n_ctx, kv_dim) block of rows per attention layer;
+//! - the key/value cache of the attention layers, f16 like llama.cpp's default cache, one block of
+//!   (rows, kv_dim) per attention layer: `n_ctx` rows, or for a sliding-window layer (Gemma's local
+//!   layers) only `window + n_batch + WINDOW_ROLLBACK` rows used as a ring (position p at row
+//!   p % rows) — enough for every key a batch's queries see;
 //! - for models with short-convolution layers (LFM2), each such layer's recent convolution inputs
 //!   (f32, as llama.cpp's recurrent state), in a ring of `d_conv + CONV_ROLLBACK` rows indexed by
 //!   position, so the state can go back a few tokens (a chat turn that re-renders the end of the
@@ -12,6 +14,8 @@ use crate::quant::f16;
 
 /// How far back (tokens) a convolution state can be truncated without recomputing.
 pub const CONV_ROLLBACK: usize = 64;
+/// How far back a sliding-window layer's ring keeps keys beyond what the window needs.
+pub const WINDOW_ROLLBACK: usize = 64;
 
 /// The cache's shape, as a family declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +23,8 @@ pub struct CacheLayout {
     /// Layers with attention (each has a key and a value row per position).
     pub attn_layers: usize,
     pub kv_dim: usize,
+    /// Per attention layer: its sliding window, if it has one (empty: none has).
+    pub windows: Vec<Option<usize>>,
     /// Short-convolution layers: how many, their width, and the past inputs each step reads.
     pub conv_layers: usize,
     pub conv_width: usize,
@@ -28,14 +34,18 @@ pub struct CacheLayout {
 impl CacheLayout {
     /// `layers` attention layers of `kv_dim`-wide keys and values, nothing else.
     pub fn attention(layers: usize, kv_dim: usize) -> CacheLayout {
-        CacheLayout { attn_layers: layers, kv_dim, conv_layers: 0, conv_width: 0, d_conv: 0 }
+        CacheLayout { attn_layers: layers, kv_dim, windows: Vec::new(), conv_layers: 0, conv_width: 0, d_conv: 0 }
     }
 }
 
 pub struct KvCache {
     n_ctx: usize,
+    n_batch: usize,
     kv_dim: usize,
-    /// (attn_layers, n_ctx, kv_dim) f16 bits
+    /// Per attention layer: where its rows start in `k`/`v`, how many rows (n_ctx, or a ring's),
+    /// and its window (None: sees every position).
+    layers: Vec<(usize, usize, Option<usize>)>,
+    /// Σ rows × kv_dim f16 bits
     k: Vec<u16>,
     v: Vec<u16>,
     conv_width: usize,
@@ -63,8 +73,17 @@ fn alloc<T: Clone + Default>(elems: Option<u64>, n_ctx: usize, what: &str) -> Re
 }
 
 impl KvCache {
-    pub fn new(layout: &CacheLayout, n_ctx: usize) -> Result<KvCache> {
-        let size = (layout.attn_layers as u64).checked_mul(n_ctx as u64).and_then(|s| s.checked_mul(layout.kv_dim as u64));
+    /// A cache for `n_ctx` positions, written by batches of at most `n_batch` tokens.
+    pub fn new(layout: &CacheLayout, n_ctx: usize, n_batch: usize) -> Result<KvCache> {
+        let mut layers = Vec::with_capacity(layout.attn_layers);
+        let mut total = Some(0u64);
+        for i in 0..layout.attn_layers {
+            let window = layout.windows.get(i).copied().flatten();
+            let rows = window.map_or(n_ctx, |w| n_ctx.min(w.saturating_add(n_batch).saturating_add(WINDOW_ROLLBACK)));
+            layers.push((total.unwrap_or(0) as usize, rows, window));
+            total = total.and_then(|t| t.checked_add(rows as u64));
+        }
+        let size = total.and_then(|t| t.checked_mul(layout.kv_dim as u64));
         let k = alloc(size, n_ctx, "the key cache")?;
         let v = alloc(size, n_ctx, "the value cache")?;
         let ring = layout.d_conv + CONV_ROLLBACK;
@@ -74,11 +93,16 @@ impl KvCache {
             let elems = (layout.conv_layers as u64).checked_mul(ring as u64).and_then(|s| s.checked_mul(layout.conv_width as u64));
             alloc(elems, n_ctx, "the convolution state")?
         };
-        Ok(KvCache { n_ctx, kv_dim: layout.kv_dim, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
+        Ok(KvCache { n_ctx, n_batch: n_batch.max(1), kv_dim: layout.kv_dim, layers, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
     }
 
     pub fn capacity(&self) -> usize {
         self.n_ctx
+    }
+
+    /// The most tokens one forward pass may write.
+    pub fn max_batch(&self) -> usize {
+        self.n_batch
     }
 
     pub fn len(&self) -> usize {
@@ -100,7 +124,11 @@ impl KvCache {
     /// unless the convolution state of that position has left the ring (then 0, start over).
     pub fn reusable(&self, keep: usize) -> usize {
         let keep = keep.min(self.len);
-        if self.conv.is_empty() || keep == self.len || keep.saturating_sub(self.d_conv) + self.ring >= self.len {
+        // the oldest position the next step reads must not have been overwritten in its ring
+        let kept = |reach: usize, rows: usize| keep.saturating_sub(reach) + rows >= self.len;
+        let conv_ok = self.conv.is_empty() || kept(self.d_conv, self.ring);
+        let attn_ok = self.layers.iter().all(|&(_, rows, w)| w.is_none_or(|w| kept(w - 1, rows)));
+        if keep == self.len || (conv_ok && attn_ok) {
             keep
         } else {
             0
@@ -118,7 +146,8 @@ impl KvCache {
     }
 
     fn offset(&self, layer: usize, pos: usize) -> usize {
-        (layer * self.n_ctx + pos) * self.kv_dim
+        let (start, rows, _) = self.layers[layer];
+        (start + pos % rows) * self.kv_dim
     }
 
     /// Stores the key and value rows of one position of attention layer `layer`, rounded to f16.
@@ -132,15 +161,22 @@ impl KvCache {
         }
     }
 
-    /// Keys of positions 0..n of an attention layer: (n, kv_dim) f16 bits.
-    pub fn keys(&self, layer: usize, n: usize) -> &[u16] {
-        let o = self.offset(layer, 0);
-        &self.k[o..o + n * self.kv_dim]
-    }
-
-    pub fn values(&self, layer: usize, n: usize) -> &[u16] {
-        let o = self.offset(layer, 0);
-        &self.v[o..o + n * self.kv_dim]
+    /// Keys and values of positions `lo..hi` of an attention layer, as (kv_dim)-row f16 bits in
+    /// position order: one or, where a ring wraps, two consecutive runs of rows.
+    pub fn rows(&self, layer: usize, lo: usize, hi: usize) -> [(&[u16], &[u16]); 2] {
+        let (start, rows, _) = self.layers[layer];
+        debug_assert!(lo <= hi && hi - lo <= rows && hi <= self.n_ctx);
+        let d = self.kv_dim;
+        let (a, b) = (lo % rows, lo % rows + (hi - lo));
+        let run = |r0: usize, r1: usize| {
+            let range = (start + r0) * d..(start + r1) * d;
+            (&self.k[range.clone()], &self.v[range])
+        };
+        if b <= rows {
+            [run(a, b), run(0, 0)]
+        } else {
+            [run(a, rows), run(0, b - rows)]
+        }
     }
 
     /// Past inputs a convolution step reads (the kernel length minus one).

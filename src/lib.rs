@@ -1,8 +1,8 @@
 //! hearth: a private language model in a browser tab.
 //!
 //! One engine serves the CLI, the tests and the browser:
-//! `gguf` (container) → `config` (llama.* metadata) → `quant` (block formats and kernels) →
-//! `model` (weights + forward pass) with `kv_cache` → `session` (state, prefix reuse) →
+//! `gguf` (container) → `config` (the shared `{arch}.*` metadata) → `quant` (block formats and kernels) →
+//! `model` (one module per architecture family: weights + forward pass) with `kv_cache` → `session` (state, prefix reuse) →
 //! `generate` (sampling loop, stop conditions, UTF-8-safe streaming), with `tokenizer`, `chat`
 //! (templates) and `sampler` beside it. `wasm` is the browser's thin binding; `cli` the native one.
 

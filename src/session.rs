@@ -86,8 +86,9 @@ impl Session {
             return Err(Error::InvalidArgument("context length must be at least 1".into()));
         }
         let c = &engine.model.config;
-        let kv = engine.model.new_cache(n_ctx)?;
-        let mut scratch = engine.model.new_scratch(n_batch.min(n_ctx));
+        let n_batch = n_batch.clamp(1, n_ctx);
+        let kv = engine.model.new_cache(n_ctx, n_batch)?;
+        let mut scratch = engine.model.new_scratch(n_batch);
         scratch.reserve_context(c, n_ctx)?;
         let logits = vec![0f32; c.vocab_size];
         Ok(Session { engine, kv, scratch, tokens: Vec::new(), logits, last_prefilled: 0, pending: Vec::new() })

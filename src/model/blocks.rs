@@ -259,20 +259,30 @@ fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: 
     let rows = p0 + n - lo;
     kf.resize(rows * kvd, 0.0);
     vf.resize(rows * kvd, 0.0);
-    let (k16, v16) = (kv.keys(call.slot, p0 + n), kv.values(call.slot, p0 + n));
-    let (k16, v16) = (&k16[lo * kvd..], &v16[lo * kvd..]);
+    // positions lo..p0+n: one run of cache rows, or two where a sliding window's ring wraps
+    let runs = kv.rows(call.slot, lo, p0 + n);
+    let split = runs[0].0.len() / kvd;
     let (kp, vp) = (SyncPtr(kf.as_mut_ptr()), SyncPtr(vf.as_mut_ptr()));
     parallel::for_each_range(rows, 16, |rr| {
-        let r = rr.start * kvd..rr.end * kvd;
-        // SAFETY: rows `rr` of kf and vf (len = rows·kvd), written by this call only.
-        let (kd, vd) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(kp.get().add(r.start), r.len()),
-                std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
-            )
-        };
-        attn::convert_rows(&k16[r.clone()], kd);
-        attn::convert_rows(&v16[r], vd);
+        for (ri, (k16, v16)) in runs.iter().enumerate() {
+            // the part of rows `rr` that lies in run ri (which starts at row `first`)
+            let (first, last) = if ri == 0 { (0, split) } else { (split, rows) };
+            let (a, b) = (rr.start.max(first), rr.end.min(last));
+            if a >= b {
+                continue;
+            }
+            let r = a * kvd..b * kvd;
+            // SAFETY: rows a..b ⊂ `rr` of kf and vf (len = rows·kvd), written by this call only.
+            let (kd, vd) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(kp.get().add(r.start), r.len()),
+                    std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
+                )
+            };
+            let src = (a - first) * kvd..(b - first) * kvd;
+            attn::convert_rows(&k16[src.clone()], kd);
+            attn::convert_rows(&v16[src], vd);
+        }
     });
     let (keys, values) = (&kf[..], &vf[..]);
     let out_ptr = SyncPtr(out.as_mut_ptr());

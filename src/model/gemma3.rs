@@ -15,7 +15,7 @@ use super::{Activation, Family, Loader};
 use crate::config::{Config, RopeStyle};
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Value};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{CacheLayout, KvCache};
 
 pub struct Block {
     pub attn_norm: Vec<f32>, // (n_embd)
@@ -119,6 +119,13 @@ impl Family for Gemma3 {
             rms_norm(&s.xb[..n * e], &b.post_ffw_norm, c.rms_eps, &mut s.xc[..n * e]);
             add_into(&mut s.x[..n * e], &s.xc[..n * e]);
         }
+    }
+
+    fn cache_layout(&self, c: &Config) -> CacheLayout {
+        let g = &self.config;
+        let mut layout = CacheLayout::attention(c.n_layer, c.kv_dim());
+        layout.windows = g.is_local.iter().map(|&l| if l { g.sliding_window } else { None }).collect();
+        layout
     }
 
     fn embed_scale(&self) -> Option<f32> {

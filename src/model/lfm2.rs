@@ -89,7 +89,8 @@ pub fn load(l: &mut Loader<'_>, c: &mut Config) -> Result<Box<dyn Family>> {
 
 impl ShortConv {
     /// xb ← W_out · (c ⊙ conv(b ⊙ x)) for `n` tokens at p0.., reading and extending conv layer
-    /// `slot`'s past inputs. `buf`: (n, 4·n_embd) scratch.
+    /// `slot`'s past inputs. `Scratch::extra` holds (n, 3·n_embd) of b⊙x, c, x, then (n, n_embd) of
+    /// c ⊙ conv.
     fn forward(&self, c: &Config, slot: usize, kv: &mut KvCache, s: &mut Scratch, p0: usize, n: usize) {
         let e = c.n_embd;
         let (l, d) = (self.conv.len() / e, kv.d_conv());
@@ -151,7 +152,15 @@ impl Family for Lfm2 {
 
     fn cache_layout(&self, c: &Config) -> CacheLayout {
         let conv = self.layers.iter().filter(|l| matches!(l.mixer, Mixer::Conv(..))).count();
-        CacheLayout { attn_layers: self.layers.len() - conv, kv_dim: c.kv_dim(), conv_layers: conv, conv_width: c.n_embd, d_conv: self.l_cache - 1 }
+        let attn = self.layers.len() - conv;
+        CacheLayout {
+            attn_layers: attn,
+            kv_dim: c.kv_dim(),
+            windows: vec![self.sliding_window; attn],
+            conv_layers: conv,
+            conv_width: c.n_embd,
+            d_conv: self.l_cache - 1,
+        }
     }
 
     fn extra_scratch(&self, c: &Config) -> usize {

@@ -129,9 +129,9 @@ impl Model {
         self.tok_embd.bytes() + self.output_norm.len() * 4 + self.output.as_ref().map_or(0, QMatrix::bytes) + self.family.weight_bytes()
     }
 
-    /// An empty cache for `n_ctx` positions, shaped for this model.
-    pub fn new_cache(&self, n_ctx: usize) -> Result<KvCache> {
-        KvCache::new(&self.family.cache_layout(&self.config), n_ctx)
+    /// An empty cache for `n_ctx` positions written `n_batch` at a time, shaped for this model.
+    pub fn new_cache(&self, n_ctx: usize, n_batch: usize) -> Result<KvCache> {
+        KvCache::new(&self.family.cache_layout(&self.config), n_ctx, n_batch)
     }
 
     /// Activation buffers for batches of up to `n_batch` tokens.
@@ -157,6 +157,9 @@ impl Model {
         }
         if n > s.n_batch {
             return Err(Error::InvalidArgument(format!("batch of {n} exceeds the scratch batch {}", s.n_batch)));
+        }
+        if n > kv.max_batch() {
+            return Err(Error::InvalidArgument(format!("batch of {n} exceeds the cache's batch {}", kv.max_batch())));
         }
         if p0 + n > kv.capacity() {
             return Err(Error::ContextFull { needed: p0 + n, capacity: kv.capacity() });
