@@ -52,8 +52,23 @@ async function dir() {
   return root.getDirectoryHandle(DIR, { create: true });
 }
 
+/**
+ * Runs `op` again while it fails with NoModificationAllowedError, for up to ~2 s: a worker that
+ * has just ended (an aborted load) releases its file's sync access handle a moment later.
+ */
+async function whenReleased(op) {
+  for (let wait = 25; ; wait *= 2) {
+    try {
+      return await op();
+    } catch (e) {
+      if (e?.name !== 'NoModificationAllowedError' || wait > 1000) throw e;
+      await new Promise((ok) => setTimeout(ok, wait));
+    }
+  }
+}
+
 async function remove(d, name) {
-  await d.removeEntry(name).catch((e) => {
+  await whenReleased(() => d.removeEntry(name)).catch((e) => {
     if (e?.name !== 'NotFoundError') throw e;
   });
 }
@@ -213,7 +228,7 @@ export async function openPartial(url) {
   const d = await dir();
   const key = await keyFor(url);
   const fileHandle = await d.getFileHandle(`${key}.partial`, { create: true });
-  const handle = await fileHandle.createSyncAccessHandle();
+  const handle = await whenReleased(() => fileHandle.createSyncAccessHandle());
   let meta = await readJson(d, `${key}.partial.json`);
   if (!meta || meta.url !== url || !(meta.etag || meta.lastModified)) {
     meta = null;
@@ -311,7 +326,7 @@ export async function sweep({ keepOnly, now = Date.now() } = {}) {
 /** Removes every stored model. */
 export async function clearEntries() {
   const root = await navigator.storage.getDirectory();
-  await root.removeEntry(DIR, { recursive: true }).catch((e) => {
+  await whenReleased(() => root.removeEntry(DIR, { recursive: true })).catch((e) => {
     if (e?.name !== 'NotFoundError') throw e;
   });
 }

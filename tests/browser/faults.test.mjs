@@ -431,6 +431,8 @@ describe('failure modes of the page and the element', { timeout: 4 * LONG }, () 
     const page = await b.context.newPage();
     await page.goto(server.plain + 'embed.html');
     await page.evaluate(() => document.querySelector('hearth-chat').remove());
+    // (the removed element's worker ends in the background)
+    for (let i = 0; i < 100 && page.workers().length > 0; i++) await new Promise((ok) => setTimeout(ok, 100));
     const workers0 = page.workers().length;
     const url = await page.evaluate(async () => {
       await customElements.whenDefined('hearth-chat');
