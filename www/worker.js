@@ -481,6 +481,7 @@ async function checkFits(readPrefix, size, nCtx, what) {
   for (let tries = 0; tries < 4; tries++) {
     const prefix = await readPrefix(n);
     if (!prefix) return null;
+    if (tries === 0) checkHeader(prefix, what); // not a GGUF at all: say so plainly
     let need;
     try {
       need = JSON.parse(wasm.preflight(prefix, size, nCtx >>> 0));
