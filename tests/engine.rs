@@ -233,12 +233,13 @@ fn session_error(e: &std::sync::Arc<hearth::session::Engine>, n_ctx: usize) -> E
 
 #[test]
 fn a_context_too_large_for_memory_is_out_of_memory_and_the_engine_stays_usable() {
-    // 2^42 tokens: 2 layers × 32 key/value dims × 2^42 × 4 bytes = 2 PiB, past any address space (so
-    // even an overcommitting kernel refuses it); in wasm32, 10^7 tokens of a real model already are.
+    // 2^42 tokens: the key cache alone is 2 layers × 32 dims × 2^42 × 2 bytes (f16) = 0.5 PiB, past
+    // any address space (so even an overcommitting kernel refuses it); in wasm32, 10^7 tokens of a
+    // real model already are. The error names the first buffer that could not be had.
     let e = tiny_engine(&TinySpec::default());
     let err = session_error(&e, 1 << 42);
     assert_eq!(err.kind(), "out_of_memory", "{err}");
-    assert!(matches!(&err, Error::OutOfMemory { bytes, .. } if *bytes == 2 * 32 * (1u64 << 42) * 4), "{err:?}");
+    assert!(matches!(&err, Error::OutOfMemory { bytes, .. } if *bytes == 2 * 32 * (1u64 << 42) * 2), "{err:?}");
     // a size past u64 is an impossible value, not memory
     let err = session_error(&e, usize::MAX);
     assert_eq!(err.kind(), "invalid_argument", "{err}");
