@@ -5,7 +5,7 @@
 //   const llm = await Hearth.load('/models/SmolLM2-135M-Instruct.Q4_1.gguf', { onProgress });
 //   for await (const piece of llm.chat([{ role: 'user', content: 'Hi!' }])) out.append(piece);
 //
-// This surface is a contract (README.browser.md documents it): add freely, rename nothing.
+// This surface is a contract (README.md, "The JS API", documents it): add freely, rename nothing.
 
 import * as store from './storage.js';
 

@@ -3,7 +3,7 @@
 // the time to get all of its bytes back in a worker (what a load from storage costs), plus the
 // SHA-256 of the whole file with crypto.subtle (hearth verifies stored weights on every load).
 // Runs alternate between the stores; medians of RUNS. Usage: node tests/browser/storage-bench.mjs [RUNS]
-// The figures go into README.browser.md ("Where the weights live").
+// The figures go into README.md ("Where the weights live, and why there").
 
 import { launch, startServer, MODEL_URL_PATH } from './helpers.mjs';
 
