@@ -19,7 +19,9 @@
 //! still never special — and then their concatenation can differ from `render_string`.
 //!
 //! Limits against hostile templates: rendered output at most 4 MiB, an instruction budget (minijinja fuel)
-//! and a recursion limit; all failures are `Error::Template`.
+//! and a recursion limit, all failing as `Error::Template`; and a memory cap on each render
+//! ([`render_memory_cap`], kept by `crate::alloc::with_budget`), which fuel does not give: a template that
+//! keeps doubling a string needs few instructions. Reaching that cap ends the process (see `alloc`).
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, Gguf, Value};
@@ -30,6 +32,9 @@ use std::io::Write;
 pub const MAX_RENDERED_BYTES: usize = 4 << 20;
 /// minijinja instruction budget per render: ample for thousands of messages, finite for runaway loops.
 const FUEL: u64 = 20_000_000;
+/// Memory a render may newly hold: ample for real templates (they hold the messages a few times over),
+/// finite for runaway ones. See [`render_memory_cap`].
+const RENDER_MEMORY_BASE: usize = 64 << 20;
 /// Nesting limit for loops, conditionals and macros (kept low: wasm's stack is small).
 const RECURSION_LIMIT: usize = 100;
 /// Role names: a short identifier ("system", "user", "assistant", "tool", "ipython", …). Roles are part of
@@ -107,6 +112,13 @@ fn environment() -> minijinja::Environment<'static> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
     env
+}
+
+/// The memory cap of one render of `messages`: 64 MiB plus 16 times their text (a template holds each
+/// content a few times: the value, its trimmed or escaped copies, the output).
+pub fn render_memory_cap(messages: &[Message]) -> usize {
+    let text: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
+    RENDER_MEMORY_BASE.saturating_add(text.saturating_mul(16))
 }
 
 /// An `io::Write` into memory that refuses to grow past `MAX_RENDERED_BYTES`.
@@ -350,7 +362,8 @@ impl ChatTemplate {
             eos_token => self.eos.as_str(),
         };
         let mut out = CappedBuffer { buf: Vec::new(), overflowed: false };
-        let res = tmpl.render_captured_to(ctx, &mut out);
+        let cap = render_memory_cap(messages);
+        let res = crate::alloc::with_budget("the chat template", cap, || tmpl.render_captured_to(ctx, &mut out));
         if out.overflowed {
             return Err(Error::Template(format!("the rendered prompt exceeds {MAX_RENDERED_BYTES} bytes")));
         }

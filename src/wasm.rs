@@ -10,8 +10,6 @@ use crate::generate::{GenerateOptions, Generation};
 use crate::session::{Engine, Session};
 use crate::source::ByteSource;
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
@@ -311,45 +309,19 @@ pub fn set_threads(n: u32) -> u32 {
 
 /// Allocations that failed so far, and the size of the last one. A failed allocation that Rust
 /// does not handle aborts the wasm instance (a trap): the worker compares the count from before a
-/// call with the one after its trap to report `out_of_memory` instead of a crash.
+/// call with the one after its trap to report `out_of_memory` instead of a crash (see `alloc`).
 #[wasm_bindgen(js_name = failedAllocations)]
 pub fn failed_allocations() -> js_sys::Array {
-    let n = FAILED.0.load(Ordering::Relaxed) as f64;
-    let size = FAILED.1.load(Ordering::Relaxed) as f64;
-    js_sys::Array::of2(&n.into(), &size.into())
+    let (n, size) = crate::alloc::failed_allocations();
+    js_sys::Array::of2(&(n as f64).into(), &(size as f64).into())
 }
 
-static FAILED: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
-
-fn failed(p: *mut u8, size: usize) -> *mut u8 {
-    if p.is_null() {
-        FAILED.0.fetch_add(1, Ordering::Relaxed);
-        FAILED.1.store(size, Ordering::Relaxed);
-    }
-    p
+/// Allocations refused so far because work on untrusted input (a chat template's render) reached its
+/// memory cap: after a trap, a count that grew means the GGUF's template, not the device, is at fault.
+#[wasm_bindgen(js_name = budgetRefusals)]
+pub fn budget_refusals() -> f64 {
+    crate::alloc::budget_refusals() as f64
 }
-
-/// The system allocator, counting the allocations it could not make.
-struct Counting;
-
-// SAFETY: every call is passed straight to `System`, which upholds GlobalAlloc's contract.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        failed(System.alloc(layout), layout.size())
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        failed(System.alloc_zeroed(layout), layout.size())
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        failed(System.realloc(ptr, layout, new_size), new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
 #[wasm_bindgen(js_name = memoryBytes)]

@@ -18,7 +18,7 @@
 //  *   | { id: number, error: { type: string, name: string, message: string } }
 //  *   | { id: number, progress: { loaded: number, total: number, phase: 'download'|'verify'|'load' } }
 //  *   | { id: number, piece: string, token: number|null }                  // streamed text
-//  *   | { id: 0, fatal: { type: 'worker_crashed'|'out_of_memory', name: string, message: string } }  // then the worker closes
+//  *   | { id: 0, fatal: { type: 'worker_crashed'|'out_of_memory'|'template_error', name: string, message: string } }  // then the worker closes
 //  * } Response */
 // LoadArgs: { source: string (absolute URL) | Blob, sha256?: string, nCtx?: number, store?: boolean,
 //             threads?: boolean, nThreads?: number, stallTimeoutMs?: number }
@@ -29,8 +29,8 @@
 // tokens (and between prefill slices), so an `abort` lands there and the call ends with
 // `{type: 'aborted', name: 'AbortError'}`. A wasm trap (a Rust panic, out of memory) leaves the
 // instance unusable: the worker answers every open request with `worker_crashed` (or
-// `out_of_memory` when an allocation had just failed), posts `fatal` and closes; the page starts a
-// new worker on its next call.
+// `out_of_memory` when an allocation had just failed, `template_error` when the chat template reached
+// its memory cap), posts `fatal` and closes; the page starts a new worker on its next call.
 
 import { deleteEntry, getEntry, keyFor, lockName, openPartial, storageAvailable, sweep } from './storage.js';
 
@@ -102,6 +102,16 @@ const failedAllocations = () => {
   }
 };
 
+/** Allocations the engine refused to a chat template past its memory cap (src/alloc.rs), as of the last request. */
+let refusalsSeen = 0;
+const refusalsNow = () => {
+  try {
+    return wasm ? wasm.budgetRefusals() : 0;
+  } catch {
+    return 0;
+  }
+};
+
 /**
  * The worker can no longer be trusted: answer everyone, say so, and close. A trap right after an
  * allocation failed is reported as `out_of_memory` (the model or context is too large for this
@@ -112,7 +122,13 @@ function crash(e) {
   crashed = true;
   const [failed, size] = failedAllocations();
   const fatal =
-    failed > failedSeen
+    refusalsNow() > refusalsSeen
+      ? {
+          type: 'template_error',
+          name: 'HearthError',
+          message: "the model's chat template needed more memory than any real template does (a broken or hostile GGUF); the engine stopped it",
+        }
+      : failed > failedSeen
       ? {
           type: 'out_of_memory',
           name: 'HearthError',
@@ -156,11 +172,13 @@ self.onmessage = ({ data }) => {
   done.then(
     (result) => {
       failedSeen = failedAllocations()[0];
+      refusalsSeen = refusalsNow();
       if (jobs.delete(id)) post({ id, result });
     },
     (e) => {
       if (isTrap(e)) return crash(e);
       failedSeen = failedAllocations()[0];
+      refusalsSeen = refusalsNow();
       if (jobs.delete(id)) post({ id, error: toWire(e) });
     },
   );
