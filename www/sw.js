@@ -66,7 +66,8 @@ async function fits(path, res) {
   }
   if (path.endsWith('.js')) return /javascript/.test(type);
   if (path.endsWith('.css')) return type.startsWith('text/css');
-  return type.startsWith('text/html');
+  if (path.endsWith('/') || path.endsWith('.html')) return type.startsWith('text/html');
+  return !type.startsWith('text/html'); // anything else the page loads: not a portal's page
 }
 
 /** Fetches the whole shell into a new cache; the older snapshots go once it is complete. */
