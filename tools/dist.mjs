@@ -14,7 +14,7 @@
 //
 // What goes in is found by following references from the entries, not from a list: the HTML's
 // `<script src>` and `<link href>`, CSS `url()` and `@import`, and in JavaScript every static and
-// dynamic `import` and `new URL('…', import.meta.url)` (es-module-lexer finds them, so text in
+// dynamic `import`, `import.meta.resolve('…')` and `new URL('…', import.meta.url)` (es-module-lexer finds them, so text in
 // comments and strings is never taken for one). Files are hashed after the files they reference,
 // so a file's name changes whenever anything it loads changes.
 //
@@ -69,6 +69,15 @@ function jsRefs(path, text) {
   const refs = [];
   for (const i of imports) {
     if (i.type === 'import-meta') {
+      // `import.meta.resolve('./x')`: resolved as an import is.
+      const resolveCall = /^\.resolve\(\s*(['"])([^'"\n]+)\1\s*\)/.exec(text.slice(i.end));
+      if (resolveCall) {
+        const spec = resolveCall[2];
+        if (!isRelative(spec)) continue;
+        const start = i.end + resolveCall[0].indexOf(resolveCall[1]) + 1;
+        refs.push({ start, end: start + spec.length, target: resolveRef(path, spec) });
+        continue;
+      }
       // `new URL('x', import.meta.url)`: in `new URL(…)` anything but a scheme is relative.
       const before = /new\s+URL\(\s*(['"])([^'"\n]+)\1\s*,\s*$/.exec(text.slice(Math.max(0, i.start - 300), i.start));
       if (!before || !/^\.url\s*\)/.test(text.slice(i.end))) continue;

@@ -91,13 +91,14 @@ function checkMessages(messages) {
  * Starts the worker. The `new Worker(new URL('./worker.js', import.meta.url), {type: 'module'})`
  * is written out whole so bundlers (Vite, webpack) find the worker and bundle it. A module served
  * from another origin than the page (an embed) cannot start a worker from its own URL: that goes
- * through a one-line blob module that imports it.
+ * through a one-line blob module that imports it (named with `import.meta.resolve`, which bundlers
+ * leave alone: they would otherwise copy worker.js unbundled for it).
  */
 function startWorker() {
   if (typeof location === 'undefined' || new URL(import.meta.url).origin === location.origin) {
     return new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
   }
-  const shim = new Blob([`import ${JSON.stringify(new URL('./worker.js', import.meta.url).href)};`], { type: 'text/javascript' });
+  const shim = new Blob([`import ${JSON.stringify(import.meta.resolve('./worker.js'))};`], { type: 'text/javascript' });
   return new Worker(URL.createObjectURL(shim), { type: 'module', name: 'hearth' });
 }
 
