@@ -19,8 +19,7 @@ const PKG = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8'));
 
 const APP = {
   'package.json': JSON.stringify({ name: 'throwaway', private: true, type: 'module' }),
-  // Module workers that import other modules need ES-module worker output (Vite's default is iife).
-  'vite.config.js': `export default { worker: { format: 'es' }, logLevel: 'warn' };\n`,
+  // No vite.config.js: Vite's defaults, as a user starts with.
   'index.html': `<!doctype html><meta charset="utf-8"><title>app</title><script type="module" src="./main.js"></script>\n`,
   'main.js': `import { Hearth, HearthError } from '${PKG.name}';
 window.generate = async (url, options, prompt) => {
