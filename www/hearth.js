@@ -267,6 +267,7 @@ export class Hearth {
   #options;
   /** @type {ModelInfo} */
   #info;
+  /** @type {Promise<{conn: Connection, info: ModelInfo}>|null} */
   #reloading = null;
 
   /** Use `Hearth.load`. */
@@ -360,7 +361,10 @@ export class Hearth {
     return this.#info;
   }
 
-  /** After a crash the next call starts a new worker and loads the same model again (from storage). */
+  /**
+   * After a crash the next call starts a new worker and loads the same model again (from storage).
+   * @returns {Promise<Connection>}
+   */
   async #connection() {
     if (!this.#conn) throw new HearthError('invalid_argument', 'the model was unloaded');
     if (!this.#conn.dead) return this.#conn;

@@ -21,11 +21,11 @@ const WASM_SIMD = new URL('./pkg/hearth_bg.wasm', import.meta.url);
 const WASM_RELAXED = new URL('./pkg-relaxed/hearth_bg.wasm', import.meta.url);
 const WASM_THREADS = new URL('./pkg-threads/hearth_bg.wasm', import.meta.url);
 
-/** @type {any} the wasm-bindgen module */
+/** @type {typeof import('./pkg/hearth.js') | null} the wasm-bindgen module of the build that runs */
 let wasm = null;
 /** @type {import('./protocol.js').BuildInfo|null} which build runs, and why */
 let build = null;
-/** @type {any} WasmEngine */
+/** @type {import('./pkg/hearth.js').WasmEngine | null} */
 let engine = null;
 let loadMs = null;
 let loadMsReported = false;
@@ -315,7 +315,7 @@ async function loadWasm(threads, nThreads) {
         await new Promise((ok) => setTimeout(ok, 1));
       }
       const running = mod.setThreads(want);
-      wasm = mod;
+      wasm = /** @type {any} */ (mod); // the engine API of the other builds; only its start-up differs
       build = {
         build: 'threads',
         threads: running,
