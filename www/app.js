@@ -3,6 +3,7 @@
 // and the page dispatches `hearth:state`, `hearth:progress` and `hearth:piece` events on document.
 
 import { Hearth } from './hearth.js';
+import { describeBuild, isolate } from './isolation.js';
 
 const DEFAULT_MODEL = 'models/SmolLM2-135M-Instruct.Q4_1.gguf';
 
@@ -124,7 +125,7 @@ function renderInfo(info) {
     ['Weights', `${info.quantization}, ${bytes(info.sizeBytes)}`],
     ['Context', `${info.context} tokens (trained on ${info.contextTrain})`],
     ['Loaded', `${describeSource(info)} in ${seconds(info.loadMs)}`],
-    ['Engine', `${info.build === 'threads' ? `wasm threads ×${info.threads}` : 'wasm SIMD, one thread'}${info.relaxedSimd ? ' (relaxed SIMD)' : ''} — ${info.reason}`],
+    ['Engine', describeBuild(info, app.isolation)],
     ['Memory', `${bytes(info.wasmMemoryBytes)} of wasm memory`],
     ['SHA-256', info.sha256],
   ];
@@ -368,10 +369,9 @@ app.load = loadModel;
 app.send = send;
 app.newChat = newChat;
 
-// The app shell offline (the service worker never touches the model: it lives in OPFS).
-if ('serviceWorker' in navigator) {
-  navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('hearth: no offline support:', e.message));
-}
+// The service worker keeps the app shell offline (never the model: it lives in OPFS) and makes the
+// page cross-origin isolated where the host sends no COOP/COEP headers (it may reload it once).
+app.isolation = await isolate('./sw.js');
 
 setState('loading');
 loadModel(new URLSearchParams(location.search).get('model') ?? DEFAULT_MODEL);
