@@ -23,7 +23,10 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// Allocations that failed so far (for any reason), and the size of the last one.
 pub fn failed_allocations() -> (usize, usize) {
-    (FAILED.0.load(Ordering::Relaxed), FAILED.1.load(Ordering::Relaxed))
+    (
+        FAILED.0.load(Ordering::Relaxed),
+        FAILED.1.load(Ordering::Relaxed),
+    )
 }
 
 /// Allocations refused so far because a [`with_budget`] cap was reached.
@@ -58,7 +61,13 @@ pub fn with_budget<R>(what: &'static str, limit: usize, f: impl FnOnce() -> R) -
             let _ = BUDGET.try_with(|b| b.set(self.0));
         }
     }
-    let _restore = Restore(BUDGET.with(|b| b.replace(Some(Budget { what, limit, live: 0 }))));
+    let _restore = Restore(BUDGET.with(|b| {
+        b.replace(Some(Budget {
+            what,
+            limit,
+            live: 0,
+        }))
+    }));
     f()
 }
 

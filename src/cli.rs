@@ -2,7 +2,7 @@
 //! object on stdout (errors too: `{"error":{"type","message"}}`) so scripts and tests can drive it.
 
 use clap::{Args, Parser, Subcommand};
-use hearth::chat::Message;
+use hearth::chat::{Message, RenderOptions};
 use hearth::generate::{GenerateOptions, Generation};
 use hearth::sampler::SamplerConfig;
 use hearth::session::{Engine, Session};
@@ -58,6 +58,10 @@ struct SampleArgs {
     /// Keep generating past end-of-generation tokens (for benchmarks).
     #[arg(long)]
     ignore_eos: bool,
+    /// The chat template's `enable_thinking` (Qwen3, SmolLM3): `false` asks for an answer without a thinking
+    /// block. Unset: the template's default.
+    #[arg(long, value_name = "true|false")]
+    thinking: Option<bool>,
 }
 
 impl SampleArgs {
@@ -76,6 +80,10 @@ impl SampleArgs {
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
         }
+    }
+
+    fn render(&self) -> RenderOptions {
+        RenderOptions { enable_thinking: self.thinking, now: None }
     }
 }
 
@@ -237,7 +245,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let prompt_tokens = if raw {
                 engine.tokenizer.encode(&prompt, true)?
             } else {
-                engine.chat_tokens(&[Message { role: "user".into(), content: prompt }])?
+                engine.chat_tokens_with(&[Message { role: "user".into(), content: prompt }], &sample.render())?
             };
             session.feed(&prompt_tokens)?;
             let mut g = Generation::new(sample.options())?;
@@ -287,7 +295,7 @@ fn chat(model: ModelArg, system: Option<String>, sample: SampleArgs) -> Result<(
             continue;
         }
         messages.push(Message { role: "user".into(), content: line });
-        let tokens = engine.chat_tokens(&messages)?;
+        let tokens = engine.chat_tokens_with(&messages, &sample.render())?;
         let t0 = Instant::now();
         match session.feed(&tokens) {
             Ok(_) => {}

@@ -2,7 +2,7 @@
 //! cache, the tokens it holds, scratch buffers). Callers never compute positions: a session feeds
 //! what is new and reuses the longest common prefix of what it already holds.
 
-use crate::chat::{tokenize_segments, ChatTemplate, Message};
+use crate::chat::{tokenize_segments, ChatTemplate, Message, RenderOptions};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::kv_cache::KvCache;
@@ -56,8 +56,13 @@ impl Engine {
 
     /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.chat_tokens_with(messages, &RenderOptions::default())
+    }
+
+    /// [`chat_tokens`](Self::chat_tokens) with the template's [`RenderOptions`] (e.g. `enable_thinking`).
+    pub fn chat_tokens_with(&self, messages: &[Message], opts: &RenderOptions) -> Result<Vec<u32>> {
         let template = self.template.as_ref().map_err(|e| Error::Template(e.clone()))?;
-        let segs = template.render(messages, true)?;
+        let segs = template.render_with(messages, true, opts)?;
         tokenize_segments(&self.tokenizer, &segs)
     }
 }

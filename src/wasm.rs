@@ -4,7 +4,7 @@
 //! as `Error` objects with a `type` (see `Error::kind`). Results are JSON strings for the worker to
 //! parse: no serde bridge in the binary.
 
-use crate::chat::Message;
+use crate::chat::{Message, RenderOptions};
 use crate::error::Error;
 use crate::generate::{GenerateOptions, Generation};
 use crate::session::{Engine, Session};
@@ -12,6 +12,21 @@ use crate::source::ByteSource;
 use serde_json::json;
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
+
+/// The template's options in a chat's options JSON: `enableThinking` (true, false, or absent: the
+/// template's default). The generation options in the same JSON are read by `begin`.
+fn render_options(options_json: &str) -> Result<RenderOptions, JsValue> {
+    if options_json.trim().is_empty() {
+        return Ok(RenderOptions::default());
+    }
+    let v: serde_json::Value = serde_json::from_str(options_json).map_err(|e| bad_arg(format!("options: {e}")))?;
+    let enable_thinking = match v.get("enableThinking") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad_arg("enableThinking must be a boolean".into())),
+    };
+    Ok(RenderOptions { enable_thinking, now: None })
+}
 
 fn js_error(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -195,17 +210,17 @@ impl WasmEngine {
     pub fn begin_chat(&mut self, messages_json: &str, options_json: &str) -> Result<String, JsValue> {
         let messages: Vec<Message> =
             serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
-        let tokens = self.engine.chat_tokens(&messages).map_err(js_error)?;
+        let tokens = self.engine.chat_tokens_with(&messages, &render_options(options_json)?).map_err(js_error)?;
         self.begin(tokens, options_json)
     }
 
     /// Tokens `messages_json` (`[{role, content}]`) takes in the chat template, with the prompt for
     /// the answer (so a caller can drop old turns before the context runs out).
     #[wasm_bindgen(js_name = chatTokenCount)]
-    pub fn chat_token_count(&self, messages_json: &str) -> Result<u32, JsValue> {
+    pub fn chat_token_count(&self, messages_json: &str, options_json: &str) -> Result<u32, JsValue> {
         let messages: Vec<Message> =
             serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
-        Ok(self.engine.chat_tokens(&messages).map_err(js_error)?.len() as u32)
+        Ok(self.engine.chat_tokens_with(&messages, &render_options(options_json)?).map_err(js_error)?.len() as u32)
     }
 
     /// Starts a raw completion: the prompt is tokenized as-is (special-token text parsed), no template.

@@ -44,6 +44,8 @@ export { HearthError };
  * @property {number} [seed]
  * @property {string|string[]} [stop]   text that ends the answer (not included)
  * @property {boolean} [ignoreEos]      keep going past end-of-turn tokens up to maxTokens (benchmarks)
+ * @property {boolean} [enableThinking] chats: the template's `enable_thinking` (Qwen3, SmolLM3: false asks
+ *   for an answer without a thinking block); unset leaves the template's default
  * @property {AbortSignal} [signal]
  * @property {boolean} [raw]            generate(): the prompt as-is, no chat template (default false)
  * @property {(piece: string) => void} [onPiece]  generate(): each piece of text as it comes
@@ -69,9 +71,10 @@ function engineOptions(options = {}) {
     }
     out.stop = stop;
   }
-  if (options.ignoreEos !== undefined) {
-    if (typeof options.ignoreEos !== 'boolean') throw new HearthError('invalid_argument', 'ignoreEos must be a boolean');
-    out.ignoreEos = options.ignoreEos;
+  for (const k of /** @type {const} */ (['ignoreEos', 'enableThinking'])) {
+    if (options[k] === undefined || options[k] === null) continue;
+    if (typeof options[k] !== 'boolean') throw new HearthError('invalid_argument', `${k} must be a boolean`);
+    out[k] = options[k];
   }
   return out;
 }
@@ -419,10 +422,12 @@ export class Hearth {
   /**
    * Prompt tokens `messages` take in the model's chat template (with the prompt for the answer).
    * @param {Message[]} messages
+   * @param {{enableThinking?: boolean}} [options]  as the chat will be rendered
    * @returns {Promise<number>}
    */
-  async countTokens(messages) {
-    return (await this.#connection()).call('countChat', { messages: checkMessages(messages) });
+  async countTokens(messages, options = {}) {
+    const args = { messages: checkMessages(messages), options: engineOptions({ enableThinking: options.enableThinking }) };
+    return (await this.#connection()).call('countChat', args);
   }
 
   /**
@@ -480,7 +485,8 @@ const completionId = () => `chatcmpl-${Array.from(crypto.getRandomValues(new Uin
 /**
  * `llm.chat.completions.create(params)` as the OpenAI JS client has it, on this engine: `messages`,
  * `stream`, `max_tokens` (or `max_completion_tokens`), `temperature` and `top_p` (OpenAI's defaults,
- * 1 and 1), `stop`, `seed`, `signal`, `stream_options.include_usage`; `model` is ignored (the loaded
+ * 1 and 1), `stop`, `seed`, `signal`, `stream_options.include_usage`, and llama.cpp server's
+ * `chat_template_kwargs.enable_thinking`; `model` is ignored (the loaded
  * model answers) and `n` must be 1. Resolves with a `chat.completion` object, or with an async
  * iterable of `chat.completion.chunk`s when `stream` is true (its `controller` aborts it).
  * @param {Hearth} llm
@@ -505,6 +511,7 @@ async function openaiCompletion(llm, params) {
     topP: params.top_p ?? 1,
     seed: params.seed ?? undefined,
     stop: params.stop ?? undefined,
+    enableThinking: params.chat_template_kwargs?.enable_thinking ?? undefined,
     signal: controller.signal,
   };
   const id = completionId();
@@ -576,12 +583,17 @@ export class Conversation {
     return this.system ? [{ role: 'system', content: this.system }, ...messages] : messages;
   }
 
-  /** Drops the oldest turns until `next` fits with room for the answer; returns how many messages went. */
-  async #fit(next, maxTokens) {
+  /**
+   * Drops the oldest turns until `next` fits with room for the answer; returns how many messages went.
+   * @param {Message} next
+   * @param {GenerateOptions} options
+   */
+  async #fit(next, { maxTokens = 256, enableThinking } = {}) {
     const context = this.#llm.info.context;
     const room = Math.min(maxTokens, Math.floor(context / 4));
+    const count = () => this.#llm.countTokens(this.#all([...this.messages, next]), { enableThinking });
     let dropped = 0;
-    let n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+    let n = await count();
     // Once the context is full, drop down to half of it (as llama.cpp's context shift does): the
     // turns after this one then reuse the cache instead of each dropping a turn and re-reading all.
     const target = n + room > context ? Math.floor((context - room) / 2) : context - room;
@@ -591,7 +603,7 @@ export class Conversation {
         this.messages.shift();
         dropped++;
       } while (this.messages.length && this.messages[0].role !== 'user');
-      n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+      n = await count();
     }
     if (n >= context) {
       throw new HearthError('context_full', `the message does not fit in the context: ${n} tokens, the context holds ${context}`);
@@ -609,7 +621,7 @@ export class Conversation {
     return new TokenStream(async (onPiece, signal) => {
       if (typeof text !== 'string') throw new HearthError('invalid_argument', 'the message must be a string');
       const user = { role: 'user', content: wellFormed(text) };
-      const dropped = await this.#fit(user, options.maxTokens ?? 256);
+      const dropped = await this.#fit(user, options);
       const inner = this.#llm.chat(this.#all([...this.messages, user]), { ...options, signal });
       let partial = '';
       try {

@@ -103,6 +103,7 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {number} [seed]
  * @property {string[]} [stop]
  * @property {boolean} [ignoreEos]
+ * @property {boolean} [enableThinking]  the chat template's `enable_thinking` (chats only)
  */
 
 /** @typedef {{role: 'system'|'user'|'assistant'|string, content: string}} Message */
@@ -184,7 +185,7 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {{args: {messages: Message[], options: EngineOptions}, result: GenerateResult}} chat  streams `piece`
  * @property {{args: {prompt: string, options: EngineOptions}, result: GenerateResult}} generate  raw completion; streams `piece`
  * @property {{args: {text: string, special: boolean}, result: number[]}} tokenize
- * @property {{args: {messages: Message[]}, result: number}} countChat  prompt tokens of a conversation
+ * @property {{args: {messages: Message[], options?: EngineOptions}, result: number}} countChat  prompt tokens of a conversation
  * @property {{args: {tokens: number[]}, result: string}} detokenize
  * @property {{args: {}, result: Stats}} stats
  * @property {{args: {}, result: null}} reset  forgets the KV cache
