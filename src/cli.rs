@@ -1,4 +1,4 @@
-//! Subcommands: tokenize, generate, chat, perplexity, bench, quantize. `--json` prints one JSON
+//! Subcommands: tokenize, generate, chat, perplexity, bench, split, quantize. `--json` prints one JSON
 //! object on stdout (errors too: `{"error":{"type","message"}}`) so scripts and tests can drive it.
 
 use clap::{Args, Parser, Subcommand};
@@ -154,6 +154,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Split a GGUF into shards as llama.cpp's gguf-split does (`<name>-00001-of-0000N.gguf`, …); any shard's
+    /// path then loads the whole model.
+    Split {
+        #[arg(long, short)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Directory for the shards.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Rewrite a GGUF's weight matrices in another format (metadata and tokenizer kept).
     Quantize {
         #[arg(long, short)]
@@ -272,6 +283,12 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Perplexity { model, file, ctx, json } => perplexity(model, file, ctx, json),
         Cmd::Bench { model, prompt_tokens, gen_tokens, repeat, json } => bench(model, prompt_tokens, gen_tokens, repeat, json),
         Cmd::Quantize { model, ty, out } => quantize(model_path(&model), &ty, &out),
+        Cmd::Split { model, shards, out } => {
+            for p in hearth::quantize::split_file(&model_path(&model), shards, &out)? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
     }
 }
 
