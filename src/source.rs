@@ -41,6 +41,14 @@ impl ByteSource for Vec<u8> {
     }
 }
 
+/// `Error::Truncated` unless `n` bytes at `offset` lie within `len`.
+fn in_bounds(offset: u64, n: usize, len: u64) -> Result<()> {
+    if offset.saturating_add(n as u64) > len {
+        return Err(Error::Truncated { context: "read".into(), offset, needed: n as u64, available: len.saturating_sub(offset) });
+    }
+    Ok(())
+}
+
 /// Any `Read + Seek` (a file) as a byte source.
 pub struct ReadSeek<R> {
     inner: R,
@@ -59,14 +67,7 @@ impl<R: Read + Seek> ByteSource for ReadSeek<R> {
         self.len
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if offset.saturating_add(buf.len() as u64) > self.len {
-            return Err(Error::Truncated {
-                context: "read".into(),
-                offset,
-                needed: buf.len() as u64,
-                available: self.len.saturating_sub(offset),
-            });
-        }
+        in_bounds(offset, buf.len(), self.len)?;
         self.inner.seek(SeekFrom::Start(offset))?;
         self.inner.read_exact(buf)?;
         Ok(())
@@ -130,14 +131,7 @@ impl ByteSource for Window<'_> {
         self.len
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        if offset.saturating_add(buf.len() as u64) > self.len {
-            return Err(Error::Truncated {
-                context: "read".into(),
-                offset,
-                needed: buf.len() as u64,
-                available: self.len.saturating_sub(offset),
-            });
-        }
+        in_bounds(offset, buf.len(), self.len)?;
         self.src.read_at(self.start + offset, buf)
     }
 }
@@ -170,15 +164,7 @@ impl ByteSource for Concat {
         *self.starts.last().unwrap()
     }
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let len = self.len();
-        if offset.saturating_add(buf.len() as u64) > len {
-            return Err(Error::Truncated {
-                context: "read".into(),
-                offset,
-                needed: buf.len() as u64,
-                available: len.saturating_sub(offset),
-            });
-        }
+        in_bounds(offset, buf.len(), self.len())?;
         let (mut at, mut done) = (offset, 0usize);
         while done < buf.len() {
             let k = self.starts.partition_point(|&s| s <= at) - 1;

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { LONG, ROOT, launch, nativeGenerate, startServer } from './helpers.mjs';
+import { blankPage, LONG, nativeGenerate, ROOT } from './helpers.mjs';
 
 const SETS = [
   { set: 'tiny-llama', arch: 'llama' },
@@ -34,18 +34,10 @@ describe('every architecture family in Chromium', { timeout: 3 * LONG }, () => {
   let server;
   let b;
   let page;
+  let close;
 
-  before(async () => {
-    server = await startServer();
-    b = await launch();
-    page = await b.page();
-    await page.goto(server.isolated + 'bench/');
-  });
-
-  after(async () => {
-    await b?.close();
-    await server?.stop();
-  });
+  before(async () => ({ server, b, page, close } = await blankPage()));
+  after(async () => close?.());
 
   for (const { set, arch, threads } of SETS) {
     it(`${set}: the CLI's tokens${threads ? ', in both builds' : ''}`, async () => {

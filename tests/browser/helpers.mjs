@@ -117,6 +117,26 @@ export function foreignRequests(requests) {
   });
 }
 
+/**
+ * A test server (started with `env`), a browser and a blank page on the isolated origin (the bench
+ * page, which loads nothing by itself); `close()` ends them.
+ */
+export async function blankPage(env = {}) {
+  const server = await startServer(env);
+  const b = await launch();
+  const page = await b.page();
+  await page.goto(server.isolated + 'bench/');
+  return {
+    server,
+    b,
+    page,
+    close: async () => {
+      await b.close();
+      await server.stop();
+    },
+  };
+}
+
 /** The native CLI's greedy generation for a raw prompt (on the default model unless `model` names a file). */
 export async function nativeGenerate(prompt, maxTokens, model = MODEL_PATH) {
   const bin = join(ROOT, 'target/release/hearth');

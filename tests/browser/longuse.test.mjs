@@ -5,24 +5,16 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { LONG, MODEL_URL_PATH, launch, startServer } from './helpers.mjs';
+import { blankPage, LONG, MODEL_URL_PATH } from './helpers.mjs';
 
 describe('long use', { timeout: 6 * LONG }, () => {
   let server;
   let b;
   let page;
+  let close;
 
-  before(async () => {
-    server = await startServer();
-    b = await launch();
-    page = await b.page();
-    await page.goto(server.isolated + 'bench/');
-  });
-
-  after(async () => {
-    await b?.close();
-    await server?.stop();
-  });
+  before(async () => ({ server, b, page, close } = await blankPage()));
+  after(async () => close?.());
 
   it('chats 100 turns with flat memory, dropping old turns once the context is full, like a fresh engine', async () => {
     const r = await page.evaluate(async (url) => {

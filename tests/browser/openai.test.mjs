@@ -3,24 +3,16 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { LONG, MODEL_URL_PATH, launch, startServer } from './helpers.mjs';
+import { blankPage, LONG, MODEL_URL_PATH } from './helpers.mjs';
 
 describe('llm.chat.completions.create', { timeout: 2 * LONG }, () => {
   let server;
   let b;
   let page;
+  let close;
 
-  before(async () => {
-    server = await startServer();
-    b = await launch();
-    page = await b.page();
-    await page.goto(server.isolated + 'bench/');
-  });
-
-  after(async () => {
-    await b?.close();
-    await server?.stop();
-  });
+  before(async () => ({ server, b, page, close } = await blankPage()));
+  after(async () => close?.());
 
   it('answers as the OpenAI client would, streaming and not', async () => {
     const r = await page.evaluate(async (url) => {

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LONG, MODEL_PATH, ROOT, launch, nativeGenerate, opfsFiles, startServer } from './helpers.mjs';
+import { blankPage, LONG, MODEL_PATH, nativeGenerate, ROOT } from './helpers.mjs';
 
 const PROMPT = 'The capital of France is';
 
@@ -23,6 +23,7 @@ describe('a split GGUF in the browser', { timeout: 3 * LONG }, () => {
   let names;
   let sizes;
   let native;
+  let close;
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'hearth-split-'));
@@ -30,15 +31,11 @@ describe('a split GGUF in the browser', { timeout: 3 * LONG }, () => {
     names = stdout.trim().split('\n').map((p) => p.split('/').pop());
     sizes = await Promise.all(names.map(async (n) => (await stat(join(dir, n))).size));
     native = (await nativeGenerate(PROMPT, 12)).tokens;
-    server = await startServer({ HEARTH_FAULTS: '1', HEARTH_MODELS: dir });
-    b = await launch();
-    page = await b.page();
-    await page.goto(server.isolated + 'bench/');
+    ({ server, b, page, close } = await blankPage({ HEARTH_FAULTS: '1', HEARTH_MODELS: dir }));
   });
 
   after(async () => {
-    await b?.close();
-    await server?.stop();
+    await close?.();
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
