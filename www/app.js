@@ -99,7 +99,7 @@ const app = {
   openSaved,
   refreshChats,
 };
-window.hearthApp = app;
+/** @type {any} */ (window).hearthApp = app;
 document.adoptedStyleSheets = [...document.adoptedStyleSheets, markdownStyles()];
 
 function setState(state, error = null) {
@@ -145,9 +145,9 @@ function showNotice(text, kind = 'error', action) {
   el.noticeAction.onclick = action ? () => (showNotice(''), action.run()) : null;
 }
 
-/** The model's readable name: its `general.name`, else the catalog's, else its file name. */
+/** The model's readable name: the catalog's for a catalog model, else its `general.name`, else its file name. */
 function readableName(info) {
-  const name = info.name ?? catalogEntry(info.url)?.name ?? info.fileName ?? decodeURIComponent(new URL(info.url ?? 'model', location.href).pathname.split('/').pop() ?? 'model');
+  const name = catalogEntry(info.url)?.name ?? info.name ?? info.fileName ?? decodeURIComponent(new URL(info.url ?? 'model', location.href).pathname.split('/').pop() ?? 'model');
   return info.sizeLabel && !name.includes(info.sizeLabel) ? `${name} (${info.sizeLabel})` : name;
 }
 
@@ -419,7 +419,7 @@ async function send(text) {
       scrollToEnd();
       document.dispatchEvent(new CustomEvent('hearth:piece', { detail: piece }));
     }
-    const res = await stream.result;
+    const res = /** @type {import('./hearth.js').TurnResult} */ (await stream.result);
     dropped = res.dropped;
     if (res.dropped) {
       showNotice(`The conversation outgrew the model’s context: the ${res.dropped} oldest messages were left out of this answer’s view (the system prompt is kept).`, 'warning');
@@ -467,7 +467,7 @@ async function send(text) {
       if (!turnKept) bubble('user', text).div.classList.add('unsent');
       if (r.messages.length) await save(r);
     }
-    if (app.state === 'generating') setState('ready'); // (a model load may have taken over)
+    if (/** @type {string} */ (app.state) === 'generating') setState('ready'); // (a model load may have taken over)
     el.input.focus();
   }
 }
@@ -690,7 +690,7 @@ async function refreshStored() {
       name.textContent = catalogEntry(m.url)?.name ?? m.name;
       const size = document.createElement('span');
       size.className = 'muted';
-      size.textContent = `${bytes(m.size)}${app.llm?.info.url === m.url ? ' · in use' : ''}`;
+      size.textContent = `${bytes(m.size)}${/** @type {any} */ (app.llm?.info)?.url === m.url ? ' · in use' : ''}`;
       const use = document.createElement('button');
       use.type = 'button';
       use.className = 'use';

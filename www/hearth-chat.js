@@ -223,7 +223,7 @@ export class HearthChat extends HTMLElement {
         view.append(piece);
         transcript.scrollTop = transcript.scrollHeight;
       }
-      const result = await stream.result;
+      const result = /** @type {import('./hearth.js').TurnResult} */ (await stream.result);
       if (result.dropped) status.textContent = `the chat outgrew the model's context: its ${result.dropped} oldest messages were left out`;
       this.dispatchEvent(new CustomEvent('hearth-answer', { detail: result }));
       return result;
