@@ -145,9 +145,18 @@ function showNotice(text, kind = 'error', action) {
   el.noticeAction.onclick = action ? () => (showNotice(''), action.run()) : null;
 }
 
-/** The model's readable name: the catalog's for a catalog model, else its `general.name`, else its file name. */
+/**
+ * The model's readable name: the catalog's for a catalog model; else built from the GGUF's
+ * `general.basename`, `general.size_label` and `general.finetune` when the engine reports them
+ * (`info.basename`, `info.sizeLabel`, `info.finetune`); else its `general.name`; else its file name.
+ * @param {any} info
+ * @returns {string}
+ */
 function readableName(info) {
-  const name = catalogEntry(info.url)?.name ?? info.name ?? info.fileName ?? decodeURIComponent(new URL(info.url ?? 'model', location.href).pathname.split('/').pop() ?? 'model');
+  const listed = catalogEntry(info.url)?.name;
+  if (listed) return listed;
+  if (info.basename) return [info.basename, info.sizeLabel, info.finetune].filter(Boolean).join(' ');
+  const name = info.name ?? info.fileName ?? decodeURIComponent(new URL(info.url ?? 'model', location.href).pathname.split('/').pop() ?? 'model');
   return info.sizeLabel && !name.includes(info.sizeLabel) ? `${name} (${info.sizeLabel})` : name;
 }
 

@@ -257,7 +257,17 @@ describe('the chat app', { timeout: 4 * LONG }, () => {
     const info = await page.evaluate(() => window.hearthApp.llm.info);
     assert.equal(info.source, 'network');
     assert.ok(b.requests.slice(mark).includes(pasted), 'the pasted URL was fetched');
-    assert.match(await page.locator('#running').textContent(), /^Running .+ · llama · .+ · 98\.4 MB$/);
+    const running = await page.locator('#running').textContent();
+    assert.match(running, /^Running .+ · llama · .+ · 98\.4 MB$/);
+    if (Array.isArray(info.weightMix)) {
+      // The weight types by their share of the bytes, largest first.
+      const shares = [...running.matchAll(/([A-Z0-9_]+) (\d+)%/g)].map((m) => [m[1], Number(m[2])]);
+      assert.ok(shares.length >= 1 && shares[0][0] === info.weightMix.sort((x, y) => y.bytes - x.bytes)[0].type, running);
+      const sum = shares.reduce((t, [, p]) => t + p, 0);
+      assert.ok(sum >= 98 && sum <= 102, `the shares add up to about 100%: ${running}`);
+    } else {
+      assert.match(running, / · Q4_1 · /, 'without a weight mix from the engine, its main type');
+    }
     const pin = await page.evaluate(async (u) => (await import('./chats.js')).pins.get(u), pasted);
     assert.equal(pin.sha256, info.sha256, 'its hash was recorded on the first download');
 
