@@ -677,8 +677,8 @@ async function deleteEverything() {
 async function openPicker() {
   showDetail(null);
   renderCatalog();
-  await refreshStored();
   if (!el.models.open) el.models.showModal();
+  await refreshStored();
 }
 
 async function refreshStored() {

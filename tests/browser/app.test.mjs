@@ -237,7 +237,7 @@ describe('the chat app', { timeout: 4 * LONG }, () => {
   it('shows a curated model’s name, size and license before any download, and loads a pasted URL', async () => {
     const mark = b.requests.length;
     await page.locator('#models-open').click();
-    assert.equal(await page.locator('#models').evaluate((d) => d.open), true);
+    await page.locator('#models').waitFor({ state: 'visible' });
     assert.ok((await page.locator('#catalog .catalog-item').count()) >= 12);
     assert.match(await page.locator('#models').textContent(), /only its weights/);
     await page.locator('.catalog-item[data-id="qwen2.5-0.5b"]').click();
