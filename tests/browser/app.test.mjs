@@ -135,9 +135,12 @@ describe('the chat app', { timeout: 4 * LONG }, () => {
     await turn(page, 'Another one, please.');
     assert.equal(await page.locator('.msg').count(), 4);
 
-    await page.evaluate(() => (window.__pieces = 0, document.addEventListener('hearth:piece', () => window.__pieces++)));
+    await page.evaluate(() => {
+      window.__generations = 0;
+      document.addEventListener('hearth:state', (e) => e.detail.state === 'generating' && window.__generations++);
+    });
     await page.locator('.msg.assistant .regenerate').click();
-    await page.waitForFunction(() => window.hearthApp.state === 'ready' && window.__pieces > 0 && !document.querySelector('.streaming'), null, { timeout: LONG });
+    await page.waitForFunction(() => window.hearthApp.state === 'ready' && window.__generations === 1, null, { timeout: LONG });
     let [saved] = await savedChats(page);
     assert.deepEqual(saved.messages.map((m) => m.role), ['user', 'assistant', 'user', 'assistant'], 'the answer was replaced, not added');
     assert.equal(saved.messages[2].content, 'Another one, please.');
