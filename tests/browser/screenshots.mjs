@@ -24,6 +24,7 @@ try {
   }
   await page.locator('#stats').evaluate((e) => (e.textContent = '')); // (machine-dependent numbers)
   await page.locator('#input').blur();
+  await page.locator('#transcript').evaluate((t) => (t.scrollTop = 0)); // the conversation from its start
   await page.screenshot({ path: join(ROOT, 'docs/screenshot-chat.png') });
 
   await page.locator('#models-open').click();
