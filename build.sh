@@ -4,6 +4,8 @@
 #   ./build.sh serve    … then serve www/ on http://127.0.0.1:${PORT:-8080}/
 #   ./build.sh test     … then run every test (Rust unit + fixture tests, wasm kernel tests, browser tests)
 #   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
+#   ./build.sh dist     … then the static site in dist/ for any host (tools/dist.mjs)
+#   ./build.sh pack     … then the npm package, hearth-llm-<version>.tgz (npm pack)
 #   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
 #   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
@@ -115,6 +117,12 @@ gen_tiny_models() {
 
 need_node_deps() {
   command -v node >/dev/null || { log "installing node"; apt_install nodejs npm; }
+  # The root package.json is the npm package; its dev dependencies (typescript, es-module-lexer)
+  # check the JS, write its types and build dist/.
+  if [ ! -d node_modules ] || [ package.json -nt node_modules ]; then
+    log "installing the JS tools' npm packages"
+    npm install --no-audit --no-fund --loglevel=error
+  fi
   if [ ! -d tests/browser/node_modules ] || [ tests/browser/package.json -nt tests/browser/node_modules ]; then
     log "installing the browser tests' npm packages"
     (cd tests/browser && npm install --no-audit --no-fund --loglevel=error)
@@ -161,17 +169,19 @@ build_native() {
 
 # Two single-threaded builds: simd128 for every browser, and simd128 + relaxed SIMD (8-bit dot
 # products in one instruction) for the browsers that have it; the worker picks at run time.
+# wasm-bindgen writes a .d.ts beside each glue module: tsc --checkJs reads those for worker.js's
+# imports of the glue instead of checking the generated JS.
 RELAXED_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
 build_wasm() {
   need_wasm_bindgen
   log "building the wasm module (simd128)"
   cargo build --release --lib --target wasm32-unknown-unknown
   rm -rf www/pkg
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
+  wasm-bindgen --target web --out-dir www/pkg target/wasm32-unknown-unknown/release/hearth.wasm
   log "building the wasm module (simd128 + relaxed SIMD)"
   RUSTFLAGS="$RELAXED_RUSTFLAGS" cargo build --release --lib --target wasm32-unknown-unknown --target-dir target/relaxed
   rm -rf www/pkg-relaxed
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg-relaxed target/relaxed/wasm32-unknown-unknown/release/hearth.wasm
+  wasm-bindgen --target web --out-dir www/pkg-relaxed target/relaxed/wasm32-unknown-unknown/release/hearth.wasm
 }
 
 # The threaded build: wasm atomics + shared memory, so std is rebuilt with them (nightly, -Z
@@ -198,7 +208,7 @@ build_wasm_threads() {
   RUSTFLAGS="$THREADS_RUSTFLAGS" cargo +nightly build --release --lib --target wasm32-unknown-unknown \
     -Z build-std=std,panic_abort --target-dir target/threads
   rm -rf www/pkg-threads
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg-threads \
+  wasm-bindgen --target web --out-dir www/pkg-threads \
     target/threads/wasm32-unknown-unknown/release/hearth.wasm
 }
 
@@ -247,6 +257,10 @@ case "$cmd" in
       CHROMEDRIVER=/usr/bin/chromedriver RUSTFLAGS="$RELAXED_RUSTFLAGS" \
       CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
       cargo test --release --target wasm32-unknown-unknown --target-dir target/relaxed --no-default-features --test kernels
+    need_node_deps
+    log "tsc --checkJs: the page side and the workers against the JSDoc types (www/protocol.js)"
+    npx tsc -p tsconfig.json
+    npx tsc -p tsconfig.worker.json
     if [ -d tests/browser ]; then
       need_chromium
       need_node_deps
@@ -261,6 +275,24 @@ case "$cmd" in
     log "browser benchmark: hearth vs wllama in headless Chromium, then the native CLI (docs/bench.md)"
     node tools/bench.mjs "${@:2}"
     ;;
+  dist)
+    need_rust
+    build_wasm
+    build_wasm_threads
+    need_node_deps
+    need_vendor
+    log "building the static site in dist/"
+    node tools/dist.mjs
+    ;;
+  pack)
+    need_rust
+    build_wasm
+    build_wasm_threads
+    need_node_deps
+    need_vendor
+    log "packing the npm package"
+    npm pack
+    ;;
   fetch-gemma)
     fetch_gemma
     ;;
@@ -270,5 +302,5 @@ case "$cmd" in
     gen_tiny_models
     ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|wasm|fetch-gemma|tiny-models]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|wasm|dist|pack|fetch-gemma|tiny-models]" >&2; exit 2 ;;
 esac

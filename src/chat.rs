@@ -2,10 +2,12 @@
 //! minijinja, or ChatML when the GGUF has none.
 //!
 //! The template sees what HF's `apply_chat_template` passes: `messages` (a list of `{role, content}`),
-//! `add_generation_prompt`, `bos_token`, `eos_token`, the function `raise_exception(msg)`, and Python's
-//! string/dict methods (`.strip()`, `.startswith()`, `.items()`, … via minijinja-contrib's `pycompat`).
-//! Like HF (and llama.cpp's minja) it renders with `trim_blocks` and `lstrip_blocks`. `strftime_now` is not
-//! provided (templates that use it check `is defined` first; wasm has no wall clock to give).
+//! `add_generation_prompt`, `bos_token`, `eos_token`, the function `raise_exception(msg)`, Python's
+//! string/dict methods (`.strip()`, `.startswith()`, `.items()`, … via minijinja-contrib's `pycompat`),
+//! `strftime_now(format)` (UTC; Llama 3.x puts today's date in its system turn) and, when the caller sets
+//! it, `enable_thinking` (Qwen3's and SmolLM3's switch; see [`RenderOptions`]). Like HF (and llama.cpp's
+//! minja) it renders with `trim_blocks` and `lstrip_blocks`. tests/templates.rs checks real models'
+//! templates against Jinja2's renders of them (tools/reference/make_template_fixtures.py).
 //!
 //! **Segments keep user text out of the special-token channel.** `render` returns the prompt as segments:
 //! the template's own text (`special: true`, so `<|im_start|>` in it becomes the control token) and the
@@ -19,7 +21,9 @@
 //! still never special — and then their concatenation can differ from `render_string`.
 //!
 //! Limits against hostile templates: rendered output at most 4 MiB, an instruction budget (minijinja fuel)
-//! and a recursion limit; all failures are `Error::Template`.
+//! and a recursion limit, all failing as `Error::Template`; and a memory cap on each render
+//! ([`render_memory_cap`], kept by `crate::alloc::with_budget`), which fuel does not give: a template that
+//! keeps doubling a string needs few instructions. Reaching that cap ends the process (see `alloc`).
 
 use crate::error::{Error, Result};
 use crate::gguf::{Array, Gguf, Value};
@@ -30,6 +34,9 @@ use std::io::Write;
 pub const MAX_RENDERED_BYTES: usize = 4 << 20;
 /// minijinja instruction budget per render: ample for thousands of messages, finite for runaway loops.
 const FUEL: u64 = 20_000_000;
+/// Memory a render may newly hold: ample for real templates (they hold the messages a few times over),
+/// finite for runaway ones. See [`render_memory_cap`].
+const RENDER_MEMORY_BASE: usize = 64 << 20;
 /// Nesting limit for loops, conditionals and macros (kept low: wasm's stack is small).
 const RECURSION_LIMIT: usize = 100;
 /// Role names: a short identifier ("system", "user", "assistant", "tool", "ipython", …). Roles are part of
@@ -45,6 +52,15 @@ const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['
 pub struct Message {
     pub role: String,
     pub content: String,
+}
+
+/// What a render takes beyond the messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// `enable_thinking` for the template; unset leaves it undefined (each template's own default).
+    pub enable_thinking: Option<bool>,
+    /// The time `strftime_now` formats, in seconds since the Unix epoch; unset: now.
+    pub now: Option<i64>,
 }
 
 /// A piece of a rendered prompt: template text (`special: true`, special-token text in it is parsed) or
@@ -107,6 +123,13 @@ fn environment() -> minijinja::Environment<'static> {
         Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
     });
     env
+}
+
+/// The memory cap of one render of `messages`: 64 MiB plus 16 times their text (a template holds each
+/// content a few times: the value, its trimmed or escaped copies, the output).
+pub fn render_memory_cap(messages: &[Message]) -> usize {
+    let text: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
+    RENDER_MEMORY_BASE.saturating_add(text.saturating_mul(16))
 }
 
 /// An `io::Write` into memory that refuses to grow past `MAX_RENDERED_BYTES`.
@@ -341,16 +364,26 @@ impl ChatTemplate {
         &self.source
     }
 
-    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+    fn render_raw(&self, messages: &[Message], add_generation_prompt: bool, opts: &RenderOptions) -> Result<String> {
         let tmpl = self.env.template_from_str(&self.source).map_err(template_error)?;
-        let ctx = minijinja::context! {
+        let now = opts.now.unwrap_or_else(unix_now);
+        let strftime_now = minijinja::Value::from_function(move |fmt: &str| -> std::result::Result<String, minijinja::Error> {
+            strftime(fmt, now).map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+        });
+        let base = minijinja::context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos.as_str(),
             eos_token => self.eos.as_str(),
+            strftime_now => strftime_now,
+        };
+        let ctx = match opts.enable_thinking {
+            Some(on) => minijinja::context! { enable_thinking => on, ..base },
+            None => base,
         };
         let mut out = CappedBuffer { buf: Vec::new(), overflowed: false };
-        let res = tmpl.render_captured_to(ctx, &mut out);
+        let cap = render_memory_cap(messages);
+        let res = crate::alloc::with_budget("the chat template", cap, || tmpl.render_captured_to(ctx, &mut out));
         if out.overflowed {
             return Err(Error::Template(format!("the rendered prompt exceeds {MAX_RENDERED_BYTES} bytes")));
         }
@@ -361,6 +394,12 @@ impl ChatTemplate {
     /// Renders `messages` (plus the assistant's opening when `add_generation_prompt`) as segments: template
     /// text with `special: true`, message content verbatim with `special: false`. See the module docs.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<Vec<Segment>> {
+        self.render_with(messages, add_generation_prompt, &RenderOptions::default())
+    }
+
+    /// [`render`](Self::render) with [`RenderOptions`].
+    pub fn render_with(&self, messages: &[Message], add_generation_prompt: bool, opts: &RenderOptions) -> Result<Vec<Segment>> {
+        let opts = RenderOptions { now: Some(opts.now.unwrap_or_else(unix_now)), ..*opts }; // one clock for both renders
         for m in messages {
             check_role(&m.role)?;
         }
@@ -369,11 +408,11 @@ impl ChatTemplate {
             .enumerate()
             .map(|(k, m)| Message { role: m.role.clone(), content: placeholder(k) })
             .collect();
-        let skeleton = self.render_raw(&masked, add_generation_prompt)?;
+        let skeleton = self.render_raw(&masked, add_generation_prompt, &opts)?;
         let pieces = parse_placeholders(&skeleton, messages.len()).ok_or_else(|| {
             Error::Template("the template alters message content in a way that cannot be separated safely".into())
         })?;
-        let real = self.render_raw(messages, add_generation_prompt)?;
+        let real = self.render_raw(messages, add_generation_prompt, &opts)?;
         let contents: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
         if let Some(segs) = align(&real, &pieces, &contents) {
             return Ok(segs);
@@ -387,11 +426,87 @@ impl ChatTemplate {
 
     /// The rendered prompt as one string (exactly what the template produces).
     pub fn render_string(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.render_string_with(messages, add_generation_prompt, &RenderOptions::default())
+    }
+
+    /// [`render_string`](Self::render_string) with [`RenderOptions`].
+    pub fn render_string_with(&self, messages: &[Message], add_generation_prompt: bool, opts: &RenderOptions) -> Result<String> {
         for m in messages {
             check_role(&m.role)?;
         }
-        self.render_raw(messages, add_generation_prompt)
+        self.render_raw(messages, add_generation_prompt, opts)
     }
+}
+
+/// Seconds since the Unix epoch (the browser's clock in wasm, where `SystemTime` has none).
+fn unix_now() -> i64 {
+    #[cfg(target_arch = "wasm32")]
+    return (js_sys::Date::now() / 1000.0).floor() as i64;
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+}
+
+/// Python's `time.strftime(fmt)` for a UTC time, with the conversions chat templates use: `%Y %y %m %d %e %H
+/// %I %M %S %p %j %b %B %a %A %%` and glibc's `%-d`, `%-m`, `%-H`, `%-I` (no padding). Anything else is an error.
+pub fn strftime(fmt: &str, unix: i64) -> std::result::Result<String, String> {
+    const MONTHS: [&str; 12] =
+        ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const BEFORE: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (h, mi, se) = (secs / 3600, secs / 60 % 60, secs % 60);
+    // Days since 1970-01-01 to a proleptic Gregorian date (the "civil from days" method, eras of 400 years).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy_march = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy_march + 2) / 153;
+    let d = doy_march - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let yday = BEFORE[(m - 1) as usize] + d + i64::from(leap && m > 2);
+    let wday = (days + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
+    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+    let mut out = String::new();
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut spec = it.next().ok_or("strftime_now: a format ends with %")?;
+        let pad = spec != '-';
+        if !pad {
+            spec = it.next().ok_or("strftime_now: a format ends with %-")?;
+        }
+        let num = |v: i64, w: usize| if pad { format!("{v:0w$}") } else { v.to_string() };
+        match spec {
+            'Y' => out.push_str(&y.to_string()),
+            'y' => out.push_str(&num(y.rem_euclid(100), 2)),
+            'm' => out.push_str(&num(m, 2)),
+            'd' => out.push_str(&num(d, 2)),
+            'e' => out.push_str(&format!("{d:2}")),
+            'H' => out.push_str(&num(h, 2)),
+            'I' => out.push_str(&num(h12, 2)),
+            'M' => out.push_str(&num(mi, 2)),
+            'S' => out.push_str(&num(se, 2)),
+            'j' => out.push_str(&num(yday, 3)),
+            'p' => out.push_str(if h < 12 { "AM" } else { "PM" }),
+            'b' => out.push_str(&MONTHS[(m - 1) as usize][..3]),
+            'B' => out.push_str(MONTHS[(m - 1) as usize]),
+            'a' => out.push_str(&DAYS[wday][..3]),
+            'A' => out.push_str(DAYS[wday]),
+            '%' if pad => out.push('%'),
+            other => {
+                let spec = if pad { other.to_string() } else { format!("-{other}") };
+                return Err(format!("strftime_now: %{spec} is not supported"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Tokenizes rendered segments: `special` segments with special-token parsing, the others as plain text

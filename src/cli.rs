@@ -1,8 +1,8 @@
-//! Subcommands: tokenize, generate, chat, perplexity, bench, quantize. `--json` prints one JSON
+//! Subcommands: tokenize, generate, chat, perplexity, bench, split, quantize. `--json` prints one JSON
 //! object on stdout (errors too: `{"error":{"type","message"}}`) so scripts and tests can drive it.
 
 use clap::{Args, Parser, Subcommand};
-use hearth::chat::Message;
+use hearth::chat::{Message, RenderOptions};
 use hearth::generate::{GenerateOptions, Generation};
 use hearth::sampler::SamplerConfig;
 use hearth::session::{Engine, Session};
@@ -58,6 +58,10 @@ struct SampleArgs {
     /// Keep generating past end-of-generation tokens (for benchmarks).
     #[arg(long)]
     ignore_eos: bool,
+    /// The chat template's `enable_thinking` (Qwen3, SmolLM3): `false` asks for an answer without a thinking
+    /// block. Unset: the template's default.
+    #[arg(long, value_name = "true|false")]
+    thinking: Option<bool>,
 }
 
 impl SampleArgs {
@@ -76,6 +80,10 @@ impl SampleArgs {
             stop: self.stop.clone(),
             ignore_eos: self.ignore_eos,
         }
+    }
+
+    fn render(&self) -> RenderOptions {
+        RenderOptions { enable_thinking: self.thinking, now: None }
     }
 }
 
@@ -145,6 +153,17 @@ enum Cmd {
         repeat: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Split a GGUF into shards as llama.cpp's gguf-split does (`<name>-00001-of-0000N.gguf`, …); any shard's
+    /// path then loads the whole model.
+    Split {
+        #[arg(long, short)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        shards: usize,
+        /// Directory for the shards.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Rewrite a GGUF's weight matrices in another format (metadata and tokenizer kept).
     Quantize {
@@ -237,7 +256,7 @@ fn run(cmd: Cmd) -> Result<()> {
             let prompt_tokens = if raw {
                 engine.tokenizer.encode(&prompt, true)?
             } else {
-                engine.chat_tokens(&[Message { role: "user".into(), content: prompt }])?
+                engine.chat_tokens_with(&[Message { role: "user".into(), content: prompt }], &sample.render())?
             };
             session.feed(&prompt_tokens)?;
             let mut g = Generation::new(sample.options())?;
@@ -264,6 +283,12 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Perplexity { model, file, ctx, json } => perplexity(model, file, ctx, json),
         Cmd::Bench { model, prompt_tokens, gen_tokens, repeat, json } => bench(model, prompt_tokens, gen_tokens, repeat, json),
         Cmd::Quantize { model, ty, out } => quantize(model_path(&model), &ty, &out),
+        Cmd::Split { model, shards, out } => {
+            for p in hearth::quantize::split_file(&model_path(&model), shards, &out)? {
+                println!("{}", p.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -287,7 +312,7 @@ fn chat(model: ModelArg, system: Option<String>, sample: SampleArgs) -> Result<(
             continue;
         }
         messages.push(Message { role: "user".into(), content: line });
-        let tokens = engine.chat_tokens(&messages)?;
+        let tokens = engine.chat_tokens_with(&messages, &sample.render())?;
         let t0 = Instant::now();
         match session.feed(&tokens) {
             Ok(_) => {}

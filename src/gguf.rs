@@ -15,6 +15,11 @@ use crate::error::{try_reserve, Error, Result};
 use std::io::{Read, Write};
 
 pub const MAGIC: [u8; 4] = *b"GGUF";
+/// The metadata of llama.cpp's split models (gguf-split): this file's shard number from 0, the shard count,
+/// and (in every shard) the whole model's tensor count.
+pub const SPLIT_NO: &str = "split.no";
+pub const SPLIT_COUNT: &str = "split.count";
+pub const SPLIT_TENSORS: &str = "split.tensors.count";
 pub const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// At most this many tensors: the largest llama GGUFs have a few thousand.
@@ -835,6 +840,56 @@ impl Gguf {
         Ok(Gguf { version, metadata, tensors, data_offset, file_len, meta_index, tensor_index })
     }
 
+    /// The shard number (from 0) and the shard count of one file of a split model (llama.cpp's gguf-split
+    /// writes `split.no`, `split.count` and, for the whole model, `split.tensors.count`), or None for a
+    /// whole model.
+    pub fn split(&self) -> Result<Option<(u32, u32)>> {
+        let (Some(no), Some(count)) = (self.opt_u32(SPLIT_NO)?, self.opt_u32(SPLIT_COUNT)?) else {
+            return Ok(None);
+        };
+        if count == 0 || no >= count {
+            return Err(Gguf::bad(SPLIT_NO, format!("shard {no} of {count}")));
+        }
+        Ok((count > 1).then_some((no, count)))
+    }
+
+    /// One header for a split model's shards laid end to end (shard `i` starting at `starts[i]`, `total`
+    /// bytes in all): the first shard's metadata, every shard's tensors with their offsets made absolute
+    /// (`data_offset` is then 0). Checks that the shards are all there, in order, and that together they
+    /// hold the tensors the first one counts, each name once.
+    pub fn join(shards: Vec<Gguf>, starts: &[u64], total: u64) -> Result<Gguf> {
+        let Some(first) = shards.first() else { return Err(Gguf::bad(SPLIT_COUNT, "no shards")) };
+        let count = shards.len() as u32;
+        for (i, g) in shards.iter().enumerate() {
+            match g.split()? {
+                Some((no, n)) if no == i as u32 && n == count => {}
+                found => {
+                    return Err(Gguf::bad(
+                        SPLIT_NO,
+                        format!("file {} of the {count} given is {}", i + 1, match found {
+                            Some((no, n)) => format!("shard {} of {n}", no + 1),
+                            None => "not a shard".into(),
+                        }),
+                    ))
+                }
+            }
+        }
+        let mut tensors = Vec::new();
+        for (g, &start) in shards.iter().zip(starts) {
+            for t in &g.tensors {
+                tensors.push(TensorInfo { offset: start + g.data_offset + t.offset, ..t.clone() });
+            }
+        }
+        if let Some(want) = first.opt_u32(SPLIT_TENSORS)? {
+            if want as usize != tensors.len() {
+                return Err(Gguf::bad(SPLIT_TENSORS, format!("{want} tensors counted, {} found in the shards", tensors.len())));
+            }
+        }
+        let tensor_index = sorted_index(&tensors, |t| &t.name, "tensor")?;
+        let Gguf { version, metadata, meta_index, .. } = shards.into_iter().next().expect("checked above");
+        Ok(Gguf { version, metadata, tensors, data_offset: 0, file_len: total, meta_index, tensor_index })
+    }
+
     /// Parses a whole GGUF held in memory.
     pub fn from_bytes(bytes: &[u8]) -> Result<Gguf> {
         let mut r = bytes;
@@ -1026,4 +1081,30 @@ pub fn write<W: Write + ?Sized>(w: &mut W, metadata: &[(String, Value)], tensors
         written = off + t.data.len() as u64;
     }
     Ok(())
+}
+
+/// The header of a model from `src`, which holds its files back to back, `part_lens[i]` bytes each: one
+/// whole GGUF, or the shards of a split one in order (joined by [`Gguf::join`]). One shard alone of a split
+/// model is refused, naming how many files it needs.
+pub fn read_parts(src: &mut dyn crate::source::ByteSource, part_lens: &[u64]) -> Result<Gguf> {
+    use crate::source::{SeqReader, Window};
+    let mut shards = Vec::with_capacity(part_lens.len());
+    let mut starts = Vec::with_capacity(part_lens.len());
+    let mut start = 0u64;
+    for &len in part_lens {
+        let mut w = Window::new(src, start, len);
+        shards.push(Gguf::read(&mut SeqReader::new(&mut w), len)?);
+        starts.push(start);
+        start += len;
+    }
+    if shards.len() == 1 {
+        if let Some((no, count)) = shards[0].split()? {
+            return Err(Gguf::bad(
+                SPLIT_COUNT,
+                format!("this file is shard {} of a model split in {count}: load all {count} files together", no + 1),
+            ));
+        }
+        return Ok(shards.pop().expect("one shard"));
+    }
+    Gguf::join(shards, &starts, start)
 }

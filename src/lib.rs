@@ -8,6 +8,7 @@
 
 #![cfg_attr(all(target_arch = "wasm32", target_feature = "atomics"), feature(stdarch_wasm_atomic_wait))]
 
+pub mod alloc;
 pub mod attn;
 pub mod chat;
 pub mod config;

@@ -114,3 +114,70 @@ pub fn quantize_file(input: &std::path::Path, target: GgmlType, out: &std::path:
     std::fs::rename(&tmp, out)?;
     Ok(summary)
 }
+
+/// Splits a GGUF into `shards` files as llama.cpp's gguf-split does (`hearth split`): the metadata in the
+/// first, the tensors in file order spread so each shard holds about the same bytes, and in every shard
+/// `split.no`, `split.count` (u16) and `split.tensors.count` (i32). Writes `<dir>/<stem>-0000K-of-0000N.gguf`
+/// and returns their paths. Splitting is for hosting (a file-size limit, parallel downloads): the shards
+/// load as one model, natively (`Engine::open` on any of them) and in the browser.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn split_file(input: &std::path::Path, shards: usize, dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut src = crate::source::ReadSeek::new(std::io::BufReader::new(std::fs::File::open(input)?))?;
+    let len = src.len();
+    let g = Gguf::read(&mut SeqReader::new(&mut src), len)?;
+    if g.split()?.is_some() {
+        return Err(Error::InvalidArgument("the file is already one shard of a split model".into()));
+    }
+    if shards < 2 || shards > g.tensors.len() || shards > 99_999 {
+        return Err(Error::InvalidArgument(format!("--shards must be 2 to {} for this file", g.tensors.len().min(99_999))));
+    }
+    let mut order: Vec<&gguf::TensorInfo> = g.tensors.iter().collect();
+    order.sort_by_key(|t| t.offset);
+    let total: u64 = order.iter().map(|t| t.size).sum();
+    // Shard k takes the tensors that start in its share of the bytes; when a few large tensors leave a
+    // shard empty, the tensors are spread by count instead.
+    let mut groups: Vec<Vec<&gguf::TensorInfo>> = vec![Vec::new(); shards];
+    let mut acc = 0u64;
+    for t in &order {
+        let k = (acc as u128 * shards as u128 / total.max(1) as u128) as usize;
+        groups[k.min(shards - 1)].push(t);
+        acc += t.size;
+    }
+    if groups.iter().any(Vec::is_empty) {
+        let n = order.len();
+        groups = (0..shards).map(|k| order[k * n / shards..(k + 1) * n / shards].to_vec()).collect();
+    }
+    let stem = input.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+    let split_meta = |no: usize| {
+        vec![
+            (gguf::SPLIT_NO.to_string(), Value::U16(no as u16)),
+            (gguf::SPLIT_COUNT.to_string(), Value::U16(shards as u16)),
+            (gguf::SPLIT_TENSORS.to_string(), Value::I32(g.tensors.len() as i32)),
+        ]
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut paths = Vec::new();
+    for (no, group) in groups.iter().enumerate() {
+        let mut meta = split_meta(no);
+        if no == 0 {
+            meta.splice(0..0, g.metadata.iter().filter(|(k, _)| !k.starts_with("split.")).cloned());
+        }
+        let mut datas = Vec::with_capacity(group.len());
+        for t in group {
+            let mut buf = vec![0u8; t.size as usize];
+            src.read_at(g.data_offset + t.offset, &mut buf)?;
+            datas.push(buf);
+        }
+        let tensors: Vec<TensorData> = group
+            .iter()
+            .zip(&datas)
+            .map(|(t, d)| TensorData { name: &t.name, dims: &t.dims, ty: t.ty, data: d })
+            .collect();
+        let path = dir.join(format!("{stem}-{:05}-of-{shards:05}.gguf", no + 1));
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        gguf::write(&mut w, &meta, &tensors)?;
+        w.flush()?;
+        paths.push(path);
+    }
+    Ok(paths)
+}

@@ -2,7 +2,7 @@
 //! cache, the tokens it holds, scratch buffers). Callers never compute positions: a session feeds
 //! what is new and reuses the longest common prefix of what it already holds.
 
-use crate::chat::{tokenize_segments, ChatTemplate, Message};
+use crate::chat::{tokenize_segments, ChatTemplate, Message, RenderOptions};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::kv_cache::KvCache;
@@ -32,6 +32,12 @@ impl Engine {
         Engine::from_parts(&g, model)
     }
 
+    /// A model whose files `src` holds back to back, `part_lens` bytes each (a split GGUF's shards, in order).
+    pub fn load_split(src: &mut dyn ByteSource, part_lens: &[u64]) -> Result<Engine> {
+        let (g, model) = Model::load_parts(src, part_lens)?;
+        Engine::from_parts(&g, model)
+    }
+
     pub fn from_parts(g: &Gguf, model: Model) -> Result<Engine> {
         let tokenizer = Tokenizer::from_gguf(g)?;
         if tokenizer.vocab_size() != model.config.vocab_size {
@@ -48,16 +54,32 @@ impl Engine {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
+    /// A model file, or all shards of a split one when `path` is named like one of them
+    /// (`…-00001-of-00003.gguf`).
     pub fn open(path: &std::path::Path) -> Result<Engine> {
-        let f = std::fs::File::open(path)?;
-        let mut src = crate::source::ReadSeek::new(std::io::BufReader::new(f))?;
-        Engine::load(&mut src)
+        let open = |p: &std::path::Path| -> Result<crate::source::ReadSeek<std::io::BufReader<std::fs::File>>> {
+            crate::source::ReadSeek::new(std::io::BufReader::new(std::fs::File::open(p)?))
+        };
+        match crate::source::split_paths(path) {
+            Some(paths) => {
+                let parts = paths.iter().map(|p| Ok(Box::new(open(p)?) as Box<dyn ByteSource>)).collect::<Result<Vec<_>>>()?;
+                let mut src = crate::source::Concat::new(parts);
+                let lens = src.part_lens();
+                Engine::load_split(&mut src, &lens)
+            }
+            None => Engine::load(&mut open(path)?),
+        }
     }
 
     /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        self.chat_tokens_with(messages, &RenderOptions::default())
+    }
+
+    /// [`chat_tokens`](Self::chat_tokens) with the template's [`RenderOptions`] (e.g. `enable_thinking`).
+    pub fn chat_tokens_with(&self, messages: &[Message], opts: &RenderOptions) -> Result<Vec<u32>> {
         let template = self.template.as_ref().map_err(|e| Error::Template(e.clone()))?;
-        let segs = template.render(messages, true)?;
+        let segs = template.render_with(messages, true, opts)?;
         tokenize_segments(&self.tokenizer, &segs)
     }
 }

@@ -32,6 +32,15 @@ impl ByteSource for &[u8] {
     }
 }
 
+impl ByteSource for Vec<u8> {
+    fn len(&self) -> u64 {
+        <[u8]>::len(self) as u64
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.as_slice().read_at(offset, buf)
+    }
+}
+
 /// Any `Read + Seek` (a file) as a byte source.
 pub struct ReadSeek<R> {
     inner: R,
@@ -100,4 +109,103 @@ impl Read for SeqReader<'_> {
         self.pos += n as u64;
         Ok(n)
     }
+}
+
+/// A window `[start, start + len)` of another source, as a source of its own (one shard of a split model
+/// laid end to end with the others).
+pub struct Window<'a> {
+    src: &'a mut dyn ByteSource,
+    start: u64,
+    len: u64,
+}
+
+impl<'a> Window<'a> {
+    pub fn new(src: &'a mut dyn ByteSource, start: u64, len: u64) -> Self {
+        Window { src, start, len }
+    }
+}
+
+impl ByteSource for Window<'_> {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.len {
+            return Err(Error::Truncated {
+                context: "read".into(),
+                offset,
+                needed: buf.len() as u64,
+                available: self.len.saturating_sub(offset),
+            });
+        }
+        self.src.read_at(self.start + offset, buf)
+    }
+}
+
+/// Several sources back to back as one: a split model's shards, which the loader reads as one address
+/// space (each shard's header and tensors at its own start; see `gguf::read_parts`).
+pub struct Concat {
+    parts: Vec<Box<dyn ByteSource>>,
+    /// Where each part starts, and (last) the total length.
+    starts: Vec<u64>,
+}
+
+impl Concat {
+    pub fn new(parts: Vec<Box<dyn ByteSource>>) -> Self {
+        let mut starts = vec![0u64];
+        for p in &parts {
+            starts.push(starts.last().unwrap() + p.len());
+        }
+        Concat { parts, starts }
+    }
+
+    /// Each part's length, in order.
+    pub fn part_lens(&self) -> Vec<u64> {
+        self.starts.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+impl ByteSource for Concat {
+    fn len(&self) -> u64 {
+        *self.starts.last().unwrap()
+    }
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = self.len();
+        if offset.saturating_add(buf.len() as u64) > len {
+            return Err(Error::Truncated {
+                context: "read".into(),
+                offset,
+                needed: buf.len() as u64,
+                available: len.saturating_sub(offset),
+            });
+        }
+        let (mut at, mut done) = (offset, 0usize);
+        while done < buf.len() {
+            let k = self.starts.partition_point(|&s| s <= at) - 1;
+            let n = ((self.starts[k + 1] - at) as usize).min(buf.len() - done);
+            self.parts[k].read_at(at - self.starts[k], &mut buf[done..done + n])?;
+            at += n as u64;
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+/// The shards of a split GGUF named as llama.cpp's gguf-split names them (`<name>-00001-of-00003.gguf`),
+/// given the path of any one of them; None for any other name.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn split_paths(path: &std::path::Path) -> Option<Vec<std::path::PathBuf>> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".gguf")?;
+    let (head, count) = stem.rsplit_once("-of-")?;
+    let (prefix, no) = head.rsplit_once('-')?;
+    let digits = |s: &str| s.len() == 5 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(no) || !digits(count) {
+        return None;
+    }
+    let n: u32 = count.parse().ok()?;
+    if n < 2 || no.parse::<u32>().ok()? > n {
+        return None;
+    }
+    Some((1..=n).map(|k| path.with_file_name(format!("{prefix}-{k:05}-of-{n:05}.gguf"))).collect())
 }

@@ -4,16 +4,29 @@
 //! as `Error` objects with a `type` (see `Error::kind`). Results are JSON strings for the worker to
 //! parse: no serde bridge in the binary.
 
-use crate::chat::Message;
+use crate::chat::{Message, RenderOptions};
 use crate::error::Error;
 use crate::generate::{GenerateOptions, Generation};
 use crate::session::{Engine, Session};
 use crate::source::ByteSource;
 use serde_json::json;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
+
+/// The template's options in a chat's options JSON: `enableThinking` (true, false, or absent: the
+/// template's default). The generation options in the same JSON are read by `begin`.
+fn render_options(options_json: &str) -> Result<RenderOptions, JsValue> {
+    if options_json.trim().is_empty() {
+        return Ok(RenderOptions::default());
+    }
+    let v: serde_json::Value = serde_json::from_str(options_json).map_err(|e| bad_arg(format!("options: {e}")))?;
+    let enable_thinking = match v.get("enableThinking") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad_arg("enableThinking must be a boolean".into())),
+    };
+    Ok(RenderOptions { enable_thinking, now: None })
+}
 
 fn js_error(e: Error) -> JsValue {
     let err = js_sys::Error::new(&e.to_string());
@@ -34,22 +47,48 @@ pub fn start() {
 /// (the worker slices a stored File or Blob with FileReaderSync), so each tensor is copied once,
 /// straight into its own buffer in wasm memory, and no copy of the whole file is ever held.
 ///
-/// With `hash` set it also computes the file's SHA-256 on the way: every read that continues where
-/// the hash stands is hashed in place (the loader reads tensors in file order in the usual layout),
-/// and `finish_hash` reads whatever was skipped, in order, afterwards.
+/// With hashing on it also computes the SHA-256 of each part (the file, or each shard of a split model
+/// laid end to end) on the way: every read that continues where the hash stands is hashed in place (the
+/// loader reads tensors in file order in the usual layout), and `finish_hash` reads whatever was skipped,
+/// in order, afterwards.
 struct JsSource {
     read: js_sys::Function,
     len: u64,
-    hash: Option<(sha2::Sha256, u64)>,
+    hash: Option<PartHashes>,
+}
+
+/// SHA-256s of consecutive parts, fed in order.
+struct PartHashes {
+    h: sha2::Sha256,
+    /// How far the hashed prefix reaches.
+    pos: u64,
+    /// Where each part ends.
+    ends: Vec<u64>,
+    done: Vec<String>,
+}
+
+impl PartHashes {
+    fn feed(&mut self, mut data: &[u8]) {
+        use sha2::Digest;
+        while !data.is_empty() && self.done.len() < self.ends.len() {
+            let end = self.ends[self.done.len()];
+            let n = ((end - self.pos) as usize).min(data.len());
+            self.h.update(&data[..n]);
+            self.pos += n as u64;
+            data = &data[n..];
+            if self.pos == end {
+                self.done.push(hex(&self.h.finalize_reset()));
+            }
+        }
+    }
 }
 
 /// Bytes per read when hashing what the loader skipped.
 const HASH_SLICE: u64 = 8 << 20;
 
 impl JsSource {
-    fn finish_hash(&mut self) -> crate::Result<Option<String>> {
-        use sha2::Digest;
-        let Some((_, mut pos)) = self.hash else { return Ok(None) };
+    fn finish_hash(&mut self) -> crate::Result<Option<Vec<String>>> {
+        let Some(mut pos) = self.hash.as_ref().map(|h| h.pos) else { return Ok(None) };
         let mut buf = Vec::new();
         while pos < self.len {
             let n = (self.len - pos).min(HASH_SLICE) as usize;
@@ -57,8 +96,7 @@ impl JsSource {
             self.read_at(pos, &mut buf)?; // hashes it, as it continues the hashed prefix
             pos += n as u64;
         }
-        let (h, _) = self.hash.take().expect("checked above");
-        Ok(Some(hex(&h.finalize())))
+        Ok(self.hash.take().map(|h| h.done))
     }
 }
 
@@ -87,10 +125,9 @@ impl ByteSource for JsSource {
             });
         }
         arr.copy_to(buf);
-        if let Some((h, pos)) = &mut self.hash {
-            if *pos == offset {
-                sha2::Digest::update(h, &*buf);
-                *pos += buf.len() as u64;
+        if let Some(h) = &mut self.hash {
+            if h.pos == offset {
+                h.feed(buf);
             }
         }
         Ok(())
@@ -131,30 +168,49 @@ pub struct WasmEngine {
     session: Session,
     generation: Option<Generation>,
     prompt_tokens: Vec<u32>,
-    sha256: Option<String>,
+    sha256: Option<Vec<String>>,
 }
 
 #[wasm_bindgen]
 impl WasmEngine {
     /// Loads a GGUF of `size` bytes through `read(offset, length) => Uint8Array`, with a context of
-    /// `n_ctx` tokens (0: the model's, at most 4096). With `hash`, the file's SHA-256 is computed
-    /// on the way (`sha256`); the hash is finished only once the model has loaded.
+    /// `n_ctx` tokens (0: the model's, at most 4096). `parts`, when given, are the byte lengths of a split
+    /// model's shards, which `read` serves back to back in order (they sum to `size`). With `hash`, the
+    /// SHA-256 of the file, or of each shard, is computed on the way (`sha256`, `sha256s`); the hash is
+    /// finished only once the model has loaded.
     #[wasm_bindgen(constructor)]
-    pub fn new(read: js_sys::Function, size: f64, n_ctx: u32, hash: bool) -> Result<WasmEngine, JsValue> {
+    pub fn new(read: js_sys::Function, size: f64, n_ctx: u32, hash: bool, parts: Option<Vec<f64>>) -> Result<WasmEngine, JsValue> {
         if !(size.is_finite() && size >= 0.0) {
             return Err(bad_arg(format!("bad model size {size}")));
         }
-        let mut src = JsSource { read, len: size as u64, hash: hash.then(|| (sha2::Digest::new(), 0)) };
-        let engine = Arc::new(Engine::load(&mut src).map_err(js_error)?);
+        let lens: Vec<u64> = match parts {
+            Some(p) if !p.is_empty() => {
+                if p.iter().any(|&n| !(n.is_finite() && n > 0.0)) || p.iter().sum::<f64>() != size {
+                    return Err(bad_arg(format!("the parts' sizes {p:?} do not add up to {size}")));
+                }
+                p.iter().map(|&n| n as u64).collect()
+            }
+            _ => vec![size as u64],
+        };
+        let ends = lens.iter().scan(0u64, |at, &n| { *at += n; Some(*at) }).collect();
+        let hash = hash.then(|| PartHashes { h: sha2::Digest::new(), pos: 0, ends, done: Vec::new() });
+        let mut src = JsSource { read, len: size as u64, hash };
+        let engine = Arc::new(Engine::load_split(&mut src, &lens).map_err(js_error)?);
         let n_ctx = if n_ctx == 0 { engine.model.config.n_ctx_train.min(4096) } else { n_ctx as usize };
         let session = Session::new(engine.clone(), n_ctx).map_err(js_error)?;
         let sha256 = src.finish_hash().map_err(js_error)?;
         Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new(), sha256 })
     }
 
-    /// The file's hex SHA-256 when the engine was made with `hash`.
+    /// The file's hex SHA-256 (a split model's: the first shard's) when the engine was made with `hash`.
     #[wasm_bindgen(getter)]
     pub fn sha256(&self) -> Option<String> {
+        self.sha256.as_ref().and_then(|h| h.first().cloned())
+    }
+
+    /// Each part's hex SHA-256 (one for a whole file) when the engine was made with `hash`.
+    #[wasm_bindgen(getter)]
+    pub fn sha256s(&self) -> Option<Vec<String>> {
         self.sha256.clone()
     }
 
@@ -197,17 +253,17 @@ impl WasmEngine {
     pub fn begin_chat(&mut self, messages_json: &str, options_json: &str) -> Result<String, JsValue> {
         let messages: Vec<Message> =
             serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
-        let tokens = self.engine.chat_tokens(&messages).map_err(js_error)?;
+        let tokens = self.engine.chat_tokens_with(&messages, &render_options(options_json)?).map_err(js_error)?;
         self.begin(tokens, options_json)
     }
 
     /// Tokens `messages_json` (`[{role, content}]`) takes in the chat template, with the prompt for
     /// the answer (so a caller can drop old turns before the context runs out).
     #[wasm_bindgen(js_name = chatTokenCount)]
-    pub fn chat_token_count(&self, messages_json: &str) -> Result<u32, JsValue> {
+    pub fn chat_token_count(&self, messages_json: &str, options_json: &str) -> Result<u32, JsValue> {
         let messages: Vec<Message> =
             serde_json::from_str(messages_json).map_err(|e| bad_arg(format!("messages: {e}")))?;
-        Ok(self.engine.chat_tokens(&messages).map_err(js_error)?.len() as u32)
+        Ok(self.engine.chat_tokens_with(&messages, &render_options(options_json)?).map_err(js_error)?.len() as u32)
     }
 
     /// Starts a raw completion: the prompt is tokenized as-is (special-token text parsed), no template.
@@ -311,45 +367,19 @@ pub fn set_threads(n: u32) -> u32 {
 
 /// Allocations that failed so far, and the size of the last one. A failed allocation that Rust
 /// does not handle aborts the wasm instance (a trap): the worker compares the count from before a
-/// call with the one after its trap to report `out_of_memory` instead of a crash.
+/// call with the one after its trap to report `out_of_memory` instead of a crash (see `alloc`).
 #[wasm_bindgen(js_name = failedAllocations)]
 pub fn failed_allocations() -> js_sys::Array {
-    let n = FAILED.0.load(Ordering::Relaxed) as f64;
-    let size = FAILED.1.load(Ordering::Relaxed) as f64;
-    js_sys::Array::of2(&n.into(), &size.into())
+    let (n, size) = crate::alloc::failed_allocations();
+    js_sys::Array::of2(&(n as f64).into(), &(size as f64).into())
 }
 
-static FAILED: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
-
-fn failed(p: *mut u8, size: usize) -> *mut u8 {
-    if p.is_null() {
-        FAILED.0.fetch_add(1, Ordering::Relaxed);
-        FAILED.1.store(size, Ordering::Relaxed);
-    }
-    p
+/// Allocations refused so far because work on untrusted input (a chat template's render) reached its
+/// memory cap: after a trap, a count that grew means the GGUF's template, not the device, is at fault.
+#[wasm_bindgen(js_name = budgetRefusals)]
+pub fn budget_refusals() -> f64 {
+    crate::alloc::budget_refusals() as f64
 }
-
-/// The system allocator, counting the allocations it could not make.
-struct Counting;
-
-// SAFETY: every call is passed straight to `System`, which upholds GlobalAlloc's contract.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        failed(System.alloc(layout), layout.size())
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        failed(System.alloc_zeroed(layout), layout.size())
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        failed(System.realloc(ptr, layout, new_size), new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 /// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
 #[wasm_bindgen(js_name = memoryBytes)]

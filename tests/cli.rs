@@ -105,3 +105,31 @@ fn quantize_rewrites_matrices_and_keeps_the_rest() {
     assert!(!ok && err.contains("unsupported"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A chat template that doubles a string in a loop needs few instructions (fuel does not stop it) and
+/// gigabytes of memory: the render's memory cap stops it at once, saying why. The child runs with its
+/// address space limited to 1 GiB, so only the cap's refusal (not the 2 GiB string) can end it this way.
+#[test]
+fn a_template_that_grows_without_bound_is_stopped_by_its_memory_cap() {
+    use common::tiny::{metadata, tensors, write, TinySpec};
+    let dir = std::env::temp_dir().join(format!("hearth-template-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = TinySpec::default();
+    let hostile = "{% set ns = namespace(s='abcdefgh') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+    let mut meta = metadata(&spec);
+    meta.push(("tokenizer.chat_template".into(), hearth::gguf::Value::String(hostile.into())));
+    let path = dir.join("hostile-template.gguf");
+    std::fs::write(&path, write(&meta, &tensors(&spec))).unwrap();
+    let out = Command::new("prlimit")
+        .args(["--as=1073741824", "--", env!("CARGO_BIN_EXE_hearth"), "generate", "--model", path.to_str().unwrap(), "--prompt", "hi", "--max-tokens", "1"])
+        .output()
+        .expect("run hearth under prlimit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the chat template needs more than 64 MiB of memory"), "{err}");
+    // A template that stays within the cap renders: the same loop, 20 doublings (an 8 MiB string).
+    let bounded = hearth::chat::ChatTemplate::from_source(&hostile.replace("range(40)", "range(20)"), "", "").unwrap();
+    let msg = hearth::chat::Message { role: "user".into(), content: "hi".into() };
+    assert_eq!(bounded.render_string(&[msg], true).unwrap(), (8usize << 20).to_string());
+    std::fs::remove_dir_all(&dir).ok();
+}

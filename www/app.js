@@ -9,6 +9,7 @@ import { Hearth } from './hearth.js';
 import { MarkdownView, markdownReady, markdownStyles, renderMarkdown } from './markdown.js';
 import { chats, downloadJson, exportChats, newChatRecord, pins, titleFrom } from './chats.js';
 import { CATALOG, DEFAULT_MODEL, catalogEntry } from './models.js';
+import { describeBuild, isolate } from './isolation.js';
 
 /** @typedef {import('./chats.js').SavedChat} SavedChat */
 /** @typedef {import('./chats.js').SavedMessage} SavedMessage */
@@ -91,6 +92,8 @@ const app = {
   detail: null,
   /** @type {Promise<void>|null} settles once the saved chats are listed and the latest is on screen */
   restored: null,
+  /** @type {import('./isolation.js').Isolation|null} how the page came to be cross-origin isolated (or not) */
+  isolation: null,
   // For scripts and the tests: the page's own actions.
   load: loadModel,
   send,
@@ -213,7 +216,7 @@ function renderInfo(info) {
     ['Weights', `${mix ?? `${info.quantization} (the main type)`}, ${bytes(info.sizeBytes)}`],
     ['Context', `${info.context} tokens (trained on ${info.contextTrain})`],
     ['Loaded', `${describeSource(info)} in ${seconds(info.loadMs)}`],
-    ['Engine', `${info.build === 'threads' ? `wasm threads ×${info.threads}` : 'wasm SIMD, one thread'}${info.relaxedSimd ? ' (relaxed SIMD)' : ''} — ${info.reason}`],
+    ['Engine', describeBuild(info, app.isolation)],
     ['Memory', `${bytes(info.wasmMemoryBytes)} of wasm memory`],
     ['SHA-256', info.sha256],
   ];
@@ -868,10 +871,9 @@ document.addEventListener('drop', (e) => {
   if (f) loadModel(f);
 });
 
-// The app shell offline (the service worker never touches the model: it lives in OPFS).
-if ('serviceWorker' in navigator) {
-  navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('hearth: no offline support:', e.message));
-}
+// The service worker keeps the app shell offline (never the model: it lives in OPFS) and makes the
+// page cross-origin isolated where the host sends no COOP/COEP headers (it may reload it once).
+app.isolation = await isolate('./sw.js');
 
 /** The saved chats, and the latest one back on screen (once markdown can render it). */
 async function restore() {

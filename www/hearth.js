@@ -8,18 +8,19 @@
 // This surface is a contract (README.md, "The JS API", documents it): add freely, rename nothing.
 
 import * as store from './storage.js';
+import { HearthError, abortError, fromWire } from './protocol.js';
+
+export { HearthError };
 
 /**
- * @typedef {'download_error'|'load_error'|'integrity_error'|'context_full'|'quota_exceeded'|'aborted'
- *   |'invalid_argument'|'tokenizer_error'|'template_error'|'io_error'|'out_of_memory'|'worker_crashed'
- *   |'internal_error'} ErrorType
- *
- * @typedef {object} Progress
- * @property {number} loaded  bytes so far; never goes backwards within a phase
- * @property {number} total   bytes in all (the file's size)
- * @property {'download'|'verify'|'load'} phase  fetching from the network | checking bytes an earlier,
- *   interrupted download left | reading the weights into the engine (from storage, a local file or
- *   the download)
+ * The types shared with the worker (www/protocol.js defines them once).
+ * @typedef {import('./protocol.js').ErrorType} ErrorType
+ * @typedef {import('./protocol.js').Progress} Progress
+ * @typedef {import('./protocol.js').Message} Message
+ * @typedef {import('./protocol.js').Timings} Timings
+ * @typedef {import('./protocol.js').GenerateResult} GenerateResult
+ * @typedef {import('./protocol.js').ModelInfo} ModelInfo  what the engine reports, plus which build
+ *   runs and how the model was loaded
  *
  * @typedef {object} LoadOptions
  * @property {(p: Progress) => void} [onProgress]  throttled (about 10 per second)
@@ -41,64 +42,16 @@ import * as store from './storage.js';
  * @property {number} [repeatPenalty]
  * @property {number} [repeatLastN]
  * @property {number} [seed]
- * @property {string[]} [stop]          text that ends the answer (not included)
+ * @property {string|string[]} [stop]   text that ends the answer (not included)
  * @property {boolean} [ignoreEos]      keep going past end-of-turn tokens up to maxTokens (benchmarks)
+ * @property {boolean} [enableThinking] chats: the template's `enable_thinking` (Qwen3, SmolLM3: false asks
+ *   for an answer without a thinking block); unset leaves the template's default
  * @property {AbortSignal} [signal]
  * @property {boolean} [raw]            generate(): the prompt as-is, no chat template (default false)
  * @property {(piece: string) => void} [onPiece]  generate(): each piece of text as it comes
- *
- * @typedef {object} Timings
- * @property {number} [loadMs]      the model's load time (on the first result after a load)
- * @property {number} prefillMs
- * @property {number} prefillTokens  prompt tokens run through the model (the rest came from the cache)
- * @property {number} reusedTokens   prompt tokens reused from the previous turn
- * @property {number} decodeMs
- * @property {number} decodeTokens
- *
- * @typedef {object} GenerateResult
- * @property {string} text
- * @property {number[]} tokens        generated token ids
- * @property {number[]} promptTokens  the prompt's token ids
- * @property {'stop'|'stop_string'|'length'} finishReason
- * @property {Timings} timings
- *
- * @typedef {{role: 'system'|'user'|'assistant'|string, content: string}} Message
- *
- * @typedef {object} ModelInfo  what the engine reports, plus how the model was loaded
- * @property {string|null} name
- * @property {string} architecture
- * @property {string} quantization
- * @property {number} layers
- * @property {number} context           tokens this session holds
- * @property {number} contextTrain
- * @property {number} vocab
- * @property {number} sizeBytes
- * @property {string} sha256
- * @property {'network'|'storage'|'file'} source
- * @property {'opfs'|'memory'} storage  'memory': not stored (storage full, or store: false, or a local file)
- * @property {'simd'|'threads'} build
- * @property {number} threads           threads the engine computes on
- * @property {boolean} relaxedSimd      the build uses WebAssembly relaxed SIMD (its 8-bit dot products)
- * @property {string} reason            why this build runs
- * @property {boolean} crossOriginIsolated
- * @property {number} loadMs
- * @property {string[]} warnings
  */
 
 export const VERSION = '0.1.0';
-
-/** An error from hearth: `type` says what kind; an aborted call has `name === 'AbortError'`. */
-export class HearthError extends Error {
-  /** @param {ErrorType} type @param {string} message @param {string} [name] */
-  constructor(type, message, name = 'HearthError') {
-    super(message);
-    this.name = name;
-    /** @type {ErrorType} */
-    this.type = type;
-  }
-}
-
-const abortError = () => new HearthError('aborted', 'the operation was aborted', 'AbortError');
 
 const OPTION_KEYS = ['maxTokens', 'temperature', 'topK', 'topP', 'minP', 'repeatPenalty', 'repeatLastN', 'seed'];
 
@@ -118,9 +71,10 @@ function engineOptions(options = {}) {
     }
     out.stop = stop;
   }
-  if (options.ignoreEos !== undefined) {
-    if (typeof options.ignoreEos !== 'boolean') throw new HearthError('invalid_argument', 'ignoreEos must be a boolean');
-    out.ignoreEos = options.ignoreEos;
+  for (const k of /** @type {const} */ (['ignoreEos', 'enableThinking'])) {
+    if (options[k] === undefined || options[k] === null) continue;
+    if (typeof options[k] !== 'boolean') throw new HearthError('invalid_argument', `${k} must be a boolean`);
+    out[k] = options[k];
   }
   return out;
 }
@@ -136,21 +90,36 @@ function checkMessages(messages) {
   return messages.map(({ role, content }) => ({ role: wellFormed(role), content: wellFormed(content) }));
 }
 
-/** Starts the worker; cross-origin module URLs (an embed served from elsewhere) go through a blob shim. */
+/**
+ * Starts the worker. The `new Worker(new URL('./worker.js', import.meta.url), {type: 'module'})`
+ * is written out whole so bundlers (Vite, webpack) find the worker and bundle it. A module served
+ * from another origin than the page (an embed) cannot start a worker from its own URL: that goes
+ * through a one-line blob module that imports it (named with `import.meta.resolve`, which bundlers
+ * leave alone: they would otherwise copy worker.js unbundled for it).
+ */
 function startWorker() {
-  const url = new URL('./worker.js', import.meta.url);
-  if (typeof location === 'undefined' || url.origin === location.origin) return new Worker(url, { type: 'module', name: 'hearth' });
-  const shim = new Blob([`import ${JSON.stringify(url.href)};`], { type: 'text/javascript' });
+  if (typeof location === 'undefined' || new URL(import.meta.url).origin === location.origin) {
+    return new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'hearth' });
+  }
+  const shim = new Blob([`import ${JSON.stringify(import.meta.resolve('./worker.js'))};`], { type: 'text/javascript' });
   return new Worker(URL.createObjectURL(shim), { type: 'module', name: 'hearth' });
 }
+
+/**
+ * @typedef {import('./protocol.js').Verbs} Verbs
+ * @typedef {import('./protocol.js').Response} Response
+ * @typedef {{resolve: (v: any) => void, reject: (e: any) => void, onProgress?: (p: Progress) => void,
+ *   onPiece?: (piece: string, token: number|null) => void}} OpenCall
+ */
 
 /** One worker and its open calls. */
 class Connection {
   constructor() {
     this.worker = startWorker();
     this.nextId = 1;
-    /** @type {Map<number, {resolve: Function, reject: Function, onProgress?: Function, onPiece?: Function}>} */
+    /** @type {Map<number, OpenCall>} */
     this.calls = new Map();
+    /** @type {HearthError|null} */
     this.dead = null;
     this.worker.onmessage = ({ data }) => this.#receive(data);
     this.worker.onerror = (e) => {
@@ -160,14 +129,15 @@ class Connection {
     this.worker.onmessageerror = () => this.#die(new HearthError('worker_crashed', 'a message from the worker could not be read'));
   }
 
+  /** @param {Response} msg */
   #receive(msg) {
-    if (msg.fatal) return this.#die(new HearthError(msg.fatal.type ?? 'worker_crashed', msg.fatal.message));
+    if ('fatal' in msg) return this.#die(fromWire(msg.fatal));
     const call = this.calls.get(msg.id);
     if (!call) return;
-    if (msg.piece !== undefined) return call.onPiece?.(msg.piece, msg.token);
-    if (msg.progress) return call.onProgress?.(msg.progress);
+    if ('piece' in msg) return call.onPiece?.(msg.piece, msg.token);
+    if ('progress' in msg) return call.onProgress?.(msg.progress);
     this.calls.delete(msg.id);
-    if (msg.error) call.reject(new HearthError(msg.error.type, msg.error.message, msg.error.name));
+    if ('error' in msg) call.reject(fromWire(msg.error));
     else call.resolve(msg.result);
   }
 
@@ -182,21 +152,25 @@ class Connection {
 
   /**
    * One request. The promise settles exactly once: result, error, abort or worker death.
-   * @returns {Promise<any>}
+   * @template {keyof Verbs} V
+   * @param {V} verb
+   * @param {Verbs[V]['args']} args
+   * @param {{signal?: AbortSignal, onProgress?: OpenCall['onProgress'], onPiece?: OpenCall['onPiece']}} [hooks]
+   * @returns {Promise<Verbs[V]['result']>}
    */
-  call(verb, args, { signal, onProgress, onPiece, transfer } = {}) {
+  call(verb, args, { signal, onProgress, onPiece } = {}) {
     if (this.dead) return Promise.reject(this.dead);
     if (signal?.aborted) return Promise.reject(abortError());
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      const onAbort = () => this.worker.postMessage({ id: 0, verb: 'abort', args: { target: id } });
+      const onAbort = () => this.worker.postMessage(/** @type {import('./protocol.js').Request} */ ({ id: 0, verb: 'abort', args: { target: id } }));
       const settle = (fn) => (v) => {
         signal?.removeEventListener('abort', onAbort);
         fn(v);
       };
       this.calls.set(id, { resolve: settle(resolve), reject: settle(reject), onProgress, onPiece });
       signal?.addEventListener('abort', onAbort, { once: true });
-      this.worker.postMessage({ id, verb, args }, transfer ?? []);
+      this.worker.postMessage(/** @type {import('./protocol.js').Request} */ ({ id, verb, args }));
     });
   }
 
@@ -208,7 +182,9 @@ class Connection {
 
 /**
  * The text of one answer as it is generated: `for await (const piece of stream)`. Leaving the loop
- * early stops the generation. `stream.result` is the whole GenerateResult.
+ * early stops the generation. `stream.result` is the whole GenerateResult (a TurnResult for a
+ * Conversation's turn).
+ * @template {GenerateResult} [R=GenerateResult]
  * @implements {AsyncIterableIterator<string>}
  */
 export class TokenStream {
@@ -218,14 +194,17 @@ export class TokenStream {
   #error = null;
   #controller;
 
-  /** @param {(onPiece: (p: string) => void, signal: AbortSignal) => Promise<GenerateResult>} run */
+  /**
+   * @param {(onPiece: (p: string) => void, signal: AbortSignal) => Promise<R>} run
+   * @param {AbortSignal} [signal]
+   */
   constructor(run, signal) {
     this.#controller = new AbortController();
     if (signal) {
       if (signal.aborted) this.#controller.abort();
       else signal.addEventListener('abort', () => this.#controller.abort(), { once: true });
     }
-    /** @type {Promise<GenerateResult>} */
+    /** @type {Promise<R>} */
     this.result = run((p) => this.#push(p), this.#controller.signal);
     this.result.then(
       () => this.#end(null),
@@ -291,6 +270,7 @@ export class Hearth {
   #options;
   /** @type {ModelInfo} */
   #info;
+  /** @type {Promise<{conn: Connection, info: ModelInfo}>|null} */
   #reloading = null;
 
   /** Use `Hearth.load`. */
@@ -384,7 +364,10 @@ export class Hearth {
     return this.#info;
   }
 
-  /** After a crash the next call starts a new worker and loads the same model again (from storage). */
+  /**
+   * After a crash the next call starts a new worker and loads the same model again (from storage).
+   * @returns {Promise<Connection>}
+   */
   async #connection() {
     if (!this.#conn) throw new HearthError('invalid_argument', 'the model was unloaded');
     if (!this.#conn.dead) return this.#conn;
@@ -439,10 +422,12 @@ export class Hearth {
   /**
    * Prompt tokens `messages` take in the model's chat template (with the prompt for the answer).
    * @param {Message[]} messages
+   * @param {{enableThinking?: boolean}} [options]  as the chat will be rendered
    * @returns {Promise<number>}
    */
-  async countTokens(messages) {
-    return (await this.#connection()).call('countChat', { messages: checkMessages(messages) });
+  async countTokens(messages, options = {}) {
+    const args = { messages: checkMessages(messages), options: engineOptions({ enableThinking: options.enableThinking }) };
+    return (await this.#connection()).call('countChat', args);
   }
 
   /**
@@ -500,7 +485,8 @@ const completionId = () => `chatcmpl-${Array.from(crypto.getRandomValues(new Uin
 /**
  * `llm.chat.completions.create(params)` as the OpenAI JS client has it, on this engine: `messages`,
  * `stream`, `max_tokens` (or `max_completion_tokens`), `temperature` and `top_p` (OpenAI's defaults,
- * 1 and 1), `stop`, `seed`, `signal`, `stream_options.include_usage`; `model` is ignored (the loaded
+ * 1 and 1), `stop`, `seed`, `signal`, `stream_options.include_usage`, and llama.cpp server's
+ * `chat_template_kwargs.enable_thinking`; `model` is ignored (the loaded
  * model answers) and `n` must be 1. Resolves with a `chat.completion` object, or with an async
  * iterable of `chat.completion.chunk`s when `stream` is true (its `controller` aborts it).
  * @param {Hearth} llm
@@ -525,6 +511,7 @@ async function openaiCompletion(llm, params) {
     topP: params.top_p ?? 1,
     seed: params.seed ?? undefined,
     stop: params.stop ?? undefined,
+    enableThinking: params.chat_template_kwargs?.enable_thinking ?? undefined,
     signal: controller.signal,
   };
   const id = completionId();
@@ -596,12 +583,17 @@ export class Conversation {
     return this.system ? [{ role: 'system', content: this.system }, ...messages] : messages;
   }
 
-  /** Drops the oldest turns until `next` fits with room for the answer; returns how many messages went. */
-  async #fit(next, maxTokens) {
+  /**
+   * Drops the oldest turns until `next` fits with room for the answer; returns how many messages went.
+   * @param {Message} next
+   * @param {GenerateOptions} options
+   */
+  async #fit(next, { maxTokens = 256, enableThinking } = {}) {
     const context = this.#llm.info.context;
     const room = Math.min(maxTokens, Math.floor(context / 4));
+    const count = () => this.#llm.countTokens(this.#all([...this.messages, next]), { enableThinking });
     let dropped = 0;
-    let n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+    let n = await count();
     // Once the context is full, drop down to half of it (as llama.cpp's context shift does): the
     // turns after this one then reuse the cache instead of each dropping a turn and re-reading all.
     const target = n + room > context ? Math.floor((context - room) / 2) : context - room;
@@ -611,7 +603,7 @@ export class Conversation {
         this.messages.shift();
         dropped++;
       } while (this.messages.length && this.messages[0].role !== 'user');
-      n = await this.#llm.countTokens(this.#all([...this.messages, next]));
+      n = await count();
     }
     if (n >= context) {
       throw new HearthError('context_full', `the message does not fit in the context: ${n} tokens, the context holds ${context}`);
@@ -623,13 +615,13 @@ export class Conversation {
    * Sends a user message; streams the answer. `stream.result` resolves with a TurnResult.
    * @param {string} text
    * @param {GenerateOptions} [options]
-   * @returns {TokenStream}
+   * @returns {TokenStream<TurnResult>}
    */
   send(text, options = {}) {
     return new TokenStream(async (onPiece, signal) => {
       if (typeof text !== 'string') throw new HearthError('invalid_argument', 'the message must be a string');
       const user = { role: 'user', content: wellFormed(text) };
-      const dropped = await this.#fit(user, options.maxTokens ?? 256);
+      const dropped = await this.#fit(user, options);
       const inner = this.#llm.chat(this.#all([...this.messages, user]), { ...options, signal });
       let partial = '';
       try {

@@ -228,7 +228,8 @@ export async function openPartial(url) {
   const d = await dir();
   const key = await keyFor(url);
   const fileHandle = await d.getFileHandle(`${key}.partial`, { create: true });
-  const handle = await whenReleased(() => fileHandle.createSyncAccessHandle());
+  // (a sync access handle exists in workers only, where this runs; the DOM types do not have it)
+  const handle = await whenReleased(() => /** @type {any} */ (fileHandle).createSyncAccessHandle());
   let meta = await readJson(d, `${key}.partial.json`);
   if (!meta || meta.url !== url || !(meta.etag || meta.lastModified)) {
     meta = null;

@@ -1,21 +1,39 @@
-// The app shell offline. Network first (so a new build shows up at once), a cached copy when the
-// network is off. It handles only the shell's own files and the app's page: the model never passes
-// through here (it is stored in OPFS by the worker), nor does anything from another origin.
+// The app shell offline, and cross-origin isolation where the host sends no COOP/COEP headers.
+//
+// Offline: network first (so a new build shows up at once), a cached copy when the network is off.
+// It handles only the shell's own files and the app's page: the model never passes through here
+// (it is stored in OPFS by the worker), nor does anything from another origin.
 //
 // The cache holds whole snapshots of the shell, never a mix: a snapshot is every file fetched anew
 // into a new cache, marked complete last; offline answers come from the newest complete one. When
 // a file fetched online differs from the snapshot's copy (a new build), a new snapshot is taken and
 // the old ones go, so new JS never meets old wasm offline. A response is kept only when it is what
 // its path says (a captive portal's HTML page is not kept as hearth_bg.wasm).
+//
+// Isolation: every response it serves (the page and the shell's scripts and wasm, from the network
+// or the cache) carries Cross-Origin-Opener-Policy: same-origin, Cross-Origin-Embedder-Policy:
+// require-corp and Cross-Origin-Resource-Policy: same-origin, added when the server did not send
+// them. A page it serves is then cross-origin isolated, and the threaded build can run;
+// isolation.js registers this worker and reloads the page once when it was loaded without it.
+// When it adds the headers to a page it says so in `Server-Timing: coi;desc="service worker"`,
+// which the page reads from its navigation timing.
 
 const PREFIX = 'hearth-shell-';
 const COMPLETE = '/__hearth_snapshot_complete__';
+/**
+ * The built files (paths relative to this file): `./build.sh dist` (tools/dist.mjs) writes the
+ * list of everything it built here; in www/ it stays null and SHELL + OPTIONAL below apply.
+ * @type {string[]|null}
+ */
+const BUILT = null;
 const SHELL = [
   './',
   'index.html',
   'app.js',
   'style.css',
   'hearth.js',
+  'protocol.js',
+  'isolation.js',
   'worker.js',
   'storage.js',
   'hearth-chat.js',
@@ -27,16 +45,16 @@ const SHELL = [
   'pkg/hearth_bg.wasm',
 ];
 /** Cached when present; a deployment without a threaded build is fine. */
-const OPTIONAL = [
-  'thread.js',
-  'pkg-relaxed/hearth.js',
-  'pkg-relaxed/hearth_bg.wasm',
-  'pkg-threads/hearth.js',
-  'pkg-threads/hearth_bg.wasm',
-];
+const OPTIONAL = BUILT
+  ? []
+  : ['thread.js', 'pkg-relaxed/hearth.js', 'pkg-relaxed/hearth_bg.wasm', 'pkg-threads/hearth.js', 'pkg-threads/hearth_bg.wasm'];
+const REQUIRED = BUILT ? ['./', ...BUILT] : SHELL;
 
-const scope = () => new URL(self.registration.scope);
-const shellPaths = () => new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, scope()).pathname));
+/** @type {ServiceWorkerGlobalScope} */
+const sw = /** @type {any} */ (self);
+
+const scope = () => new URL(sw.registration.scope);
+const shellPaths = () => new Set([...REQUIRED, ...OPTIONAL].map((p) => new URL(p, scope()).pathname));
 /** The app's pages: the scope itself and its index.html (any query). */
 const isAppPage = (url) => url.pathname === scope().pathname || url.pathname === new URL('index.html', scope()).pathname;
 
@@ -52,7 +70,8 @@ async function fits(path, res) {
   }
   if (/\.m?js$/.test(path)) return /javascript/.test(type);
   if (path.endsWith('.css')) return type.startsWith('text/css');
-  return type.startsWith('text/html');
+  if (path.endsWith('/') || path.endsWith('.html')) return type.startsWith('text/html');
+  return !type.startsWith('text/html'); // anything else the page loads: not a portal's page
 }
 
 /** Fetches the whole shell into a new cache; the older snapshots go once it is complete. */
@@ -66,7 +85,7 @@ async function snapshot() {
       if (res && (await fits(url.pathname, res))) return cache.put(url, res);
       if (required) throw new Error(`${p} could not be fetched as it should be`);
     };
-    await Promise.all([...SHELL.map((p) => put(p, true)), ...OPTIONAL.map((p) => put(p, false))]);
+    await Promise.all([...REQUIRED.map((p) => put(p, true)), ...OPTIONAL.map((p) => put(p, false))]);
     await cache.put(COMPLETE, new Response('1'));
   } catch (e) {
     await caches.delete(name);
@@ -93,23 +112,43 @@ function refresh() {
   return refreshing;
 }
 
-self.addEventListener('install', (event) => {
-  event.waitUntil(snapshot().then(() => self.skipWaiting()));
+sw.addEventListener('install', (event) => {
+  event.waitUntil(snapshot().then(() => sw.skipWaiting()));
 });
 
-self.addEventListener('activate', (event) => {
-  event.waitUntil(self.clients.claim());
+sw.addEventListener('activate', (event) => {
+  event.waitUntil(sw.clients.claim());
 });
 
-self.addEventListener('fetch', (event) => {
+sw.addEventListener('fetch', (event) => {
   const req = event.request;
   if (req.method !== 'GET' || req.headers.has('range')) return;
   const url = new URL(req.url);
   if (url.origin !== location.origin) return;
   const page = req.mode === 'navigate' && isAppPage(url);
   if (!page && !shellPaths().has(url.pathname)) return; // the model and everything else: the network
-  event.respondWith(networkFirst(event, page));
+  event.respondWith(networkFirst(event, page).then((res) => isolated(res, page)));
 });
+
+const ISOLATION = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+};
+
+/**
+ * `res` with the isolation headers it lacks (a new Response: a fetched one's headers are
+ * immutable). A page that got them from here says so in Server-Timing.
+ * @param {Response} res @param {boolean} page
+ */
+function isolated(res, page) {
+  const missing = Object.keys(ISOLATION).filter((h) => !res.headers.has(h));
+  if (!missing.length || res.status === 0) return res;
+  const headers = new Headers(res.headers);
+  for (const h of missing) headers.set(h, ISOLATION[h]);
+  if (page && missing.includes('Cross-Origin-Embedder-Policy')) headers.append('Server-Timing', 'coi;desc="service worker"');
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
 
 /** Pages are kept by path (the query, e.g. ?model=, does not make another copy). */
 function key(req, page) {
@@ -120,6 +159,7 @@ function key(req, page) {
   return u.href;
 }
 
+/** @param {FetchEvent} event @param {boolean} page @returns {Promise<Response>} */
 async function networkFirst(event, page) {
   const req = event.request;
   try {

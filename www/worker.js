@@ -1,38 +1,12 @@
 // hearth's inference worker: owns the wasm engine, the model download and its storage, so the
 // page never blocks. One worker holds one model. Started by hearth.js as a module worker.
 //
-// Protocol (structured-clone messages; ids are chosen by the page, unique per worker):
-//
-// /** @typedef {{ id: number, verb: 'load', args: LoadArgs }
-//  *   | { id: number, verb: 'chat', args: { messages: {role: string, content: string}[], options: GenOptions } }
-//  *   | { id: number, verb: 'generate', args: { prompt: string, options: GenOptions } }   // raw completion
-//  *   | { id: number, verb: 'tokenize', args: { text: string, special: boolean } }
-//  *   | { id: number, verb: 'countChat', args: { messages: {role: string, content: string}[] } }  // prompt tokens
-//  *   | { id: number, verb: 'stats', args: {} }        // { wasmMemoryBytes, cachedTokens }
-//  *   | { id: number, verb: 'detokenize', args: { tokens: number[] } }
-//  *   | { id: number, verb: 'reset', args: {} }
-//  *   | { id: number, verb: 'unload', args: {} }
-//  *   | { id: number, verb: 'abort', args: { target: number } }            // no reply of its own
-//  * } Request */
-// /** @typedef {{ id: number, result: any }                                 // the call succeeded
-//  *   | { id: number, error: { type: string, name: string, message: string } }
-//  *   | { id: number, progress: { loaded: number, total: number, phase: 'download'|'verify'|'load' } }
-//  *   | { id: number, piece: string, token: number|null }                  // streamed text
-//  *   | { id: 0, fatal: { type: 'worker_crashed'|'out_of_memory', name: string, message: string } }  // then the worker closes
-//  * } Response */
-// LoadArgs: { source: string (absolute URL) | Blob, sha256?: string, nCtx?: number, store?: boolean,
-//             threads?: boolean, nThreads?: number, stallTimeoutMs?: number }
-// GenOptions: the wasm options JSON (maxTokens, temperature, topK, topP, minP, repeatPenalty,
-//             repeatLastN, seed, stop, ignoreEos).
-//
-// Every request gets exactly one `result` or `error`. Generation yields to the event loop between
-// tokens (and between prefill slices), so an `abort` lands there and the call ends with
-// `{type: 'aborted', name: 'AbortError'}`. A wasm trap (a Rust panic, out of memory) leaves the
-// instance unusable: the worker answers every open request with `worker_crashed` (or
-// `out_of_memory` when an allocation had just failed), posts `fatal` and closes; the page starts a
-// new worker on its next call.
+// Its message protocol — the requests, the answers, the error class and the load phases — is
+// defined once in protocol.js, which hearth.js imports too. Generation yields to the event loop
+// between tokens (and between prefill slices), so an `abort` lands there.
 
 import { deleteEntry, getEntry, keyFor, lockName, openPartial, storageAvailable, sweep } from './storage.js';
+import { HearthError, abortError as aborted, toWire } from './protocol.js';
 
 /** Prompt tokens per prefill call: one engine batch; an abort waits at most this long. */
 const PREFILL_SLICE = 64;
@@ -41,23 +15,17 @@ const PROGRESS_MS = 100;
 /** Headroom asked of the quota beyond the model's size before storing it. */
 const QUOTA_MARGIN = 1.1;
 
-const PKG_SIMD = new URL('./pkg/hearth.js', import.meta.url);
-const PKG_RELAXED = new URL('./pkg-relaxed/hearth.js', import.meta.url);
-const PKG_THREADS = new URL('./pkg-threads/hearth.js', import.meta.url);
+// The three builds' wasm. Each URL is written out as `new URL('./…', import.meta.url)` and each
+// glue module is imported by a literal path, so bundlers find, copy and rename them.
+const WASM_SIMD = new URL('./pkg/hearth_bg.wasm', import.meta.url);
+const WASM_RELAXED = new URL('./pkg-relaxed/hearth_bg.wasm', import.meta.url);
+const WASM_THREADS = new URL('./pkg-threads/hearth_bg.wasm', import.meta.url);
 
-class WorkerError extends Error {
-  constructor(type, message, name = 'HearthError') {
-    super(message);
-    this.type = type;
-    this.name = name;
-  }
-}
-const aborted = () => new WorkerError('aborted', 'the operation was aborted', 'AbortError');
-
-/** @type {any} the wasm-bindgen module */
+/** @type {typeof import('./pkg/hearth.js') | null} the wasm-bindgen module of the build that runs */
 let wasm = null;
+/** @type {import('./protocol.js').BuildInfo|null} which build runs, and why */
 let build = null;
-/** @type {any} WasmEngine */
+/** @type {import('./pkg/hearth.js').WasmEngine | null} */
 let engine = null;
 let loadMs = null;
 let loadMsReported = false;
@@ -68,6 +36,7 @@ const jobs = new Map();
 /** Generations and loads run one at a time, in order. */
 let queue = Promise.resolve();
 
+/** @param {import('./protocol.js').Response} msg */
 const post = (msg) => self.postMessage(msg);
 
 // Between tokens: one trip through the event loop (a MessageChannel round trip, not setTimeout's 4 ms clamp).
@@ -84,14 +53,6 @@ function isTrap(e) {
   return e instanceof WebAssembly.RuntimeError || (e instanceof RangeError && /memory|allocation/i.test(e.message));
 }
 
-function toWire(e) {
-  if (e instanceof WorkerError) return { type: e.type, name: e.name, message: e.message };
-  if (e?.name === 'AbortError') return { type: 'aborted', name: 'AbortError', message: e.message || 'aborted' };
-  if (e?.name === 'QuotaExceededError') return { type: 'quota_exceeded', name: 'QuotaExceededError', message: e.message };
-  const type = typeof e?.type === 'string' ? e.type : 'internal_error';
-  return { type, name: 'HearthError', message: String(e?.message ?? e) };
-}
-
 /** Allocations the engine had failed (and handled, or reported) when the last request ended. */
 let failedSeen = 0;
 const failedAllocations = () => {
@@ -102,17 +63,35 @@ const failedAllocations = () => {
   }
 };
 
+/** Allocations the engine refused to a chat template past its memory cap (src/alloc.rs), as of the last request. */
+let refusalsSeen = 0;
+const refusalsNow = () => {
+  try {
+    return wasm ? wasm.budgetRefusals() : 0;
+  } catch {
+    return 0;
+  }
+};
+
 /**
  * The worker can no longer be trusted: answer everyone, say so, and close. A trap right after an
  * allocation failed is reported as `out_of_memory` (the model or context is too large for this
- * device), any other as `worker_crashed`.
+ * device), one after a chat template reached its memory cap as `template_error`, any other as
+ * `worker_crashed`.
  */
 function crash(e) {
   if (crashed) return;
   crashed = true;
   const [failed, size] = failedAllocations();
+  /** @type {import('./protocol.js').WireError & {type: 'worker_crashed'|'out_of_memory'|'template_error'}} */
   const fatal =
-    failed > failedSeen
+    refusalsNow() > refusalsSeen
+      ? {
+          type: 'template_error',
+          name: 'HearthError',
+          message: "the model's chat template needed more memory than any real template does (a broken or hostile GGUF); the engine stopped it",
+        }
+      : failed > failedSeen
       ? {
           type: 'out_of_memory',
           name: 'HearthError',
@@ -145,6 +124,7 @@ self.onmessage = ({ data }) => {
     post({ id, error: { type: 'invalid_argument', name: 'HearthError', message: `unknown verb ${verb}` } });
     return;
   }
+  /** @type {Job} */
   const job = { aborted: false, controller: null };
   jobs.set(id, job);
   const run = async () => {
@@ -156,11 +136,13 @@ self.onmessage = ({ data }) => {
   done.then(
     (result) => {
       failedSeen = failedAllocations()[0];
+      refusalsSeen = refusalsNow();
       if (jobs.delete(id)) post({ id, result });
     },
     (e) => {
       if (isTrap(e)) return crash(e);
       failedSeen = failedAllocations()[0];
+      refusalsSeen = refusalsNow();
       if (jobs.delete(id)) post({ id, error: toWire(e) });
     },
   );
@@ -169,10 +151,17 @@ self.onmessage = ({ data }) => {
 const QUICK = new Set(['tokenize', 'detokenize', 'countChat', 'stats']);
 
 function needEngine() {
-  if (!engine) throw new WorkerError('invalid_argument', 'no model is loaded');
+  if (!engine) throw new HearthError('invalid_argument', 'no model is loaded');
   return engine;
 }
 
+/**
+ * @typedef {import('./protocol.js').Verbs} Verbs
+ * @typedef {{aborted: boolean, controller: AbortController|null}} Job
+ * @typedef {{[V in keyof Verbs]: (id: number, job: Job, args: Verbs[V]['args']) => Verbs[V]['result'] | Promise<Verbs[V]['result']>}} Handlers
+ */
+
+/** @type {Handlers} */
 const HANDLERS = {
   load,
   chat: (id, job, { messages, options }) =>
@@ -180,7 +169,7 @@ const HANDLERS = {
   generate: (id, job, { prompt, options }) =>
     generation(id, job, () => needEngine().beginRaw(String(prompt), JSON.stringify(options ?? {}))),
   tokenize: (_id, _job, { text, special }) => Array.from(needEngine().tokenize(String(text), !!special)),
-  countChat: (_id, _job, { messages }) => needEngine().chatTokenCount(JSON.stringify(messages)),
+  countChat: (_id, _job, { messages, options }) => needEngine().chatTokenCount(JSON.stringify(messages), JSON.stringify(options ?? {})),
   stats: () => ({ wasmMemoryBytes: wasm?.memoryBytes() ?? 0, cachedTokens: engine?.cachedTokens() ?? 0 }),
   detokenize: (_id, _job, { tokens }) => needEngine().detokenize(Uint32Array.from(tokens)),
   reset: () => {
@@ -196,6 +185,10 @@ const HANDLERS = {
 
 // ---- generation -------------------------------------------------------------------------------
 
+/**
+ * @param {number} id @param {Job} job @param {() => string} begin
+ * @returns {Promise<import('./protocol.js').GenerateResult>}
+ */
 async function generation(id, job, begin) {
   const started = JSON.parse(begin());
   const t0 = performance.now();
@@ -290,7 +283,7 @@ function startHelpers(n, module, memory) {
         };
       }),
     );
-    w.postMessage({ pkg: PKG_THREADS.href, module, memory });
+    w.postMessage({ module, memory });
   }
   return Promise.all(started);
 }
@@ -330,8 +323,8 @@ async function loadWasm(threads, nThreads) {
   else if (!relaxed) why = 'this browser has no WebAssembly relaxed SIMD, which the threaded build uses';
   else {
     try {
-      const mod = await import(PKG_THREADS.href);
-      const module = await WebAssembly.compileStreaming(fetch(new URL('hearth_bg.wasm', PKG_THREADS)));
+      const mod = await import('./pkg-threads/hearth.js');
+      const module = await WebAssembly.compileStreaming(fetch(WASM_THREADS));
       const exports = await mod.default({ module_or_path: module });
       await startHelpers(want - 1, module, exports.memory);
       // "ready" comes just before a helper enters its loop: wait until all have registered there.
@@ -341,7 +334,7 @@ async function loadWasm(threads, nThreads) {
         await new Promise((ok) => setTimeout(ok, 1));
       }
       const running = mod.setThreads(want);
-      wasm = mod;
+      wasm = /** @type {any} */ (mod); // the engine API of the other builds; only its start-up differs
       build = {
         build: 'threads',
         threads: running,
@@ -356,8 +349,8 @@ async function loadWasm(threads, nThreads) {
   }
   if (relaxed) {
     try {
-      const mod = await import(PKG_RELAXED.href);
-      await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_RELAXED) });
+      const mod = await import('./pkg-relaxed/hearth.js');
+      await mod.default({ module_or_path: WASM_RELAXED });
       wasm = mod;
       build = { build: 'simd', threads: 1, relaxedSimd: true, reason: why };
       return;
@@ -365,8 +358,8 @@ async function loadWasm(threads, nThreads) {
       // not deployed: the plain simd128 build below
     }
   }
-  const mod = await import(PKG_SIMD.href);
-  await mod.default({ module_or_path: new URL('hearth_bg.wasm', PKG_SIMD) });
+  const mod = await import('./pkg/hearth.js');
+  await mod.default({ module_or_path: WASM_SIMD });
   wasm = mod;
   build = { build: 'simd', threads: 1, relaxedSimd: false, reason: why };
 }
@@ -390,14 +383,14 @@ function safeDecode(s) {
 }
 
 function checkHeader(head, what) {
-  if (head.byteLength < 24) throw new WorkerError('load_error', `${what} is too small to be a GGUF model (${head.byteLength} bytes)`);
+  if (head.byteLength < 24) throw new HearthError('load_error', `${what} is too small to be a GGUF model (${head.byteLength} bytes)`);
   if (new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true) !== GGUF_MAGIC) {
-    throw new WorkerError('load_error', `${what} is not a GGUF model (it does not start with "GGUF")`);
+    throw new HearthError('load_error', `${what} is not a GGUF model (it does not start with "GGUF")`);
   }
 }
 
 /** A storage read that failed (the file was removed by another tab, the disk went away...). */
-class StorageReadError extends WorkerError {
+class StorageReadError extends HearthError {
   constructor(e) {
     super('io_error', `the stored copy could not be read: ${e?.message ?? e}`);
     this.cause = e;
@@ -441,9 +434,9 @@ function buildEngine(read, total, { nCtx, hash, report, job, what }) {
     return built;
   } catch (e) {
     if (job.aborted) throw aborted();
-    if (isTrap(e) || e instanceof WorkerError) throw e;
+    if (isTrap(e) || e instanceof HearthError) throw e;
     if (readError) throw new StorageReadError(readError);
-    throw new WorkerError(e?.type === 'io_error' ? 'load_error' : e?.type ?? 'load_error', String(e?.message ?? e));
+    throw new HearthError(e?.type === 'io_error' ? 'load_error' : e?.type ?? 'load_error', String(e?.message ?? e));
   }
 }
 
@@ -488,7 +481,7 @@ async function checkFits(readPrefix, size, nCtx, what) {
     } catch (e) {
       // A file the engine cannot run (an unknown architecture, bad metadata) fails here, before
       // its weights are read; anything else is left to the load, which says precisely what.
-      if (e?.type === 'load_error') throw new WorkerError('load_error', `${what}: ${e.message}`);
+      if (e?.type === 'load_error') throw new HearthError('load_error', `${what}: ${e.message}`);
       return null;
     }
     if (need.needBytes) {
@@ -503,7 +496,7 @@ async function checkFits(readPrefix, size, nCtx, what) {
       fits >= 256
         ? `a context of at most ${fits} tokens would fit (nCtx)`
         : 'its weights alone are too large: a smaller model or a smaller quantization would fit';
-    throw new WorkerError(
+    throw new HearthError(
       'out_of_memory',
       `${what} needs ${gib(need.total)} of memory — weights ${gib(need.weights)}, KV cache ${gib(need.kvCache + need.perContext)} ` +
         `for ${need.nCtx} tokens, ${gib(need.fixed)} more — and the engine can hold ${gib(budget)} more: ${advice}`,
@@ -564,8 +557,12 @@ async function quotaAllows(size) {
   }
 }
 
+/**
+ * @param {number} id @param {Job} job @param {import('./protocol.js').LoadArgs} args
+ * @returns {Promise<import('./protocol.js').ModelInfo>}
+ */
 async function load(id, job, args) {
-  if (engine) throw new WorkerError('invalid_argument', 'this worker already holds a model');
+  if (engine) throw new HearthError('invalid_argument', 'this worker already holds a model');
   const t0 = performance.now();
   const stallMs = Number(args.stallTimeoutMs) > 0 ? Number(args.stallTimeoutMs) : STALL_MS;
   const opts = {
@@ -579,7 +576,7 @@ async function load(id, job, args) {
   try {
     await loadWasm(!!args.threads, args.nThreads);
   } catch (e) {
-    throw new WorkerError('load_error', `the engine could not be started: ${e?.message ?? e}`);
+    throw new HearthError('load_error', `the engine could not be started: ${e?.message ?? e}`);
   }
   if (job.aborted) throw aborted();
 
@@ -595,6 +592,7 @@ async function load(id, job, args) {
   engine = out.built;
   loadMs = performance.now() - t0;
   loadMsReported = false;
+  /** @type {import('./protocol.js').EngineInfo} */
   const info = JSON.parse(engine.info());
   return {
     ...info,
@@ -603,7 +601,7 @@ async function load(id, job, args) {
     source: out.source,
     storage: out.storage,
     url: typeof args.source === 'string' ? args.source : null,
-    fileName: typeof args.source === 'string' ? null : args.source.name ?? null,
+    fileName: args.source instanceof File ? args.source.name : null,
     sizeBytes: out.size,
     sha256: out.sha256,
     loadMs,
@@ -616,7 +614,7 @@ async function load(id, job, args) {
 function checked(built, sha256, expectSha, what) {
   if (expectSha && sha256 !== expectSha) {
     built.free();
-    throw new WorkerError('integrity_error', `${what} does not match its SHA-256 (expected ${expectSha}, got ${sha256})`);
+    throw new HearthError('integrity_error', `${what} does not match its SHA-256 (expected ${expectSha}, got ${sha256})`);
   }
   return built;
 }
@@ -901,7 +899,7 @@ async function download(url, sink, opts) {
           : null;
       if (res.status === 206 && (!range || range.start !== from)) {
         res.body?.cancel().catch(() => {});
-        throw new WorkerError('download_error', `could not fetch ${url}: the server sent bytes ${res.headers.get('Content-Range')} when ${from > 0 ? `bytes from ${from}` : 'the whole file'} were asked for`);
+        throw new HearthError('download_error', `could not fetch ${url}: the server sent bytes ${res.headers.get('Content-Range')} when ${from > 0 ? `bytes from ${from}` : 'the whole file'} were asked for`);
       }
       if (from > 0 && res.status === 200) {
         // The server sent the whole file: it changed since (If-Range), or it does not do ranges.
@@ -931,13 +929,13 @@ async function download(url, sink, opts) {
       } catch (e) {
         if (!(e instanceof Dropped)) throw e;
         if (attempt >= RESUMES || !validator || (total && !trusted)) {
-          throw new WorkerError('download_error', `the download of ${url} failed after ${sink.offset} bytes: ${e.message}`);
+          throw new HearthError('download_error', `the download of ${url} failed after ${sink.offset} bytes: ${e.message}`);
         }
         opts.warnings.push(`the connection dropped after ${sink.offset} bytes (${e.message}); resumed`);
       }
     }
     if (trusted && total && sink.offset !== total) {
-      throw new WorkerError('download_error', `the download of ${url} ended after ${sink.offset} of ${total} bytes`);
+      throw new HearthError('download_error', `the download of ${url} ended after ${sink.offset} of ${total} bytes`);
     }
     if (sink.partial && !sink.memory) sink.partial.handle.flush();
     return hasher.finish();
@@ -965,6 +963,7 @@ function parseContentRange(h) {
 
 async function request(url, job, from, validator) {
   job.controller = new AbortController();
+  /** @type {Record<string, string>} */
   const headers = {};
   if (from > 0) {
     headers.Range = `bytes=${from}-`;
@@ -975,10 +974,10 @@ async function request(url, job, from, validator) {
     res = await fetch(url, { signal: job.controller.signal, cache: 'no-store', headers });
   } catch (e) {
     if (job.aborted) throw aborted();
-    throw new WorkerError('download_error', `could not fetch ${url}: ${e?.message ?? e}`);
+    throw new HearthError('download_error', `could not fetch ${url}: ${e?.message ?? e}`);
   }
   if (!(res.ok || res.status === 206) || !res.body) {
-    throw new WorkerError('download_error', `could not fetch ${url}: HTTP ${res.status}`);
+    throw new HearthError('download_error', `could not fetch ${url}: HTTP ${res.status}`);
   }
   return res;
 }
@@ -1007,7 +1006,7 @@ async function pump(res, sink, hasher, { total, hint, job, report, stallMs }) {
       arm();
       if (job.aborted) throw aborted();
       if (total && sink.offset + value.byteLength > total) {
-        throw new WorkerError('download_error', `the server sent more than the ${total} bytes it announced`);
+        throw new HearthError('download_error', `the server sent more than the ${total} bytes it announced`);
       }
       sink.write(value);
       hasher.update(value);
@@ -1017,7 +1016,7 @@ async function pump(res, sink, hasher, { total, hint, job, report, stallMs }) {
     reader.cancel().catch(() => {});
     job.controller?.abort();
     if (job.aborted || e?.name === 'AbortError') throw aborted();
-    if (e instanceof WorkerError || e instanceof Dropped) throw e;
+    if (e instanceof HearthError || e instanceof Dropped) throw e;
     throw new Dropped(e?.message ?? String(e));
   } finally {
     clearTimeout(timer);

@@ -27,7 +27,7 @@ use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::kv_cache::{CacheLayout, KvCache};
 use crate::parallel::{self, SyncPtr};
 use crate::quant::{self, act_bytes, act_type, ActType};
-use crate::source::{ByteSource, SeqReader};
+use crate::source::ByteSource;
 use std::ops::Range;
 
 /// One architecture family: its blocks' weights and how they run.
@@ -93,7 +93,12 @@ impl Model {
     /// tensor once into its own buffer.
     pub fn load(src: &mut dyn ByteSource) -> Result<(Gguf, Model)> {
         let len = src.len();
-        let g = Gguf::read(&mut SeqReader::new(src), len)?;
+        Model::load_parts(src, &[len])
+    }
+
+    /// A model whose files `src` holds back to back, `part_lens` bytes each (a split GGUF's shards).
+    pub fn load_parts(src: &mut dyn ByteSource, part_lens: &[u64]) -> Result<(Gguf, Model)> {
+        let g = crate::gguf::read_parts(src, part_lens)?;
         let model = Model::from_gguf(&g, src)?;
         Ok((g, model))
     }

@@ -543,3 +543,43 @@ describe('the service worker with a misbehaving host', { timeout: 2 * LONG }, ()
     }
   });
 });
+
+describe('a GGUF whose chat template grows without bound', { timeout: 2 * LONG }, () => {
+  it('fails the chat with template_error at the render memory cap, and keeps the stored model', async () => {
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const { execFileSync } = await import('node:child_process');
+    const dir = await mkdtemp(join(tmpdir(), 'hearth-models-'));
+    // The default model with a template that doubles a string 40 times (8 TiB if nothing stopped it);
+    // written with gguf-py's gguf_new_metadata (pinned by build.sh for the tiny-model generator).
+    const hostile = "{% set ns = namespace(s='abcdefgh') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+    execFileSync('python3', ['-m', 'gguf.scripts.gguf_new_metadata', '--chat-template', hostile, '--force', MODEL_PATH, join(dir, 'hostile.gguf')], { stdio: 'ignore' });
+    const server = await startServer({ HEARTH_MODELS: dir });
+    const b = await launch();
+    try {
+      const page = await b.page();
+      await page.goto(server.isolated + 'bench/');
+      const r = await page.evaluate(async () => {
+        const { Hearth } = await import('/hearth.js');
+        const llm = await Hearth.load('/models/hostile.gguf', { nThreads: 1 });
+        const raw = await llm.generate('1, 2, 3,', { raw: true, maxTokens: 2, temperature: 0 });
+        try {
+          await llm.generate('hi', { maxTokens: 2 });
+          return { ok: true, raw: raw.tokens.length };
+        } catch (e) {
+          return { ok: false, type: e.type, message: e.message, raw: raw.tokens.length, stored: (await Hearth.cache.list()).map((m) => m.name) };
+        }
+      });
+      assert.equal(r.raw, 2, 'the model itself runs (raw prompts need no template)');
+      assert.equal(r.ok, false, JSON.stringify(r));
+      assert.equal(r.type, 'template_error', JSON.stringify(r));
+      assert.match(r.message, /chat template/);
+      assert.deepEqual(r.stored, ['hostile.gguf'], 'the stored copy is kept');
+    } finally {
+      await b.close();
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

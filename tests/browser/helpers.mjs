@@ -117,12 +117,12 @@ export function foreignRequests(requests) {
   });
 }
 
-/** The native CLI's greedy generation for a raw prompt. */
-export async function nativeGenerate(prompt, maxTokens) {
+/** The native CLI's greedy generation for a raw prompt (on the default model unless `model` names a file). */
+export async function nativeGenerate(prompt, maxTokens, model = MODEL_PATH) {
   const bin = join(ROOT, 'target/release/hearth');
   const { stdout } = await promisify(execFile)(
     bin,
-    ['generate', '--model', MODEL_PATH, '--raw', '--prompt', prompt, '--max-tokens', String(maxTokens), '--temperature', '0', '--json'],
+    ['generate', '--model', model, '--raw', '--prompt', prompt, '--max-tokens', String(maxTokens), '--temperature', '0', '--json'],
     { cwd: ROOT, maxBuffer: 1 << 24 },
   );
   return JSON.parse(stdout);
