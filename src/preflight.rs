@@ -105,14 +105,21 @@ pub enum Preflight {
     Need(MemoryNeed),
 }
 
-/// Parses the header from `prefix`, the first bytes of a GGUF of `file_len` bytes.
+/// Parses the header from `prefix`, the first bytes of a GGUF of `file_len` bytes (of a split model: the
+/// first shard's first bytes, and the size of all its shards).
 pub fn preflight(prefix: &[u8], file_len: u64, n_ctx: usize) -> Result<Preflight> {
     let mut src = Prefix { bytes: prefix, len: file_len, wanted: 0 };
     let parsed = Gguf::read(&mut SeqReader::new(&mut src), file_len);
     match parsed {
         Ok(g) => {
             let header = g.data_offset;
-            estimate(&g, header, n_ctx).map(Preflight::Need)
+            let mut need = estimate(&g, header, n_ctx)?;
+            // The first shard of a split model lists only its own tensors: `file_len` is then the size of
+            // all shards, and their bytes beyond this header are the weights (an upper bound).
+            if g.split()?.is_some() {
+                need.weights = need.weights.max(file_len.saturating_sub(header));
+            }
+            Ok(Preflight::Need(need))
         }
         // Ran out of the prefix (not of the file): more bytes are needed.
         Err(_) if src.wanted > prefix.len() as u64 && (prefix.len() as u64) < file_len => {

@@ -19,7 +19,9 @@
 // `stall=N` (the first request for the whole file stops sending after N bytes, connection left open),
 // `stallall=N` (every request stalls), `gzip` (compressed: Content-Encoding, and Content-Length of
 // the compressed bytes, as static hosts send it), `unasked206` (a 206 with Content-Range for a request that asked for no range),
-// `noranges` (Range is ignored). The name after the faults is not read (any escapes may stand there).
+// `noranges` (Range is ignored), `split` (serve the file named after the faults, under models/: the
+// shards of a split model keep their faults). Otherwise the name after the faults is not read (any
+// escapes may stand there).
 
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
@@ -91,9 +93,9 @@ export function parseRange(header, size) {
 
 /** `/fault/a,b=1/name` → {a: true, b: '1'}; null for any other path. */
 function faultSpec(path) {
-  const m = /^\/fault\/([^/]*)\/[^/]*$/.exec(path);
+  const m = /^\/fault\/([^/]*)\/([^/]*)$/.exec(path);
   if (!m) return null;
-  const spec = {};
+  const spec = { name: m[2] };
   for (const part of m[1].split(',').filter(Boolean)) {
     const [k, v] = part.split('=');
     spec[k] = v ?? true;
@@ -185,7 +187,7 @@ async function serve(isolated, req, res) {
   const fault = FAULTS ? faultSpec(path) : null;
   const isModel = path.startsWith('/models/') || !!fault;
   let file = fault
-    ? within(MODELS, String(fault.file === true || !fault.file ? DEFAULT_MODEL : fault.file))
+    ? within(MODELS, String(fault.file === true || !fault.file ? ((fault.split && fault.name) || DEFAULT_MODEL) : fault.file))
     : isModel
       ? within(MODELS, path.slice('/models/'.length))
       : within(WWW, path);

@@ -24,7 +24,8 @@ export { HearthError };
  *
  * @typedef {object} LoadOptions
  * @property {(p: Progress) => void} [onProgress]  throttled (about 10 per second)
- * @property {string} [sha256]     expected hex SHA-256 of the file; a mismatch fails the load
+ * @property {string|string[]} [sha256]  expected hex SHA-256 of the file (a split model: one per shard,
+ *   or the first shard's); a mismatch fails the load
  * @property {AbortSignal} [signal]
  * @property {number} [nCtx]       context length in tokens (default: the model's, at most 4096)
  * @property {boolean} [store]     keep a downloaded model in the browser's storage (default true)

@@ -82,7 +82,7 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
 /**
  * @typedef {object} LoadArgs
  * @property {string|Blob} source     an absolute URL, or a File/Blob read in place
- * @property {string} [sha256]        expected hex SHA-256
+ * @property {string|string[]} [sha256]  expected hex SHA-256 (a split model's: one per shard, or the first shard's)
  * @property {number} [nCtx]          context length (0 or absent: the model's, capped by the engine)
  * @property {boolean} [store]        keep a downloaded model in OPFS (default true)
  * @property {boolean} threads        whether the threaded build may run
@@ -165,7 +165,8 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {string|null} url          the model's URL (null for a local file)
  * @property {string|null} fileName     a local file's name (null for a URL)
  * @property {number} sizeBytes         the file's size
- * @property {string} sha256            the file's hex SHA-256
+ * @property {string} sha256            the file's hex SHA-256 (a split model's: its first shard's)
+ * @property {{url: string, size: number, sha256: string}[]|null} shards  a split model's shards, in order (null for one file)
  * @property {number} loadMs
  * @property {number} wasmMemoryBytes   the engine's memory after the load
  * @property {string[]} warnings        what went less well than it could (shown by the page)

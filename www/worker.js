@@ -112,6 +112,7 @@ self.onmessage = ({ data }) => {
     if (job) {
       job.aborted = true;
       job.controller?.abort();
+      for (const sub of job.subs ?? []) sub.controller?.abort();
     }
     return;
   }
@@ -157,7 +158,7 @@ function needEngine() {
 
 /**
  * @typedef {import('./protocol.js').Verbs} Verbs
- * @typedef {{aborted: boolean, controller: AbortController|null}} Job
+ * @typedef {{aborted: boolean, controller: AbortController|null, subs?: Job[]}} Job  `subs`: requests of its own side by side (a split model's shards)
  * @typedef {{[V in keyof Verbs]: (id: number, job: Job, args: Verbs[V]['args']) => Verbs[V]['result'] | Promise<Verbs[V]['result']>}} Handlers
  */
 
@@ -408,10 +409,11 @@ const memoryReader = (bytes) => (offset, length) =>
 
 /**
  * Builds the engine from `read(offset, length)` (short at the end of the file), reporting 'load'
- * progress. With `hash`, the engine also computes the file's SHA-256 (`built.sha256`). An abort
- * lands inside: the next read throws.
+ * progress. With `hash`, the engine also computes the file's SHA-256 (`built.sha256`; with `parts`,
+ * the byte lengths of a split model's shards that `read` serves back to back, one per shard in
+ * `built.sha256s`). An abort lands inside: the next read throws.
  */
-function buildEngine(read, total, { nCtx, hash, report, job, what }) {
+function buildEngine(read, total, { nCtx, hash, report, job, what, parts = undefined }) {
   let done = 0;
   let readError = null;
   const reader = (offset, length) => {
@@ -429,7 +431,7 @@ function buildEngine(read, total, { nCtx, hash, report, job, what }) {
   };
   try {
     checkHeader(reader(0, 24), what);
-    const built = new wasm.WasmEngine(reader, total, nCtx >>> 0, hash);
+    const built = new wasm.WasmEngine(reader, total, nCtx >>> 0, hash, parts);
     report(total, total, 'load', true);
     return built;
   } catch (e) {
@@ -567,7 +569,8 @@ async function load(id, job, args) {
   const stallMs = Number(args.stallTimeoutMs) > 0 ? Number(args.stallTimeoutMs) : STALL_MS;
   const opts = {
     nCtx: Number(args.nCtx ?? 0) || 0,
-    expectSha: args.sha256 ? String(args.sha256).toLowerCase() : null,
+    expectSha: typeof args.sha256 === 'string' && args.sha256 ? args.sha256.toLowerCase() : null,
+    expectShas: Array.isArray(args.sha256) ? args.sha256.map((h) => String(h).toLowerCase()) : null,
     report: progressReporter(id),
     job,
     warnings: [],
@@ -604,6 +607,7 @@ async function load(id, job, args) {
     fileName: args.source instanceof File ? args.source.name : null,
     sizeBytes: out.size,
     sha256: out.sha256,
+    shards: out.shards ?? null,
     loadMs,
     wasmMemoryBytes: wasm.memoryBytes(),
     warnings: opts.warnings,
@@ -630,6 +634,8 @@ async function loadBlob(blob, opts) {
 }
 
 async function loadUrl(url, opts) {
+  const shards = splitUrls(url);
+  if (shards) return loadSplit(shards, opts);
   const { warnings, job } = opts;
   const canStore = opts.store && storageAvailable();
   // 1. From storage, when a complete entry exists and its bytes still check out.
@@ -675,6 +681,229 @@ async function loadUrl(url, opts) {
   const built = buildEngine(memoryReader(bytes), bytes.byteLength, { ...opts, hash: false, what });
   checked(built, sha256, opts.expectSha, what);
   return { built, sha256, size: bytes.byteLength, source: 'network', storage: 'memory' };
+}
+
+// ---- split models -----------------------------------------------------------------------------
+
+/** Shards downloaded at once. */
+const SHARD_DOWNLOADS = 2;
+
+/**
+ * The URLs of all shards of a split GGUF named as llama.cpp's gguf-split names them
+ * (`…-00001-of-00003.gguf`, any query kept), given any one of them; null for any other URL.
+ * @param {string} url
+ */
+function splitUrls(url) {
+  const u = new URL(url);
+  const m = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/.exec(u.pathname);
+  const count = m ? Number(m[3]) : 0;
+  if (!m || count < 2 || Number(m[2]) < 1 || Number(m[2]) > count) return null;
+  return Array.from({ length: count }, (_, i) => {
+    const v = new URL(u);
+    v.pathname = `${m[1]}-${String(i + 1).padStart(5, '0')}-of-${m[3]}.gguf`;
+    return v.href;
+  });
+}
+
+/**
+ * Holds the Web Lock `name` until the returned function is called; null when another tab holds it.
+ * @param {string} name @returns {Promise<(() => void) | null>}
+ */
+async function holdLock(name) {
+  if (!navigator.locks) return () => {};
+  /** @type {() => void} */
+  let release = () => {};
+  const held = new Promise((ok) => (release = () => ok(undefined)));
+  const got = await new Promise((ok) => {
+    navigator.locks.request(name, { ifAvailable: true }, (lock) => {
+      ok(!!lock);
+      return lock ? held : undefined;
+    });
+  });
+  return got ? release : null;
+}
+
+/**
+ * A split model: each shard comes from storage when stored, else is downloaded (at most
+ * SHARD_DOWNLOADS at once, each resumable and stored on its own, under its own Web Lock); then the
+ * engine reads them back to back, computing each shard's SHA-256 as it goes, and a stored shard
+ * whose bytes changed is deleted and fetched again. Progress counts the bytes of all shards.
+ * `sha256` may be one hash per shard (an array), or the first shard's.
+ * @param {string[]} urls
+ */
+async function loadSplit(urls, opts, retried = false) {
+  const { warnings, job } = opts;
+  const what = `the model at ${urls[0]} (${urls.length} files)`;
+  const canStore = opts.store && storageAvailable();
+  const expect = Array.isArray(opts.expectShas) ? opts.expectShas : opts.expectSha ? [opts.expectSha] : [];
+  /** @type {{url: string, size: number, sha256: string|null, read: (at: number, n: number) => Uint8Array, stored: boolean, commit: (() => Promise<void>)|null, release: (() => void)|null, discard: (() => Promise<void>)|null}[]} */
+  const shards = [];
+  // 1. Stored shards, and the others' sizes (a Range request for their first bytes).
+  const heads = [];
+  for (const url of urls) {
+    let entry = null;
+    if (canStore) {
+      try {
+        entry = await getEntry(url);
+      } catch (e) {
+        warnings.push(`the browser's storage could not be read (${e?.message ?? e})`);
+      }
+    }
+    if (entry) {
+      shards.push({ url, size: entry.record.size, sha256: entry.record.sha256, read: blobReader(entry.file), stored: true, commit: null, release: null, discard: null });
+      heads.push(null);
+    } else {
+      const head = await fetchPrefix(url, job, url === urls[0] ? HEADER_PREFIX : 24, opts.stallMs);
+      if (!head?.total) throw new HearthError('download_error', `could not fetch ${url}: its size is not known`);
+      shards.push({ url, size: head.total, sha256: null, read: () => new Uint8Array(0), stored: false, commit: null, release: null, discard: null });
+      heads.push(head);
+    }
+    if (job.aborted) throw aborted();
+  }
+  const total = shards.reduce((n, sh) => n + sh.size, 0);
+  const first = heads[0] ?? { bytes: shards[0].read(0, Math.min(HEADER_PREFIX, shards[0].size)) };
+  await checkFits(async (n) => (n <= first.bytes.byteLength ? first.bytes.subarray(0, n) : null), total, opts.nCtx, what);
+  if (job.aborted) throw aborted();
+
+  // 2. The missing shards, downloaded with progress over all of them.
+  const done = shards.map((sh) => (sh.stored ? sh.size : 0));
+  const report = (i) => (loaded, _total, phase) => {
+    done[i] = Math.max(done[i], phase === 'download' ? loaded : 0);
+    opts.report(done.reduce((a, b) => a + b, 0), total, 'download');
+  };
+  if (canStore) await sweep({ keepOnly: urls[0] }).catch(() => {});
+  const missing = shards.map((sh, i) => i).filter((i) => !shards[i].stored);
+  const downloadShard = async (i) => {
+    const sh = shards[i];
+    // Its own request controller (downloads run side by side); aborted with the load.
+    /** @type {Job} */
+    const own = { get aborted() { return job.aborted; }, controller: null };
+    (job.subs ??= []).push(own);
+    const sub = { ...opts, job: own, report: report(i) };
+    let partial = null;
+    if (canStore) {
+      sh.release = await holdLock(lockName(await keyFor(sh.url)));
+      if (!sh.release) warnings.push(`another tab is storing ${sh.url} right now: this one keeps it in memory`);
+      else {
+        try {
+          partial = await openPartial(sh.url);
+        } catch (e) {
+          warnings.push(`${sh.url} cannot be stored here (${e?.message ?? e}): it is kept in memory`);
+        }
+      }
+    }
+    /** @type {StorageSink|null} */
+    const stored = partial ? new StorageSink(partial, warnings) : null;
+    const sink = stored ?? new MemorySink();
+    try {
+      sh.sha256 = await download(sh.url, sink, sub);
+    } catch (e) {
+      if (stored && (stored.memory || job.aborted || !partial.meta)) await partial.discard().catch(() => {});
+      else partial?.close();
+      throw e;
+    }
+    const mem = stored ? stored.memory : /** @type {MemorySink} */ (sink);
+    if (mem) {
+      const bytes = mem.bytes();
+      sh.size = bytes.byteLength;
+      sh.read = memoryReader(bytes);
+      if (partial) await partial.discard().catch(() => {});
+    } else {
+      const size = (sh.size = partial.offset);
+      sh.read = (at, n) => partial.readInto(new Uint8Array(Math.max(0, Math.min(n, size - at))), at);
+      sh.discard = () => partial.discard();
+      sh.commit = () =>
+        partial.commit({
+          url: sh.url,
+          size,
+          sha256: sh.sha256,
+          storedAt: new Date().toISOString(),
+          etag: partial.meta?.etag ?? null,
+          name: safeDecode(new URL(sh.url).pathname.split('/').pop() || 'model.gguf'),
+        });
+    }
+  };
+  const releaseAll = () => shards.forEach((sh) => sh.release?.());
+  try {
+    let next = 0;
+    const worker = async () => {
+      while (next < missing.length) await downloadShard(missing[next++]);
+    };
+    await Promise.all(Array.from({ length: Math.min(SHARD_DOWNLOADS, missing.length) }, worker));
+  } catch (e) {
+    for (const sh of shards) await sh.discard?.().catch(() => {});
+    releaseAll();
+    throw e;
+  }
+  if (job.aborted) {
+    releaseAll();
+    throw aborted();
+  }
+
+  // 3. The engine over all shards back to back; each shard's hash checked.
+  const sizes = shards.map((sh) => sh.size);
+  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  const read = (at, n) => {
+    const out = new Uint8Array(Math.max(0, Math.min(n, total - at)));
+    for (let got = 0; got < out.byteLength; ) {
+      let k = starts.length - 1;
+      while (starts[k] > at + got) k--;
+      const piece = shards[k].read(at + got - starts[k], Math.min(out.byteLength - got, starts[k] + sizes[k] - (at + got)));
+      out.set(piece, got);
+      got += piece.byteLength;
+      if (!piece.byteLength) break;
+    }
+    return out;
+  };
+  let built;
+  try {
+    built = buildEngine(read, total, { ...opts, hash: true, what, parts: sizes });
+  } catch (e) {
+    for (const sh of shards) await sh.discard?.().catch(() => {});
+    releaseAll();
+    throw e;
+  }
+  const hashes = built.sha256s ?? [];
+  const damaged = shards.filter((sh, i) => sh.stored && hashes[i] !== sh.sha256);
+  const wrong = shards.findIndex((sh, i) => hashes[i] !== (sh.sha256 ?? hashes[i]) || (expect[i] && hashes[i] !== expect[i]));
+  if (damaged.length && !retried) {
+    built.free();
+    releaseAll();
+    for (const sh of damaged) {
+      warnings.push(`the stored copy of ${sh.url} was damaged; downloading it again`);
+      await deleteEntry(sh.url).catch(() => {});
+    }
+    for (const sh of shards) if (!sh.stored) await sh.commit?.().catch(() => {}); // the good downloads stay
+    return loadSplit(urls, opts, true);
+  }
+  if (wrong >= 0) {
+    built.free();
+    for (const sh of shards) await sh.discard?.().catch(() => {});
+    releaseAll();
+    throw new HearthError('integrity_error', `${shards[wrong].url} does not match its SHA-256 (expected ${expect[wrong] ?? shards[wrong].sha256}, got ${hashes[wrong]})`);
+  }
+  // 4. The downloaded shards kept.
+  let kept = shards.every((sh) => sh.stored || sh.commit);
+  for (const sh of shards) {
+    if (!sh.commit) continue;
+    try {
+      await sh.commit();
+    } catch (e) {
+      kept = false;
+      await sh.discard?.().catch(() => {});
+      await deleteEntry(sh.url).catch(() => {});
+      warnings.push(`${sh.url} could not be stored (${e?.message ?? e}): it will be downloaded again next time`);
+    }
+  }
+  releaseAll();
+  return {
+    built,
+    sha256: hashes[0],
+    size: total,
+    source: shards.every((sh) => sh.stored) ? 'storage' : 'network',
+    storage: kept ? 'opfs' : 'memory',
+    shards: shards.map((sh, i) => ({ url: sh.url, size: sh.size, sha256: hashes[i] })),
+  };
 }
 
 /**
