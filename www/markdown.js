@@ -10,25 +10,7 @@
 //   const view = new MarkdownView(div);       // a streamed one:
 //   view.append(piece); … view.finish();      //   re-rendered at most once a frame, see below
 
-/**
- * The part of markdown-it's Token this file reads.
- * @typedef {object} MdToken
- * @property {string} type
- * @property {string} tag
- * @property {number} nesting    1 opens an element, -1 closes it, 0 stands alone
- * @property {string} content
- * @property {string} info       a fence's info string (its language)
- * @property {boolean} hidden    a tight list's paragraphs are hidden
- * @property {MdToken[]|null} children
- * @property {(name: string) => string|null} attrGet
- *
- * @typedef {{parse: (src: string, env: object) => MdToken[]}} MdParser
- */
-
-/** The vendored library, next to this file (so the element finds it from any page). */
-const LIBRARY = new URL('./vendor/markdown-it.mjs', import.meta.url).href;
-
-/** @type {MdParser|null} */
+/** @type {import('./vendor/markdown-it.mjs').MarkdownIt|null} markdown-it's types: build.sh puts the package's declarations next to it */
 let parser = null;
 
 /**
@@ -36,7 +18,9 @@ let parser = null;
  * plain text, which is still safe).
  * @type {Promise<boolean>}
  */
-export const markdownReady = import(LIBRARY).then(
+// (A relative import resolves against this module's URL, so the element finds it from any page;
+// tools/dist.mjs follows it, as it follows every import written as a literal.)
+export const markdownReady = import('./vendor/markdown-it.mjs').then(
   (mod) => {
     // html: false — tags in the text stay text; breaks: a single newline is a line break, as
     // chat models write.
@@ -108,7 +92,7 @@ function codeBlock(code, lang) {
 function imageStandIn(token) {
   const alt = (token.children ?? []).map((c) => c.content).join('') || token.content;
   const label = `[image: ${alt || 'no description'}]`;
-  const href = safeHref(token.attrGet('src'));
+  const href = safeHref(String(token.attrGet('src') ?? ''));
   const el = href ? link(href, label) : document.createElement('span');
   if (!href) el.textContent = label;
   el.className = 'image-link';
@@ -119,7 +103,7 @@ function imageStandIn(token) {
 /** An element for an opening token (the tag only from TAGS; links only to safe URLs). */
 function open(token) {
   if (token.type === 'link_open') {
-    const href = safeHref(token.attrGet('href'));
+    const href = safeHref(String(token.attrGet('href') ?? ''));
     if (href) return link(href);
     const span = document.createElement('span');
     span.className = 'link-off';
@@ -130,14 +114,14 @@ function open(token) {
     const start = Number(token.attrGet('start'));
     if (Number.isInteger(start) && start !== 1) /** @type {HTMLOListElement} */ (el).start = start;
   }
-  const align = /text-align:(left|right|center)/.exec(token.attrGet('style') ?? '');
+  const align = /text-align:(left|right|center)/.exec(String(token.attrGet('style') ?? ''));
   if (align) el.style.textAlign = align[1];
   return el;
 }
 
 /**
  * Appends the DOM for `tokens` (a block or inline stream) to `parent`.
- * @param {MdToken[]} tokens
+ * @param {import('./vendor/markdown-it.mjs').Token[]} tokens
  * @param {Node} parent
  */
 function build(tokens, parent) {
