@@ -3,7 +3,7 @@
 // in this browser's IndexedDB (chats.js) and listed in the sidebar; the turns go through
 // `llm.conversation()` (hearth.js), seeded from the saved chat. State is in `app`;
 // `window.hearthApp` exposes it for the browser tests, and the page dispatches `hearth:state`,
-// `hearth:progress`, `hearth:piece` and `hearth:saved` events on document.
+// `hearth:progress`, `hearth:piece`, `hearth:saved` and `hearth:restored` events on document.
 
 import { Hearth } from './hearth.js';
 import { MarkdownView, markdownReady, markdownStyles, renderMarkdown } from './markdown.js';

@@ -193,6 +193,33 @@ describe('the chat app', { timeout: 4 * LONG }, () => {
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), code);
   });
 
+  it('renders a streamed answer block by block: only the block being written is parsed again, and it ends as the whole text renders', async () => {
+    const r = await page.evaluate(async () => {
+      const { MarkdownView, renderMarkdown } = await import('./markdown.js');
+      // 200 blocks; every tenth a code fence with a blank line inside (which must not be cut).
+      const text = Array.from({ length: 200 }, (_, i) => (i % 10 === 5 ? `\`\`\`js\nlet x = ${i};\n\nx++;\n\`\`\`` : `Paragraph **${i}**, with some words.`)).join('\n\n');
+      const live = document.createElement('div');
+      const view = new MarkdownView(live);
+      let maxTail = 0;
+      for (let i = 0; i < text.length; i += 7) {
+        view.append(text.slice(i, i + 7));
+        if (i % 70 === 0) {
+          await new Promise(requestAnimationFrame);
+          maxTail = Math.max(maxTail, view.text.length - view.doneAt);
+        }
+      }
+      await new Promise(requestAnimationFrame);
+      const streamed = live.querySelector('.md-done').innerHTML + live.querySelector('.md-tail').innerHTML;
+      view.finish();
+      const whole = document.createElement('div');
+      renderMarkdown(whole, text);
+      return { maxTail, length: text.length, streamedSame: streamed === whole.innerHTML, finishedSame: live.innerHTML === whole.innerHTML };
+    });
+    assert.ok(r.maxTail < 120, `at most about one block was left to parse again each frame: ${r.maxTail} of ${r.length} characters`);
+    assert.equal(r.streamedSame, true, 'block by block, the answer came out as the whole text renders (no fence was cut)');
+    assert.equal(r.finishedSame, true);
+  });
+
   it('turns no HTML, link or image in markdown into live markup: nothing runs, nothing loads', async () => {
     const hostile = [
       '<img src="/pixel-html.png" onerror="window.__pwned=1"> <script>window.__pwned=2</script> <b>not bold</b>',
