@@ -24,6 +24,9 @@ pub struct Engine {
     /// `general.name`, when the file has it.
     pub name: Option<String>,
     pub file_type: String,
+    /// Bytes of tensor data in the file by weight type ("Q4_K", "Q6_K", "F32", …), largest first: what a
+    /// quant mix such as Q4_K_M really holds.
+    pub weight_mix: Vec<(&'static str, u64)>,
 }
 
 impl Engine {
@@ -50,7 +53,15 @@ impl Engine {
         let template = ChatTemplate::from_gguf(g).map_err(|e| e.to_string());
         let name = g.opt_str("general.name").ok().flatten().map(str::to_string);
         let file_type = model.file_type().to_string();
-        Ok(Engine { model, tokenizer, template, name, file_type })
+        let mut weight_mix: Vec<(&'static str, u64)> = Vec::new();
+        for t in &g.tensors {
+            match weight_mix.iter_mut().find(|(n, _)| *n == t.ty.name()) {
+                Some((_, b)) => *b += t.size,
+                None => weight_mix.push((t.ty.name(), t.size)),
+            }
+        }
+        weight_mix.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        Ok(Engine { model, tokenizer, template, name, file_type, weight_mix })
     }
 
     #[cfg(not(target_arch = "wasm32"))]

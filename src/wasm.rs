@@ -221,6 +221,7 @@ impl WasmEngine {
             "name": self.engine.name,
             "architecture": c.arch,
             "quantization": self.engine.file_type,
+            "weightMix": self.engine.weight_mix.iter().map(|(t, b)| json!({"type": t, "bytes": b})).collect::<Vec<_>>(),
             "layers": c.n_layer,
             "embedding": c.n_embd,
             "heads": c.n_head,

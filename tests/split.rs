@@ -59,7 +59,9 @@ fn shards_load_as_the_whole_model() {
     let parts: Vec<Box<dyn ByteSource>> = paths.iter().map(|p| Box::new(std::fs::read(p).unwrap()) as Box<dyn ByteSource>).collect();
     let mut src = Concat::new(parts);
     let lens = src.part_lens();
-    assert_eq!(tokens(Engine::load_split(&mut src, &lens).unwrap()), want);
+    let joined = Engine::load_split(&mut src, &lens).unwrap();
+    assert_eq!(joined.weight_mix, Engine::open(&whole).unwrap().weight_mix, "the same tensors, by type");
+    assert_eq!(tokens(joined), want);
     std::fs::remove_dir_all(&dir).ok();
 }
 

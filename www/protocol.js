@@ -133,6 +133,7 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {string|null} name       general.name
  * @property {string} architecture    general.architecture
  * @property {string} quantization    the file's weight type, e.g. "Q4_1"
+ * @property {{type: string, bytes: number}[]} weightMix  bytes of tensor data by type, largest first
  * @property {number} layers
  * @property {number} embedding       model width
  * @property {number} heads

@@ -70,6 +70,12 @@ describe('every architecture family in Chromium', { timeout: 3 * LONG }, () => {
         assert.equal(r.info.build, build, `${set}: the ${build} build runs`);
         if (build === 'threads') assert.equal(r.info.threads, 2);
         assert.deepEqual(r.out, native, `${set} (${build}): the browser's greedy tokens are the CLI's`);
+        // What it runs: the weight mix by bytes, largest first, adding up to the file's tensor data.
+        const mix = r.info.weightMix;
+        assert.ok(mix.every((m, i) => i === 0 || mix[i - 1].bytes >= m.bytes), JSON.stringify(mix));
+        const bytes = mix.reduce((a, m) => a + m.bytes, 0);
+        assert.ok(bytes <= r.info.sizeBytes && bytes > 0.9 * r.info.sizeBytes - (8 << 20), `${bytes} of ${r.info.sizeBytes}`);
+        if (set === 'gemma3-270m') assert.deepEqual(mix.map((m) => m.type).sort(), ['F32', 'Q4_K', 'Q5_0', 'Q6_K', 'Q8_0']);
       }
     });
   }
