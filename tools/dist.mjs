@@ -39,9 +39,11 @@ const STABLE_MODULES = ['hearth.js', 'hearth-chat.js'];
 const ASSETS = 'assets';
 
 // The policy www/index.html carries as a meta tag; a worker's comes from its own response, so the
-// host sends it too (as tools/serve.mjs does). `frame-ancestors` only works as a header.
+// host sends it too (as tools/serve.mjs does). `frame-ancestors` only works as a header. connect-src
+// names Hugging Face and its CDN hosts for the model picker's downloads (see tools/serve.mjs).
 const CSP =
-  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; " +
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; " +
+  "connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co; " +
   "style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'";
 
 const fail = (msg) => {

@@ -10,9 +10,10 @@ import { fileURLToPath } from 'node:url';
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const missing = ['pkg', 'pkg-relaxed', 'pkg-threads']
   .flatMap((d) => [`www/${d}/hearth.js`, `www/${d}/hearth_bg.wasm`])
+  .concat(['www/vendor/markdown-it.mjs']) // the element's markdown renderer (build.sh need_vendor)
   .filter((f) => !existsSync(join(ROOT, f)));
 if (missing.length) {
-  console.error(`npm pack: not built: ${missing.join(', ')} (run ./build.sh wasm first)`);
+  console.error(`npm pack: not built: ${missing.join(', ')} (run ./build.sh pack, or ./build.sh wasm first)`);
   process.exit(1);
 }
 rmSync(join(ROOT, 'types'), { recursive: true, force: true });

@@ -41,8 +41,12 @@ const DEFAULT_MODEL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
 
 // The page's policy (www/index.html has it as a meta tag). A worker's CSP comes from its own
 // response, not from the page, so scripts carry it as a header too (ignored for page scripts).
+// connect-src names Hugging Face, where the model picker's downloads come from: huggingface.co
+// answers a file's /resolve/ URL with a redirect to one of its CDN hosts (cdn-lfs*.huggingface.co,
+// cdn-lfs*.hf.co, cas-bridge.xethub.hf.co, *.cdn.hf.co …), and CSP checks every hop.
 const CSP =
-  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; connect-src 'self'; " +
+  "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self'; " +
+  "connect-src 'self' https://huggingface.co https://*.huggingface.co https://*.hf.co; " +
   "style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'";
 
 const MIME = {

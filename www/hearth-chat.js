@@ -10,8 +10,11 @@
 // outgrows it), placeholder. Styling: the CSS custom properties below, set on the element
 // or any ancestor; parts `transcript`, `input`, `send`, `status` for ::part(). Events: `hearth-ready`
 // (detail: model info), `hearth-error` (detail: the error), `hearth-answer` (detail: the result).
+// Answers are rendered as markdown by markdown.js (DOM built from the parser's tokens, no HTML
+// strings; links only to http(s)/mailto, images never loaded); what the user typed stays plain text.
 
 import { Hearth } from './hearth.js';
+import { MarkdownView, markdownReady, markdownStyles } from './markdown.js';
 
 const CSS = `
 :host {
@@ -23,6 +26,8 @@ const CSS = `
   --_line: var(--hearth-border, color-mix(in srgb, var(--_fg) 18%, transparent));
   --_user: var(--hearth-user-bg, color-mix(in srgb, var(--_accent) 12%, var(--_bg)));
   --_radius: var(--hearth-radius, 10px);
+  --md-line: var(--_line);
+  --md-link: var(--_accent);
   display: flex;
   flex-direction: column;
   min-height: 16rem;
@@ -85,7 +90,7 @@ export class HearthChat extends HTMLElement {
     });
     this.ready.catch(() => {}); // reported through the status line and `hearth-error`
     const root = this.attachShadow({ mode: 'open' });
-    root.adoptedStyleSheets = [styles()];
+    root.adoptedStyleSheets = [styles(), markdownStyles()];
     const make = (tag, props = {}) => Object.assign(document.createElement(tag), props);
     const status = make('p', { className: 'status', textContent: 'loading the model…' });
     status.setAttribute('part', 'status');
@@ -161,6 +166,7 @@ export class HearthChat extends HTMLElement {
           status.textContent = `${phase === 'download' ? 'downloading' : 'loading'} the model: ${mb(loaded)} of ${mb(total)} MB`;
         },
       });
+      await markdownReady; // (settles either way: without the library answers are plain text)
       if (controller.signal.aborted || !this.isConnected) {
         await llm.unload();
         return;
@@ -190,15 +196,14 @@ export class HearthChat extends HTMLElement {
     const chat = this.#chat;
     if (!this.llm || !chat || this.#generation || !text.trim()) return null;
     const line = (role, t) => {
-      const p = document.createElement('p');
+      const p = document.createElement('div');
       p.className = `msg ${role}`;
       p.textContent = t; // text, never HTML
       transcript.append(p);
       return p;
     };
     line('user', text);
-    const answer = line('assistant', '');
-    const node = answer.appendChild(document.createTextNode(''));
+    const view = new MarkdownView(line('assistant', ''));
     input.value = '';
     input.disabled = send.disabled = true;
     stop.hidden = false;
@@ -215,21 +220,22 @@ export class HearthChat extends HTMLElement {
     });
     try {
       for await (const piece of stream) {
-        node.appendData(piece);
+        view.append(piece);
         transcript.scrollTop = transcript.scrollHeight;
       }
-      const result = await stream.result;
+      const result = /** @type {import('./hearth.js').TurnResult} */ (await stream.result);
       if (result.dropped) status.textContent = `the chat outgrew the model's context: its ${result.dropped} oldest messages were left out`;
       this.dispatchEvent(new CustomEvent('hearth-answer', { detail: result }));
       return result;
     } catch (e) {
       if (e?.type === 'context_full') {
-        status.textContent = node.data
+        status.textContent = view.text
           ? 'the answer filled the context; older messages will be left out to go on'
           : `this message is too long for the model's context`;
       } else if (e?.name !== 'AbortError') status.textContent = `error: ${e.message}`;
       return null;
     } finally {
+      view.finish();
       this.#generation = null;
       stop.hidden = true;
       input.disabled = send.disabled = false;

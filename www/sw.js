@@ -37,6 +37,10 @@ const SHELL = [
   'worker.js',
   'storage.js',
   'hearth-chat.js',
+  'markdown.js',
+  'chats.js',
+  'models.js',
+  'vendor/markdown-it.mjs',
   'pkg/hearth.js',
   'pkg/hearth_bg.wasm',
 ];
@@ -64,7 +68,7 @@ async function fits(path, res) {
     const head = new Uint8Array(await res.clone().arrayBuffer()).subarray(0, 4);
     return WASM_MAGIC.every((b, i) => head[i] === b);
   }
-  if (path.endsWith('.js')) return /javascript/.test(type);
+  if (/\.m?js$/.test(path)) return /javascript/.test(type);
   if (path.endsWith('.css')) return type.startsWith('text/css');
   if (path.endsWith('/') || path.endsWith('.html')) return type.startsWith('text/html');
   return !type.startsWith('text/html'); // anything else the page loads: not a portal's page

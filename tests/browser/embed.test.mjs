@@ -51,6 +51,10 @@ describe('<hearth-chat> embed', { timeout: 2 * LONG }, () => {
     );
     assert.ok((await answer.textContent()).length > 0);
     assert.equal(await page.locator('hearth-chat .msg.user').textContent(), 'What is the capital of France?');
+    // The answer went through the shared markdown renderer (markdown.js, found next to the module);
+    // the question stays plain text.
+    assert.equal(await page.locator('hearth-chat .msg.assistant.md').count(), 1);
+    assert.equal(await page.locator('hearth-chat .msg.user *').count(), 0);
     // Themeable from outside: a custom property set on the element reaches its shadow styles.
     const bg = await page.evaluate(() => {
       const el = document.querySelector('hearth-chat');
