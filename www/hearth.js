@@ -592,19 +592,33 @@ export class Conversation {
   async #fit(next, { maxTokens = 256, enableThinking } = {}) {
     const context = this.#llm.info.context;
     const room = Math.min(maxTokens, Math.floor(context / 4));
-    const count = () => this.#llm.countTokens(this.#all([...this.messages, next]), { enableThinking });
-    let dropped = 0;
-    let n = await count();
+    /** Prompt tokens with the messages from `from` on. */
+    const count = (from) => this.#llm.countTokens(this.#all([...this.messages.slice(from), next]), { enableThinking });
+    let n = await count(0);
     // Once the context is full, drop down to half of it (as llama.cpp's context shift does): the
     // turns after this one then reuse the cache instead of each dropping a turn and re-reading all.
     const target = n + room > context ? Math.floor((context - room) / 2) : context - room;
-    while (n > target && this.messages.length) {
-      // A turn: a user message and what answered it.
-      do {
-        this.messages.shift();
-        dropped++;
-      } while (this.messages.length && this.messages[0].role !== 'user');
-      n = await count();
+    let dropped = 0;
+    if (n > target && this.messages.length) {
+      // Turns start at user messages (a turn: a user message and what answered it). The fewest
+      // oldest turns to drop, by binary search over where the kept part starts: a few counts, not
+      // one per turn. Everything goes when nothing smaller fits.
+      const starts = this.messages.map((m, i) => (i > 0 && m.role === 'user' ? i : -1)).filter((i) => i > 0);
+      starts.push(this.messages.length);
+      let lo = 0;
+      let hi = starts.length - 1;
+      let best = hi;
+      let bestN = null;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        const m = await count(starts[mid]);
+        if (m <= target) {
+          (best = mid), (bestN = m), (hi = mid - 1);
+        } else lo = mid + 1;
+      }
+      dropped = starts[best];
+      n = bestN ?? (await count(dropped));
+      this.messages.splice(0, dropped);
     }
     if (n >= context) {
       throw new HearthError('context_full', `the message does not fit in the context: ${n} tokens, the context holds ${context}`);

@@ -71,8 +71,14 @@ describe('a split GGUF in the browser', { timeout: 3 * LONG }, () => {
     assert.equal(r.info.source, 'network');
     assert.equal(r.info.storage, 'opfs');
     assert.deepEqual(r.stored, [...names].sort(), 'each shard is stored on its own');
-    const resumes = b.requestLog.slice(from).filter((q) => /^bytes=[1-9]\d*-$/.test(q.range ?? ''));
-    assert.equal(new Set(resumes.map((q) => q.url)).size, 3, `every shard resumed: ${JSON.stringify(resumes)}`);
+    // Every shard was asked for again after its drop; from where it stopped when bytes had arrived
+    // (a reset connection may lose what was in flight, so at least one of them).
+    const log = b.requestLog.slice(from);
+    for (const name of names) {
+      const gets = log.filter((q) => q.url.endsWith(name) && !/^bytes=0-\d+$/.test(q.range ?? ''));
+      assert.ok(gets.length >= 2, `${name} was fetched again after the drop: ${JSON.stringify(gets)}`);
+    }
+    assert.ok(log.some((q) => /^bytes=[1-9]\d*-$/.test(q.range ?? '')), `a shard resumed: ${JSON.stringify(log)}`);
     assert.ok(r.info.warnings.some((w) => /dropped/.test(w)));
     const downloads = r.progress.filter((p) => p.phase === 'download');
     assert.ok(downloads.every((p) => p.total === total), 'progress counts all shards');
