@@ -1,9 +1,12 @@
 //! Chat-template rendering with the template source from the input. Rendering is bounded by minijinja's
-//! fuel, a recursion limit and an output cap, so no template can hang or exhaust memory.
-//! Input: a flags byte, then NUL-separated fields: template, bos, eos, then role/content pairs.
+//! fuel, a recursion limit, an output cap and a memory cap per render (`hearth::alloc::with_budget`), so
+//! no template can hang or exhaust memory. Reaching the memory cap ends the process by design: a "crash"
+//! whose output says "the chat template needs more than … MiB" is the cap working, not a bug.
+//! Input: a flags byte (bit 0: add_generation_prompt; bits 1-2: enable_thinking unset/false/true), then
+//! NUL-separated fields: template, bos, eos, then role/content pairs.
 #![no_main]
 
-use hearth::chat::{ChatTemplate, Message};
+use hearth::chat::{ChatTemplate, Message, RenderOptions};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let Ok(t) = ChatTemplate::from_source(src, bos, eos) else { return };
     let add_generation_prompt = flags & 1 != 0;
-    if let Ok(segs) = t.render(&messages, add_generation_prompt) {
+    let opts = RenderOptions { enable_thinking: [None, Some(false), Some(true), None][(flags >> 1 & 3) as usize], now: Some(0) };
+    if let Ok(segs) = t.render_with(&messages, add_generation_prompt, &opts) {
         // Content is never special: every non-special segment is part of some message's content.
         for s in segs.iter().filter(|s| !s.special) {
             assert!(
@@ -30,5 +34,5 @@ fuzz_target!(|data: &[u8]| {
             );
         }
     }
-    let _ = t.render_string(&messages, add_generation_prompt);
+    let _ = t.render_string_with(&messages, add_generation_prompt, &opts);
 });
