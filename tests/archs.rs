@@ -8,8 +8,8 @@
 
 mod common;
 
+use common::reference::*;
 use common::*;
-use hearth::sampler::argmax;
 use hearth::session::{Engine, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,33 +101,19 @@ fn last_position_logits_match_llama_cpp() {
         for case in cases["cases"].as_array().unwrap() {
             let name = case["name"].as_str().unwrap();
             let prompt = ids(&case["prompt_ids"]);
-            let bytes = std::fs::read(fixture(&format!("{set}/{}", case["full_logits_file"].as_str().unwrap()))).unwrap();
-            let reference: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let reference = read_f32s(&fixture(&format!("{set}/{}", case["full_logits_file"].as_str().unwrap())));
             let mut s = Session::new(engine.clone(), prompt.len() + 8).unwrap();
             s.feed(&prompt).unwrap();
-            let ours = s.logits();
-            assert_eq!(ours.len(), reference.len());
-            // logits are defined up to a constant (softmax ignores it): compare them centred
-            let n = ours.len() as f64;
-            let shift = ours.iter().zip(&reference).map(|(a, b)| (a - b) as f64).sum::<f64>() / n;
-            let d: Vec<f64> = ours.iter().zip(&reference).map(|(a, b)| (a - b) as f64 - shift).collect();
-            let rms = (d.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
-            let max = d.iter().fold(0f64, |m, x| m.max(x.abs()));
-            let top10: Vec<u32> = case["top10"].as_array().unwrap().iter().map(|t| t[0].as_u64().unwrap() as u32).collect();
-            let mut order: Vec<u32> = (0..ours.len() as u32).collect();
-            order.sort_by(|&a, &b| ours[b as usize].total_cmp(&ours[a as usize]));
-            let shared = order[..10].iter().filter(|t| top10.contains(t)).count();
-            println!("{set} {name}: logits vs llama.cpp: shift {shift:+.4}, centred rms {rms:.4}, max {max:.4}; top-10 shared {shared}/10");
-            assert_eq!(argmax(ours), argmax(&reference), "{set} {name}: top-1 differs");
-            assert!(shared >= 8, "{set} {name}: only {shared} of llama.cpp's top 10 are in ours");
+            let d = compare_logits(s.logits(), &reference, &top10_ids(case));
+            println!("{set} {name}: {d}");
+            assert!(d.same_top1, "{set} {name}: top-1 differs");
+            assert!(d.shared_top10 >= 8, "{set} {name}: only {} of llama.cpp's top 10 are in ours", d.shared_top10);
             // tests/model_fixtures.rs's bounds (0.2 rms, 1.2 max), set at the default model's logit
             // spread (std ≈ 3.3); a model whose logits spread wider gets them scaled to its spread
             // (Gemma 3 270M: std 3.1–5.0, measured rms 0.16–0.21)
-            let mean = reference.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let std = (reference.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
-            let k = (std / 3.3).max(1.0);
-            assert!(rms < 0.2 * k, "{set} {name}: centred rms logit difference {rms} (spread {std:.2})");
-            assert!(max < 1.2 * k, "{set} {name}: max centred logit difference {max} (spread {std:.2})");
+            let k = (d.spread / 3.3).max(1.0);
+            assert!(d.rms < 0.2 * k, "{set} {name}: centred rms logit difference {} (spread {:.2})", d.rms, d.spread);
+            assert!(d.max < 1.2 * k, "{set} {name}: max centred logit difference {} (spread {:.2})", d.max, d.spread);
         }
     }
 }
@@ -146,31 +132,14 @@ fn greedy_continuations_match_llama_cpp() {
             let expected = ids(&case["generated_ids"]);
             let margins: Vec<f64> = case["step_top1_minus_top2"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
             let n_ctx = prompt.len() + expected.len() + 1;
-            let mut s = Session::new(engine.clone(), n_ctx).unwrap();
-            s.feed(&prompt).unwrap();
-            let mut got = Vec::new();
-            for _ in 0..expected.len() {
-                let id = argmax(s.logits());
-                got.push(id);
-                if engine.tokenizer.is_eog(id) {
-                    break;
-                }
-                s.append(&[id]).unwrap();
-            }
-            let first_diff = got.iter().zip(&expected).position(|(a, b)| a != b);
-            let first_diff = first_diff.or((got.len() != expected.len()).then_some(got.len().min(expected.len())));
-            match first_diff {
+            let got = greedy(&engine, &prompt, expected.len(), n_ctx);
+            match first_divergence(&got, &expected) {
                 None => println!("{set} {name}: {} tokens identical", expected.len()),
                 Some(step) => {
                     diverged += 1;
                     let margin = margins.get(step).copied().unwrap_or(f64::NAN);
-                    let mut s2 = Session::new(engine.clone(), n_ctx).unwrap();
-                    let mut ctx = prompt.clone();
-                    ctx.extend_from_slice(&expected[..step]);
-                    s2.feed(&ctx).unwrap();
-                    let l = s2.logits();
                     let (g, w) = (got.get(step).copied().unwrap_or(0), expected.get(step).copied().unwrap_or(0));
-                    let ours_margin = l[g as usize] - l[w as usize];
+                    let ours_margin = margin_at(&engine, &prompt, &expected, step, g, w, n_ctx);
                     println!(
                         "{set} {name}: diverges at step {step} of {}: llama.cpp's top1-top2 margin {margin:.4}, ours {ours_margin:.4} (ours {g} vs {w})",
                         expected.len()

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::reference::*;
 use common::*;
 use hearth::sampler::argmax;
 use hearth::session::{Engine, Session};
@@ -22,25 +23,14 @@ fn last_position_logits_match_llama_cpp() {
     for case in cases["cases"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let prompt = ids(&case["prompt_ids"]);
-        let bytes = std::fs::read(fixture(case["full_logits_file"].as_str().unwrap())).unwrap();
-        let reference: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let reference = read_f32s(&fixture(case["full_logits_file"].as_str().unwrap()));
         let mut s = Session::new(engine.clone(), 256).unwrap();
         s.feed(&prompt).unwrap();
-        let ours = s.logits();
-        assert_eq!(ours.len(), reference.len());
-        // Logits are defined up to a constant (softmax ignores it): compare them centred.
-        let n = ours.len() as f64;
-        let shift = ours.iter().zip(&reference).map(|(a, b)| (a - b) as f64).sum::<f64>() / n;
-        let d: Vec<f64> = ours.iter().zip(&reference).map(|(a, b)| (a - b) as f64 - shift).collect();
-        let rms = (d.iter().map(|x| x * x).sum::<f64>() / n).sqrt();
-        let max = d.iter().fold(0f64, |m, x| m.max(x.abs()));
-        let top10: Vec<u32> = case["top10"].as_array().unwrap().iter().map(|t| t[0].as_u64().unwrap() as u32).collect();
-        let mut our_order: Vec<u32> = (0..ours.len() as u32).collect();
-        our_order.sort_by(|&a, &b| ours[b as usize].total_cmp(&ours[a as usize]));
-        let shared = our_order[..10].iter().filter(|t| top10.contains(t)).count();
-        println!("{name}: logits vs llama.cpp: shift {shift:+.4}, centred rms {rms:.4}, max {max:.4}; top-10 shared {shared}/10");
-        assert_eq!(argmax(ours), argmax(&reference), "{name}: top-1 differs");
-        assert!(shared >= 8, "{name}: only {shared} of llama.cpp's top 10 are in ours");
+        let d = compare_logits(s.logits(), &reference, &top10_ids(case));
+        println!("{name}: {d}");
+        assert!(d.same_top1, "{name}: top-1 differs");
+        assert!(d.shared_top10 >= 8, "{name}: only {} of llama.cpp's top 10 are in ours", d.shared_top10);
+        let (rms, max) = (d.rms, d.max);
         // measured 0.12-0.13 rms / < 0.7 max; exact f64 arithmetic differs from llama.cpp by about as much
         assert!(rms < 0.2, "{name}: centred rms logit difference {rms}");
         assert!(max < 1.2, "{name}: max centred logit difference {max}");
@@ -67,29 +57,14 @@ fn greedy_continuations_match_llama_cpp() {
         let prompt = ids(&case["prompt_ids"]);
         let expected = ids(&case["generated_ids"]);
         let margins: Vec<f64> = case["step_top1_minus_top2"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
-        let mut s = Session::new(engine.clone(), 512).unwrap();
-        s.feed(&prompt).unwrap();
-        let mut got = Vec::new();
-        for _ in 0..expected.len() {
-            let id = argmax(s.logits());
-            got.push(id);
-            if engine.tokenizer.is_eog(id) {
-                break;
-            }
-            s.append(&[id]).unwrap();
-        }
-        match got.iter().zip(&expected).position(|(a, b)| a != b).or((got.len() != expected.len()).then_some(got.len().min(expected.len()))) {
+        let got = greedy(&engine, &prompt, expected.len(), 512);
+        match first_divergence(&got, &expected) {
             None => println!("{name}: {} tokens identical", expected.len()),
             Some(step) => {
                 diverged += 1;
                 let margin = margins.get(step).copied().unwrap_or(f64::NAN);
                 // our own margin between the two tokens at that step
-                let mut s2 = Session::new(engine.clone(), 512).unwrap();
-                let mut ctx = prompt.clone();
-                ctx.extend_from_slice(&expected[..step]);
-                s2.feed(&ctx).unwrap();
-                let l = s2.logits();
-                let ours_margin = l[got[step] as usize] - l[expected[step] as usize];
+                let ours_margin = margin_at(&engine, &prompt, &expected, step, got[step], expected[step], 512);
                 println!("{name}: diverges at step {step} of {}: llama.cpp's top1-top2 margin there {margin:.4}, ours {ours_margin:.4} \
                           (ours {} vs llama.cpp {})", expected.len(), got[step], expected[step]);
                 assert!(margin < MAX_FLIP_MARGIN, "{name}: diverged at step {step} where llama.cpp's margin was {margin} (not a near-tie)");

@@ -25,6 +25,7 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures").join(name)
 }
 
+pub mod reference;
 pub mod tiny;
 
 pub fn json(name: &str) -> serde_json::Value {
