@@ -109,30 +109,39 @@ impl ByteSource for JsSource {
         self.len
     }
 
+    /// Asks JS for the bytes a slice at a time: a JS buffer is garbage once copied, and a whole large
+    /// tensor (a 128k-token embedding is 200+ MB) in one would stand beside its copy in wasm memory
+    /// until collected — the weights twice, for a moment, in the tab.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
         let io = |m: String| Error::Io(std::io::Error::new(std::io::ErrorKind::Other, m));
-        let got = self
-            .read
-            .call2(&JsValue::NULL, &JsValue::from_f64(offset as f64), &JsValue::from_f64(buf.len() as f64))
-            .map_err(|e| io(format!("model read failed: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))))?;
-        let arr: js_sys::Uint8Array = got.dyn_into().map_err(|_| io("model read did not return a Uint8Array".into()))?;
-        if arr.length() as usize != buf.len() {
-            return Err(Error::Truncated {
-                context: "model read".into(),
-                offset,
-                needed: buf.len() as u64,
-                available: arr.length() as u64,
-            });
-        }
-        arr.copy_to(buf);
-        if let Some(h) = &mut self.hash {
-            if h.pos == offset {
-                h.feed(buf);
+        for (k, piece) in buf.chunks_mut(READ_SLICE).enumerate() {
+            let at = offset + (k * READ_SLICE) as u64;
+            let got = self
+                .read
+                .call2(&JsValue::NULL, &JsValue::from_f64(at as f64), &JsValue::from_f64(piece.len() as f64))
+                .map_err(|e| io(format!("model read failed: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")))))?;
+            let arr: js_sys::Uint8Array = got.dyn_into().map_err(|_| io("model read did not return a Uint8Array".into()))?;
+            if arr.length() as usize != piece.len() {
+                return Err(Error::Truncated {
+                    context: "model read".into(),
+                    offset: at,
+                    needed: piece.len() as u64,
+                    available: arr.length() as u64,
+                });
+            }
+            arr.copy_to(piece);
+            if let Some(h) = &mut self.hash {
+                if h.pos == at {
+                    h.feed(piece);
+                }
             }
         }
         Ok(())
     }
 }
+
+/// Bytes per read from JS (see `JsSource::read_at`).
+const READ_SLICE: usize = 4 << 20;
 
 /// SHA-256 over bytes handed in piece by piece (a download as it streams): `crypto.subtle` has
 /// no incremental digest.

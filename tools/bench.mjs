@@ -37,12 +37,13 @@
 //   prompt, context 257; medians over RUNS).
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
+import { renderers } from './procmem.mjs';
 import { createHash } from 'node:crypto';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -227,36 +228,6 @@ function machine() {
 }
 
 // ---- browser runs -----------------------------------------------------------------------------
-
-/**
- * This browser's renderer processes (Linux /proc): pid, current and peak resident memory. A
- * renderer belongs to this browser when an ancestor's command line names the profile directory.
- */
-function renderers(profile) {
-  const procs = new Map();
-  for (const pid of readdirSync('/proc')) {
-    if (!/^\d+$/.test(pid)) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const ppid = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1];
-      procs.set(pid, { ppid, cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8') });
-    } catch {}
-  }
-  const ours = (pid) => {
-    for (let p = pid, i = 0; p && i < 8; p = procs.get(p)?.ppid, i++) if (procs.get(p)?.cmd.includes(profile)) return true;
-    return false;
-  };
-  const out = [];
-  for (const [pid, p] of procs) {
-    if (!p.cmd.includes('--type=renderer') || !ours(pid)) continue;
-    try {
-      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-      const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
-      out.push({ pid: Number(pid), rss: kb('VmRSS'), hwm: kb('VmHWM') });
-    } catch {}
-  }
-  return out;
-}
 
 /** Why a run's configuration is not the one asked for (null when it is). */
 function mismatch(cfg, r) {

@@ -114,7 +114,8 @@ async function readRecord(d, key) {
 /**
  * The stored entry for `url`, if complete: its record and file (a disk-backed File, not yet read).
  * An entry whose file is missing or of the wrong size is removed and reported as absent.
- * @returns {Promise<{record: StoredModel, file: File} | null>}
+ * `handle` is its file handle (for a read-only sync access handle: reads with no garbage).
+ * @returns {Promise<{record: StoredModel, file: File, handle: FileSystemFileHandle} | null>}
  */
 export async function getEntry(url) {
   const d = await dir();
@@ -122,14 +123,16 @@ export async function getEntry(url) {
   const record = await readRecord(d, key);
   if (!record || record.url !== url) return null;
   let file = null;
+  let handle = null;
   try {
-    file = await (await d.getFileHandle(`${key}.gguf`)).getFile();
+    handle = await d.getFileHandle(`${key}.gguf`);
+    file = await handle.getFile();
   } catch {}
   if (!file || file.size !== record.size) {
     await deleteEntry(url);
     return null;
   }
-  return { record, file };
+  return { record, file, handle };
 }
 
 /**

@@ -404,6 +404,44 @@ function blobReader(blob) {
   return (offset, length) => new Uint8Array(fr.readAsArrayBuffer(blob.slice(offset, offset + length)));
 }
 
+/**
+ * One buffer, reused, for reads whose bytes are consumed before the next read (the engine copies
+ * each slice into wasm memory at once). A new buffer per slice would leave hundreds of MB of dead
+ * buffers behind a 1 GB load for the collector to find later — the weights twice, for a while.
+ */
+let scratchBuf = new Uint8Array(0);
+/** @param {number} n @returns {Uint8Array} n bytes of the scratch buffer (valid until the next call) */
+function scratch(n) {
+  if (scratchBuf.byteLength < n) scratchBuf = new Uint8Array(Math.max(n, 4 << 20));
+  return scratchBuf.subarray(0, n);
+}
+
+/**
+ * `(offset, length) => Uint8Array` over `size` bytes read by `readInto(view, at)` (a sync access
+ * handle's), into the scratch buffer: the result is valid until the next read.
+ */
+const scratchReader = (readInto, size) => (at, n) => readInto(scratch(Math.max(0, Math.min(n, size - at))), at);
+
+/**
+ * A stored entry's reader: a read-only sync access handle into the scratch buffer where the
+ * browser has them (other tabs may read the file meanwhile), else slices of its File. `close()`
+ * releases the handle.
+ * @param {{record: {size: number}, file: File, handle: FileSystemFileHandle}} entry
+ */
+async function storedReader(entry) {
+  try {
+    const h = await /** @type {any} */ (entry.handle).createSyncAccessHandle({ mode: 'read-only' });
+    const readInto = (view, at) => {
+      const n = h.read(view, { at });
+      if (n !== view.byteLength) throw new DOMException(`read ${n} of ${view.byteLength} bytes`, 'NotReadableError');
+      return view;
+    };
+    return { read: scratchReader(readInto, entry.record.size), close: () => h.close() };
+  } catch {
+    return { read: blobReader(entry.file), close: () => {} };
+  }
+}
+
 const memoryReader = (bytes) => (offset, length) =>
   bytes.subarray(Math.min(offset, bytes.byteLength), Math.min(offset + length, bytes.byteLength));
 
@@ -738,6 +776,8 @@ async function loadSplit(urls, opts, retried = false) {
   const expect = Array.isArray(opts.expectShas) ? opts.expectShas : opts.expectSha ? [opts.expectSha] : [];
   /** @type {{url: string, size: number, sha256: string|null, read: (at: number, n: number) => Uint8Array, stored: boolean, commit: (() => Promise<void>)|null, release: (() => void)|null, discard: (() => Promise<void>)|null}[]} */
   const shards = [];
+  /** @type {(() => void)[]} */
+  const closers = [];
   // 1. Stored shards, and the others' sizes (a Range request for their first bytes).
   const heads = [];
   for (const url of urls) {
@@ -750,7 +790,9 @@ async function loadSplit(urls, opts, retried = false) {
       }
     }
     if (entry) {
-      shards.push({ url, size: entry.record.size, sha256: entry.record.sha256, read: blobReader(entry.file), stored: true, commit: null, release: null, discard: null });
+      const reader = await storedReader(entry);
+      closers.push(reader.close);
+      shards.push({ url, size: entry.record.size, sha256: entry.record.sha256, read: reader.read, stored: true, commit: null, release: null, discard: null });
       heads.push(null);
     } else {
       const head = await fetchPrefix(url, job, url === urls[0] ? HEADER_PREFIX : 24, opts.stallMs);
@@ -810,7 +852,7 @@ async function loadSplit(urls, opts, retried = false) {
       if (partial) await partial.discard().catch(() => {});
     } else {
       const size = (sh.size = partial.offset);
-      sh.read = (at, n) => partial.readInto(new Uint8Array(Math.max(0, Math.min(n, size - at))), at);
+      sh.read = scratchReader((view, at) => partial.readInto(view, at), size);
       sh.discard = () => partial.discard();
       sh.commit = () =>
         partial.commit({
@@ -833,10 +875,12 @@ async function loadSplit(urls, opts, retried = false) {
   } catch (e) {
     for (const sh of shards) await sh.discard?.().catch(() => {});
     releaseAll();
+    closers.forEach((close) => close());
     throw e;
   }
   if (job.aborted) {
     releaseAll();
+    closers.forEach((close) => close());
     throw aborted();
   }
 
@@ -844,6 +888,9 @@ async function loadSplit(urls, opts, retried = false) {
   const sizes = shards.map((sh) => sh.size);
   const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
   const read = (at, n) => {
+    let k = starts.length - 1;
+    while (starts[k] > at) k--;
+    if (at + n <= starts[k] + sizes[k]) return shards[k].read(at - starts[k], n); // within one shard
     const out = new Uint8Array(Math.max(0, Math.min(n, total - at)));
     for (let got = 0; got < out.byteLength; ) {
       let k = starts.length - 1;
@@ -862,6 +909,8 @@ async function loadSplit(urls, opts, retried = false) {
     for (const sh of shards) await sh.discard?.().catch(() => {});
     releaseAll();
     throw e;
+  } finally {
+    closers.forEach((close) => close());
   }
   const hashes = built.sha256s ?? [];
   const damaged = shards.filter((sh, i) => sh.stored && hashes[i] !== sh.sha256);
@@ -914,9 +963,18 @@ async function loadSplit(urls, opts, retried = false) {
  * downloaded again would fail the same way, and offline they are all there is.
  */
 async function fromStorage(url, entry, opts) {
-  const { record, file } = entry;
+  const reader = await storedReader(entry);
+  try {
+    return await fromStorageWith(url, entry, reader.read, opts);
+  } finally {
+    reader.close();
+  }
+}
+
+/** `fromStorage` with the stored file's reader. */
+async function fromStorageWith(url, entry, read, opts) {
+  const { record } = entry;
   const { job, warnings } = opts;
-  const read = blobReader(file);
   const damaged = async (why) => {
     warnings.push(`the stored copy was damaged (${why}); downloading it again`);
     await deleteEntry(url).catch(() => {});
@@ -1065,7 +1123,7 @@ async function toStorage(url, opts) {
   const size = partial.offset;
   let built;
   try {
-    built = buildEngine((at, n) => partial.readInto(new Uint8Array(Math.max(0, Math.min(n, size - at))), at), size, {
+    built = buildEngine(scratchReader((view, at) => partial.readInto(view, at), size), size, {
       ...opts,
       hash: false,
       what,
@@ -1110,7 +1168,7 @@ async function download(url, sink, opts) {
       const n = sink.offset;
       for (let at = 0; at < n; at += SLICE) {
         if (job.aborted) throw aborted();
-        hasher.update(partial.readInto(new Uint8Array(Math.min(SLICE, n - at)), at));
+        hasher.update(partial.readInto(scratch(Math.min(SLICE, n - at)), at));
         report(Math.min(at + SLICE, n), partial.meta.total || n, 'verify');
         await yieldToEvents();
       }

@@ -152,11 +152,17 @@ describe('failure modes of loading', { timeout: 6 * LONG }, () => {
     assert.ok((await tryLoad(page, modelUrl())).ok);
     await page.evaluate(
       (p) => (window.__workerPrelude = p),
-      `FileReaderSync.prototype.readAsArrayBuffer = function () { throw new DOMException('gone', 'NotReadableError'); };`,
+      `FileReaderSync.prototype.readAsArrayBuffer = function () { throw new DOMException('gone', 'NotReadableError'); };
+       const open = FileSystemFileHandle.prototype.createSyncAccessHandle;
+       FileSystemFileHandle.prototype.createSyncAccessHandle = function (o) {
+         if (o?.mode === 'read-only') return Promise.reject(new DOMException('gone', 'NotReadableError'));
+         return open.call(this, o);
+       };`,
     );
     const r = await tryLoad(page, modelUrl(), { store: true });
-    // FileReaderSync is what reads stored files: the copy cannot be read, so the download runs
-    // (and stores it again through its sync access handle).
+    // Stored files are read through a read-only sync access handle, else FileReaderSync: with both
+    // failing the copy cannot be read, so the download runs (and stores it again through its
+    // read-write sync access handle).
     assert.ok(r.ok, JSON.stringify(r));
     assert.equal(r.info.source, 'network');
     assert.ok(r.info.warnings.some((w) => /could not be read/.test(w)), JSON.stringify(r.info.warnings));

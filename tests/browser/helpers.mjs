@@ -105,6 +105,8 @@ export async function launch(opts = {}) {
   };
 }
 
+export { renderers } from '../../tools/procmem.mjs';
+
 /** Requests that went anywhere but the loopback test server. */
 export function foreignRequests(requests) {
   return requests.filter((u) => {
