@@ -550,15 +550,13 @@ async function checkFits(readPrefix, size, nCtx, what) {
  * file's size when the response says it; null when they cannot be had within `stallMs`.
  */
 async function fetchPrefix(url, job, n, stallMs) {
-  job.controller = new AbortController();
   let res;
   try {
-    res = await fetch(url, { signal: job.controller.signal, cache: 'no-store', headers: { Range: `bytes=0-${n - 1}` } });
-  } catch {
-    if (job.aborted) throw aborted();
+    res = await request(url, job, 0, null, n);
+  } catch (e) {
+    if (e?.name === 'AbortError') throw e;
     return null; // the download proper will report the network's error
   }
-  if (!(res.ok || res.status === 206) || !res.body) return null;
   const size = res.status === 206 ? parseContentRange(res.headers.get('Content-Range'))?.size : undefined;
   const encoding = res.headers.get('Content-Encoding');
   const length = Number(res.headers.get('Content-Length') ?? 0) || 0;
@@ -1248,11 +1246,16 @@ function parseContentRange(h) {
   return m ? { start: Number(m[1]), end: Number(m[2]), size: Number(m[3]) } : null;
 }
 
-async function request(url, job, from, validator) {
+/**
+ * A GET of `url` from byte `from` (with `If-Range: validator` when resuming), or of its first
+ * `prefix` bytes only; a network error or an HTTP error status is a `download_error`.
+ */
+async function request(url, job, from, validator, prefix = 0) {
   job.controller = new AbortController();
   /** @type {Record<string, string>} */
   const headers = {};
-  if (from > 0) {
+  if (prefix > 0) headers.Range = `bytes=0-${prefix - 1}`;
+  else if (from > 0) {
     headers.Range = `bytes=${from}-`;
     if (validator) headers['If-Range'] = validator;
   }
