@@ -169,8 +169,9 @@ enum Cmd {
     Quantize {
         #[arg(long, short)]
         model: Option<PathBuf>,
-        /// q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32 (K-quants: matrices whose rows are
-        /// not a multiple of 256 become q5_0, q5_1, q8_0 respectively, as llama.cpp does)
+        /// q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32, or the mix q4_k_m
+        /// (llama.cpp's: Q4_K, Q6_K for the output and some attn_v/ffn_down). K-quants: matrices whose rows are not a
+        /// multiple of 256 become q5_0, q5_1, q8_0 respectively, as llama.cpp does)
         #[arg(long = "type")]
         ty: String,
         #[arg(long)]
@@ -463,9 +464,13 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
 }
 
 fn quantize(input: PathBuf, ty: &str, out: &PathBuf) -> Result<()> {
-    let target = hearth::gguf::GgmlType::from_name(ty)
-        .filter(|t| hearth::quant::quantize::quantize(*t, &[0.0; 32]).is_some())
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32)")))?;
+    use hearth::quantize::Mix;
+    let target = Mix::from_name(ty)
+        .filter(|m| match m {
+            Mix::One(t) => hearth::quant::quantize::quantize(*t, &[0.0; 32]).is_some(),
+            Mix::Q4KM => true,
+        })
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown or unsupported --type {ty:?} (q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_xs, bf16, f16, f32, q4_k_m)")))?;
     let report = hearth::quantize::quantize_file(&input, target, out)?;
     eprintln!("{report}");
     Ok(())

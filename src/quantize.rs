@@ -48,35 +48,101 @@ pub fn k_fallback(t: GgmlType) -> Option<GgmlType> {
     }
 }
 
+/// What `hearth quantize` writes: one type for every matrix, or a mix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    One(GgmlType),
+    /// llama.cpp's Q4_K_M: Q4_K, with Q6_K for the output matrix (the token embedding when it is tied)
+    /// and for `attn_v` and `ffn_down` in the layers llama.cpp's `use_more_bits` picks (the first and
+    /// last eighth, and every third between).
+    Q4KM,
+}
+
+impl Mix {
+    /// `q4_k_m`, or a type name (`q8_0`, `q4_k`, …).
+    pub fn from_name(name: &str) -> Option<Mix> {
+        if name.eq_ignore_ascii_case("q4_k_m") {
+            return Some(Mix::Q4KM);
+        }
+        GgmlType::from_name(name).map(Mix::One)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::One(t) => t.name(),
+            Mix::Q4KM => "Q4_K_M",
+        }
+    }
+
+    fn file_type(self) -> u32 {
+        match self {
+            Mix::One(t) => file_type(t),
+            Mix::Q4KM => 15, // LLAMA_FTYPE_MOSTLY_Q4_K_M
+        }
+    }
+
+    /// The type for the matrix `name` of a model with `n_layer` layers (`tied`: no `output.weight`).
+    fn for_tensor(self, name: &str, n_layer: usize, tied: bool) -> GgmlType {
+        let Mix::One(t) = self else {
+            let more_bits = |i: usize| i < n_layer / 8 || i >= 7 * n_layer / 8 || (i >= n_layer / 8 && (i - n_layer / 8) % 3 == 2);
+            let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
+            let wide = name == "output.weight"
+                || (tied && name == "token_embd.weight")
+                || layer.is_some_and(|i| (name.ends_with(".attn_v.weight") || name.ends_with(".ffn_down.weight")) && more_bits(i));
+            return if wide { GgmlType::Q6K } else { GgmlType::Q4K };
+        };
+        t
+    }
+}
+
 /// Reads a GGUF from `src`, writes it with its matrices in `target` to `w`. Returns a summary.
 pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Write) -> Result<String> {
-    if quant::quantize::quantize(target, &[0.0; 32]).is_none() {
-        return Err(Error::InvalidArgument(format!("no quantizer for {}", target.name())));
+    quantize_gguf_mix(src, Mix::One(target), w)
+}
+
+/// [`quantize_gguf`] with a [`Mix`].
+pub fn quantize_gguf_mix(src: &mut dyn ByteSource, mix: Mix, w: &mut dyn Write) -> Result<String> {
+    if let Mix::One(target) = mix {
+        if quant::quantize::quantize(target, &[0.0; 32]).is_none() {
+            return Err(Error::InvalidArgument(format!("no quantizer for {}", target.name())));
+        }
     }
     let len = src.len();
     let g = Gguf::read(&mut SeqReader::new(src), len)?;
+    let n_layer = g
+        .tensors
+        .iter()
+        .filter_map(|t| t.name.strip_prefix("blk.")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .map_or(0, |m| m + 1);
+    let tied = g.tensor("output.weight").is_none();
     let mut metadata: Vec<(String, Value)> = g.metadata.clone();
     match metadata.iter_mut().find(|(k, _)| k == "general.file_type") {
-        Some((_, v)) => *v = Value::U32(file_type(target)),
-        None => metadata.push(("general.file_type".into(), Value::U32(file_type(target)))),
+        Some((_, v)) => *v = Value::U32(mix.file_type()),
+        None => metadata.push(("general.file_type".into(), Value::U32(mix.file_type()))),
     }
     metadata.retain(|(k, _)| k != "general.alignment");
 
     let mut datas = Vec::with_capacity(g.tensors.len());
     let mut changed = 0usize;
     let mut fell_back = 0usize;
+    let mut fallbacks: Vec<GgmlType> = Vec::new();
     for t in &g.tensors {
         let mut raw = vec![0u8; t.size as usize];
         src.read_at(g.tensor_range(t).start, &mut raw)?;
         let cols = t.dims[0] as usize;
         let is_matrix = t.dims.len() == 2 && t.name.ends_with(".weight");
+        let target = mix.for_tensor(&t.name, n_layer, tied);
         let to = if cols.is_multiple_of(target.block_len()) {
             Some(target)
         } else {
             k_fallback(target).filter(|f| cols.is_multiple_of(f.block_len()))
         };
         let convertible = is_matrix && quant::act_type(t.ty).is_some();
-        fell_back += usize::from(convertible && to.is_some_and(|to| to != target));
+        if convertible && to.is_some_and(|to| to != target) {
+            fell_back += 1;
+            fallbacks.extend(to.filter(|to| !fallbacks.contains(to)));
+        }
         match to {
             Some(to) if convertible && t.ty != to => {
                 let mut f = vec![0f32; t.elements() as usize];
@@ -95,20 +161,25 @@ pub fn quantize_gguf(src: &mut dyn ByteSource, target: GgmlType, w: &mut dyn Wri
         .map(|(t, (ty, data))| TensorData { name: &t.name, dims: &t.dims, ty: *ty, data })
         .collect();
     gguf::write(w, &metadata, &tensors)?;
-    let mut summary = format!("{changed} of {} tensors rewritten as {}", g.tensors.len(), target.name());
-    if let Some(f) = k_fallback(target).filter(|_| fell_back > 0) {
-        summary += &format!("; {fell_back} matrices in {} instead: rows not a multiple of {}", f.name(), target.block_len());
+    let mut summary = format!("{changed} of {} tensors rewritten as {}", g.tensors.len(), mix.name());
+    if mix == Mix::Q4KM {
+        let count = |ty: GgmlType| datas.iter().filter(|(t, _)| *t == ty).count();
+        summary += &format!(" ({} Q4_K, {} Q6_K)", count(GgmlType::Q4K), count(GgmlType::Q6K));
+    }
+    if fell_back > 0 {
+        let names: Vec<&str> = fallbacks.iter().map(|f| f.name()).collect();
+        summary += &format!("; {fell_back} matrices in {} instead: rows not a multiple of their block", names.join("/"));
     }
     Ok(summary)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub fn quantize_file(input: &std::path::Path, target: GgmlType, out: &std::path::Path) -> Result<String> {
+pub fn quantize_file(input: &std::path::Path, target: Mix, out: &std::path::Path) -> Result<String> {
     let f = std::fs::File::open(input)?;
     let mut src = crate::source::ReadSeek::new(std::io::BufReader::new(f))?;
     let tmp = out.with_extension("partial");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-    let summary = quantize_gguf(&mut src, target, &mut w)?;
+    let summary = quantize_gguf_mix(&mut src, target, &mut w)?;
     w.flush()?;
     drop(w);
     std::fs::rename(&tmp, out)?;

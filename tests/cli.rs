@@ -133,3 +133,30 @@ fn a_template_that_grows_without_bound_is_stopped_by_its_memory_cap() {
     assert_eq!(bounded.render_string(&[msg], true).unwrap(), (8usize << 20).to_string());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--type q4_k_m` writes llama.cpp's Q4_K_M mix: Q4_K, and Q6_K for the (tied) output and for `attn_v`
+/// and `ffn_down` in the layers llama.cpp's `use_more_bits` picks (of 8: 0, 3, 6, 7). On the synthetic
+/// 1B model the types chosen were checked against llama-quantize's, tensor by tensor (all 147 equal).
+#[test]
+fn quantize_q4_k_m_writes_llama_cpp_s_mix() {
+    use hearth::gguf::GgmlType::{F32, Q4K, Q6K};
+    let dir = std::env::temp_dir().join(format!("hearth-q4km-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("tiny.gguf");
+    let spec = common::tiny::TinySpec { n_layer: 8, n_embd: 256, n_ff: 512, n_head: 4, n_head_kv: 2, weight_type: F32, ..Default::default() };
+    std::fs::write(&input, common::tiny::tiny_gguf(&spec)).unwrap();
+    let out = dir.join("tiny-q4_k_m.gguf");
+    let (_, err, ok) = hearth(&["quantize", "--model", input.to_str().unwrap(), "--type", "q4_k_m", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let g = hearth::gguf::Gguf::from_bytes(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(g.get("general.file_type").and_then(|v| v.as_i128()), Some(15));
+    for t in &g.tensors {
+        let layer = t.name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
+        let more = layer.is_some_and(|i| [0, 3, 6, 7].contains(&i)) && (t.name.ends_with("attn_v.weight") || t.name.ends_with("ffn_down.weight"));
+        let want = if t.dims.len() == 1 { F32 } else if more || t.name == "token_embd.weight" { Q6K } else { Q4K };
+        assert_eq!(t.ty, want, "{}", t.name);
+    }
+    let (_, err, ok) = hearth(&["generate", "--model", out.to_str().unwrap(), "--raw", "--prompt", "hello", "--max-tokens", "4", "--json"]);
+    assert!(ok, "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,5 +1,6 @@
-// A 1B-class model in a tab: loading the synthetic Llama-3.2-1B-shaped model (made by `./build.sh
-// synth-1b`: random weights in the Q4_K_M mix, ~0.8 GB) from the network and again from storage
+// A 1B-class model in a tab: loading the synthetic Llama-3.2-1B-shaped model (tools/reference/
+// gen_synth.py's weights in llama.cpp's Q4_K_M mix by `hearth quantize --type q4_k_m`, 804 MB;
+// `./build.sh synth-1b` makes it, and ./build.sh test) from the network and again from storage
 // never holds the weights twice: the renderer's peak resident memory (VmHWM; the page and the
 // engine's worker live in it) stays below 1.3 × (weights + KV cache). Each load runs in a fresh
 // renderer (the browser restarted on the same profile), so each peak is that load's own.
