@@ -9,6 +9,7 @@
 #   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
 #   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
+#   ./build.sh synth-1b      the synthetic 1B llama in the Q4_K_M mix, models/synth-1b-Q4_K_M.gguf (gen_synth.py + hearth quantize)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -105,15 +106,35 @@ PY
 
 # Tiny synthetic models per architecture, regenerated from their seeded generator (a few seconds); the fixtures in
 # tests/fixtures/tiny-*/ record each file's sha256. Needs the default model and Gemma (their vocabularies).
-gen_tiny_models() {
+need_gguf_py() {
   local want="gguf==0.19.0 numpy==2.4.6"
   if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if (m.version("gguf"), m.version("numpy")) == ("0.19.0", "2.4.6") else 1)' 2>/dev/null; then
-    log "installing $want (pinned for tools/reference/gen_tiny.py)"
+    log "installing $want (pinned for tools/reference/gen_*.py)"
     # shellcheck disable=SC2086
     python3 -m pip install --quiet --disable-pip-version-check $want
   fi
+}
+
+gen_tiny_models() {
+  need_gguf_py
   log "generating models/tiny/tiny-*.gguf"
   python3 tools/reference/gen_tiny.py --out models/tiny >/dev/null
+}
+
+# The 1B benchmark and memory-test model (issues 9, 10): a seeded F16 llama of Llama 3.2 1B's shape
+# (tools/reference/gen_synth.py, 2.4 GB, deleted after) quantized by hearth to llama.cpp's Q4_K_M mix: ~0.8 GB,
+# git-ignored, about a minute and a half on 2 cores.
+gen_synth_1b() {
+  local out=models/synth-1b-Q4_K_M.gguf f16=models/synth-1b.f16.gguf
+  [ -f "$out" ] && return
+  fetch_model
+  need_gguf_py
+  log "generating $f16 (2.4 GB, seeded)"
+  python3 tools/reference/gen_synth.py --out "$f16"
+  log "quantizing it to $out (hearth quantize --type q4_k_m)"
+  ./target/release/hearth quantize --model "$f16" --type q4_k_m --out "$out.partial"
+  mv "$out.partial" "$out"
+  rm -f "$f16"
 }
 
 need_node_deps() {
@@ -244,6 +265,7 @@ case "$cmd" in
     build_all
     fetch_gemma
     gen_tiny_models
+    gen_synth_1b
     log "Rust tests"
     cargo test --release
     log "wasm32 library build"
@@ -303,6 +325,11 @@ case "$cmd" in
     fetch_gemma
     gen_tiny_models
     ;;
+  synth-1b)
+    need_rust
+    build_native
+    gen_synth_1b
+    ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|wasm|dist|pack|fetch-gemma|tiny-models]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|wasm|dist|pack|fetch-gemma|tiny-models|synth-1b]" >&2; exit 2 ;;
 esac
