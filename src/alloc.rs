@@ -11,6 +11,8 @@
 //!   little, with the cause said: natively a message on stderr, in wasm the worker reads
 //!   [`budget_refusals`] after the trap and reports a typed `template_error`. Without the cap the same
 //!   template would grow until the device ran out (a tab killed, or a machine swapping).
+//! - **What is held**: in the whole process ([`live_bytes`]) and a per-thread peak ([`peak_of`]), for tests that bound what a piece of work holds (the GGUF
+//!   reader's memory against its input: tests/gguf_memory.rs).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -20,6 +22,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 static FAILED: (AtomicUsize, AtomicUsize) = (AtomicUsize::new(0), AtomicUsize::new(0));
 /// Allocations refused because a [`with_budget`] cap was reached.
 static REFUSED: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed, by the whole process.
+static LIVE: std::sync::atomic::AtomicIsize = std::sync::atomic::AtomicIsize::new(0);
+
+/// Bytes allocated and not yet freed, by the whole process (a soak test's flat-memory check).
+pub fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
 
 /// Allocations that failed so far (for any reason), and the size of the last one.
 pub fn failed_allocations() -> (usize, usize) {
@@ -49,6 +58,27 @@ struct Budget {
 
 thread_local! {
     static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+    /// While a [`peak_of`] closure runs: bytes held now (since it started) and the most held.
+    static PEAK: Cell<Option<(isize, isize)>> = const { Cell::new(None) };
+}
+
+/// Runs `f`; returns the most bytes this thread held at once while it ran, counted from its start (what `f`
+/// returns included; a `realloc` counts old and new at once, as a copy holds both), and `f`'s result.
+pub fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
+    PEAK.with(|p| p.set(Some((0, 0))));
+    let out = f();
+    let peak = PEAK.with(|p| p.take()).map_or(0, |(_, peak)| peak.max(0) as usize);
+    (peak, out)
+}
+
+fn track(delta: isize) {
+    LIVE.fetch_add(delta, Ordering::Relaxed);
+    let _ = PEAK.try_with(|p| {
+        if let Some((now, peak)) = p.get() {
+            let now = now + delta;
+            p.set(Some((now, peak.max(now))));
+        }
+    });
 }
 
 /// Runs `f` with a cap of `limit` bytes on the memory this thread newly holds while it runs (see the module
@@ -139,17 +169,26 @@ unsafe impl GlobalAlloc for Hearth {
         if !admit(layout.size()) {
             return counted(std::ptr::null_mut(), layout.size());
         }
-        counted(System.alloc(layout), layout.size())
+        let p = counted(System.alloc(layout), layout.size());
+        if !p.is_null() {
+            track(layout.size() as isize);
+        }
+        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         release(layout.size());
+        track(-(layout.size() as isize));
         System.dealloc(ptr, layout)
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if !admit(layout.size()) {
             return counted(std::ptr::null_mut(), layout.size());
         }
-        counted(System.alloc_zeroed(layout), layout.size())
+        let p = counted(System.alloc_zeroed(layout), layout.size());
+        if !p.is_null() {
+            track(layout.size() as isize);
+        }
+        p
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if new_size > layout.size() {
@@ -159,7 +198,12 @@ unsafe impl GlobalAlloc for Hearth {
         } else {
             release(layout.size() - new_size);
         }
-        counted(System.realloc(ptr, layout, new_size), new_size)
+        let q = counted(System.realloc(ptr, layout, new_size), new_size);
+        if !q.is_null() {
+            track(new_size as isize);
+            track(-(layout.size() as isize));
+        }
+        q
     }
 }
 

@@ -1,73 +1,12 @@
 //! The GGUF reader's memory is bounded by its input: for any file, accepted or rejected, the reader's
 //! peak heap use stays under 4 × the file's size + 64 KiB. Each case is a crafted file that packs the
 //! most in-memory structure into the fewest file bytes (one-byte array elements, empty strings, tiny
-//! metadata entries and tensors). Measured by a counting global allocator that counts, per thread, the
-//! bytes requested while a closure runs (a `realloc` counts old and new at once, as a copy holds both).
+//! metadata entries and tensors). Measured by hearth's global allocator, which counts per thread the
+//! bytes held while a closure runs (`hearth::alloc::peak_of`; a `realloc` counts old and new at once).
 
 use hearth::gguf::{Gguf, MAX_ARRAY_LEN, MAX_METADATA, MAX_TENSORS};
 use hearth::Error;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-
-struct Counting;
-
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static NOW: Cell<isize> = const { Cell::new(0) };
-    static PEAK: Cell<isize> = const { Cell::new(0) };
-}
-
-fn count(delta: isize) {
-    let _ = TRACKING.try_with(|t| {
-        if t.get() {
-            let now = NOW.get() + delta;
-            NOW.set(now);
-            PEAK.set(PEAK.get().max(now));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            count(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc_zeroed(l);
-        if !p.is_null() {
-            count(l.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l);
-        count(-(l.size() as isize));
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        let q = System.realloc(p, l, new);
-        if !q.is_null() {
-            count(new as isize);
-            count(-(l.size() as isize));
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
-
-/// Peak bytes allocated by this thread while `f` runs (including what `f` returns before it is dropped).
-fn peak_of<T>(f: impl FnOnce() -> T) -> (usize, T) {
-    NOW.set(0);
-    PEAK.set(0);
-    TRACKING.set(true);
-    let out = f();
-    TRACKING.set(false);
-    (PEAK.get().max(0) as usize, out)
-}
+use hearth::alloc::peak_of;
 
 /// Parses `bytes`, checks the bound and returns the result (dropped outside the measurement).
 fn parse_bounded(name: &str, bytes: &[u8]) -> Result<Gguf, Error> {

@@ -9,39 +9,8 @@ use common::model_path;
 use hearth::chat::Message;
 use hearth::generate::{GenerateOptions, Generation};
 use hearth::session::{Engine, Session};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
-/// Bytes allocated and not yet freed, by the whole test process.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-// SAFETY: every call goes to `System`; only a counter is updated beside it.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let p = System.alloc(l);
-        if !p.is_null() {
-            LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let q = System.realloc(p, l, n);
-        if !q.is_null() {
-            LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
-        }
-        q
-    }
-}
-
-#[global_allocator]
-static ALLOC: Counting = Counting;
 
 fn greedy(max_tokens: usize) -> GenerateOptions {
     let mut o = GenerateOptions { max_tokens, ..GenerateOptions::default() };
@@ -73,7 +42,7 @@ fn a_hundred_turns_keep_memory_flat_and_answer_like_a_fresh_session() {
         messages.push(Message { role: "user".into(), content: format!("Say the number {i}.") });
         let (tokens, text) = answer(&engine, &mut s, &messages);
         if i == 1 {
-            live_after_first = LIVE.load(Ordering::Relaxed);
+            live_after_first = hearth::alloc::live_bytes();
         } else {
             text_bytes += text.len() + format!("Say the number {i}.").len();
         }
@@ -82,7 +51,7 @@ fn a_hundred_turns_keep_memory_flat_and_answer_like_a_fresh_session() {
     }
     // What may grow: the conversation itself (its text and message list, kept by this test and
     // by `answers`), nothing of the engine's.
-    let grown = LIVE.load(Ordering::Relaxed) - live_after_first;
+    let grown = hearth::alloc::live_bytes() - live_after_first;
     let conversation_bytes: usize = answers.iter().map(|(m, t)| m.iter().map(|x| x.content.len() + 64).sum::<usize>() + t.len() * 4 + 64).sum();
     println!("live bytes after turn 1: {live_after_first}; grown by {grown} over 99 turns; conversation copies ≈ {conversation_bytes}, text {text_bytes}");
     assert!(grown <= conversation_bytes as isize + (64 << 10), "memory grew by {grown} bytes beyond the conversation's {conversation_bytes}");
