@@ -47,7 +47,7 @@ unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
 
 /// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
 #[inline(always)]
-unsafe fn totals4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128 {
+pub(super) unsafe fn totals4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128 {
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
     _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
 }
@@ -62,12 +62,12 @@ unsafe fn total(p: __m256i) -> i32 {
 
 /// Four f16 values (bits) as f32 lanes (F16C: exact, like `f16::to_f32`).
 #[inline(always)]
-unsafe fn f16x4(a: u16, b: u16, c: u16, d: u16) -> __m128 {
+pub(super) unsafe fn f16x4(a: u16, b: u16, c: u16, d: u16) -> __m128 {
     _mm_cvtph_ps(_mm_setr_epi16(a as i16, b as i16, c as i16, d as i16, 0, 0, 0, 0))
 }
 
 #[inline(always)]
-fn h(b: [u8; 2]) -> u16 {
+pub(super) fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 

@@ -17,6 +17,8 @@ pub mod scalar;
 pub mod simd128;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 
 use crate::gguf::GgmlType;
 
@@ -459,6 +461,14 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             }
             return;
         }};
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        match ty {
+            Q4K => go!(avx512::rows_q4_k, QK_K),
+            Q6K => go!(avx512::rows_q6_k, QK_K),
+            _ => {}
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {

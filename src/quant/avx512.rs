@@ -1,0 +1,271 @@
+//! AVX-512 (BW + VL + VNNI) kernels for the K-quants of a Q4_K_M file (Q4_K, Q6_K), chosen at run
+//! time ahead of the AVX2 ones (`HEARTH_NO_AVX512=1` turns them off, to compare). 512-bit vectors
+//! hold 64 weights, and VNNI's `vpdpwssd` multiplies the pair sums of `vpmaddubsw` by the
+//! sub-block scales and accumulates them in one instruction, so a super-block against one
+//! activation row is 4 loads, 4 `maddubs` and 4 `dpwssd`. The integer sums are exact; four
+//! super-blocks' totals are gathered into one vector and scaled in the order of `scalar::Acc4`
+//! (block b into lane b mod 4), so the results are bit-identical to the scalar reference.
+
+use super::avx2::{f16x4, h, totals4};
+use super::*;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+pub fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("HEARTH_NO_AVX512").is_none()
+            && super::avx2::available()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512vnni")
+    })
+}
+
+/// The 8 scales and 8 minimums of a Q4_K/Q5_K super-block (`scalar::scales_mins_k4`) as 16 i16
+/// lanes: sc0..sc7, m0..m7 (ggml's 32-bit unpacking).
+#[inline(always)]
+unsafe fn scales_mins_16(s: &[u8; 12]) -> __m256i {
+    const K1: u32 = 0x3f3f_3f3f;
+    const K2: u32 = 0x0f0f_0f0f;
+    const K3: u32 = 0x0303_0303;
+    let u = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (u0, u1, u2) = (u(0), u(1), u(2));
+    let sc_lo = u0 & K1;
+    let sc_hi = (u2 & K2) | (((u0 >> 6) & K3) << 4);
+    let m_lo = u1 & K1;
+    let m_hi = ((u2 >> 4) & K2) | (((u1 >> 6) & K3) << 4);
+    _mm256_cvtepu8_epi16(_mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32))
+}
+
+/// `vpermw` indices: 512-bit lane i takes 16-bit lane `base + i / run` of the source.
+#[inline(always)]
+unsafe fn spread(base: usize, run: usize) -> __m512i {
+    let idx: [i16; 32] = std::array::from_fn(|i| (base + i / run) as i16);
+    _mm512_loadu_si512(idx.as_ptr() as *const _)
+}
+
+/// A 512-bit vector's eight 64-bit halves folded to 256 bits (exact i32 adds).
+#[inline(always)]
+unsafe fn fold(s: __m512i) -> __m256i {
+    _mm256_add_epi32(_mm512_castsi512_si256(s), _mm512_extracti64x4_epi64::<1>(s))
+}
+
+#[inline(always)]
+unsafe fn load64(p: *const u8) -> __m512i {
+    _mm512_loadu_si512(p as *const _)
+}
+
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Q8_K activation rows (as `quantize_act` lays them out) as blocks of `nb`.
+#[inline(always)]
+fn q8k_rows<const N: usize>(a: [&[u8]; N], nb: usize) -> [&[BlockQ8K]; N] {
+    let bytes = nb * std::mem::size_of::<BlockQ8K>();
+    std::array::from_fn(|t| {
+        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+        as_blocks(&a[t][..bytes])
+    })
+}
+
+/// A super-block unpacked once for every activation row it meets: 4 vectors of 64 unsigned
+/// quants in element order, the sub-block scale of each i16 pair lane, and what the per-16 sums
+/// of the activations are multiplied by (`bs`: Q4_K's minimums per pair of 16, Q6_K's −32·scale).
+struct Prepared {
+    q: [__m512i; 4],
+    sc: [__m512i; 4],
+    bs: __m256i,
+}
+
+/// One prepared super-block · one Q8_K block: (Σ sc·q·a as 8 partial i32 sums, Σ bs·bsums as 8
+/// partial sums). For Q6_K the two are one sum (`bs` is −32·scale); for Q4_K the second is the
+/// minimums' term.
+#[inline(always)]
+unsafe fn block_sums(p: &Prepared, y: &BlockQ8K) -> (__m256i, __m256i) {
+    let a = y.qs.as_ptr() as *const u8;
+    let mut s = _mm512_setzero_si512();
+    for c in 0..4 {
+        s = _mm512_dpwssd_epi32(s, _mm512_maddubs_epi16(p.q[c], load64(a.add(64 * c))), p.sc[c]);
+    }
+    (fold(s), _mm256_madd_epi16(load32(y.bsums.as_ptr() as *const u8), p.bs))
+}
+
+#[inline(always)]
+unsafe fn prep_q4_k(x: &BlockQ4K, idx: &[__m512i; 4], mins_idx: __m256i) -> Prepared {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let v0 = load64(x.qs.as_ptr());
+    let v1 = load64(x.qs.as_ptr().add(64));
+    // per 64 elements, 32 bytes: low nibbles elements 0..32, high nibbles 32..64
+    let (lo0, hi0) = (_mm512_and_si512(v0, m4), _mm512_and_si512(_mm512_srli_epi16::<4>(v0), m4));
+    let (lo1, hi1) = (_mm512_and_si512(v1, m4), _mm512_and_si512(_mm512_srli_epi16::<4>(v1), m4));
+    let q = [
+        _mm512_shuffle_i64x2::<0b01_00_01_00>(lo0, hi0),
+        _mm512_shuffle_i64x2::<0b11_10_11_10>(lo0, hi0),
+        _mm512_shuffle_i64x2::<0b01_00_01_00>(lo1, hi1),
+        _mm512_shuffle_i64x2::<0b11_10_11_10>(lo1, hi1),
+    ];
+    let sm = scales_mins_16(&x.scales);
+    let sm512 = _mm512_castsi256_si512(sm);
+    Prepared {
+        q,
+        sc: std::array::from_fn(|c| _mm512_permutexvar_epi16(idx[c], sm512)),
+        bs: _mm256_permutexvar_epi16(mins_idx, sm),
+    }
+}
+
+#[inline(always)]
+unsafe fn prep_q6_k(x: &BlockQ6K, idx: &[__m512i; 4]) -> Prepared {
+    let (m4, m3) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    // 16-bit shift counts: 0 / 2 for elements 0..64 of each 128 (qh bits 0-1, 2-3), 4 / 6 after
+    let c01 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(0), _mm256_set1_epi16(2));
+    let c23 = _mm512_inserti64x4::<1>(_mm512_set1_epi16(4), _mm256_set1_epi16(6));
+    let mut q = [_mm512_setzero_si512(); 4];
+    for n in 0..2 {
+        let l = load64(x.ql.as_ptr().add(64 * n));
+        let hb = _mm512_broadcast_i64x4(load32(x.qh.as_ptr().add(32 * n)));
+        let h01 = _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(hb, c01), m3));
+        let h23 = _mm512_slli_epi16::<4>(_mm512_and_si512(_mm512_srlv_epi16(hb, c23), m3));
+        q[2 * n] = _mm512_or_si512(_mm512_and_si512(l, m4), h01);
+        q[2 * n + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(l), m4), h23);
+    }
+    let s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(x.scales.as_ptr() as *const __m128i));
+    let s512 = _mm512_castsi256_si512(s16);
+    Prepared {
+        q,
+        sc: std::array::from_fn(|c| _mm512_permutexvar_epi16(idx[c], s512)),
+        bs: _mm256_slli_epi16::<5>(_mm256_sub_epi16(_mm256_setzero_si256(), s16)),
+    }
+}
+
+/// Runs one format's rows: every weight row of `w` (rows of `nb` super-blocks) against `N`
+/// activation rows, four super-blocks per step (see the module doc). `$prep` unpacks a block,
+/// `$d` and `$dmin` give its f16 scales (`$dmin` None: no minimum term).
+macro_rules! k512_rows {
+    ($w:expr, $nb:expr, $a:expr, $out:expr, $N:expr, $prep:expr, $d:expr, $dmin:expr) => {{
+        let (w, nb, out) = ($w, $nb, $out);
+        let ys = q8k_rows::<$N>($a, nb);
+        let full = nb / 4 * 4;
+        let neg = _mm_set1_ps(-0.0);
+        for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+            let mut accd = [_mm_setzero_ps(); $N];
+            let mut accm = [_mm_setzero_ps(); $N];
+            let mut g = 0;
+            while g < full {
+                let mut is = [[_mm256_setzero_si256(); 4]; $N];
+                let mut ms = [[_mm256_setzero_si256(); 4]; $N];
+                for j in 0..4 {
+                    let p = $prep(&row[g + j]);
+                    for t in 0..$N {
+                        let (i, m) = block_sums(&p, &ys[t][g + j]);
+                        is[t][j] = i;
+                        ms[t][j] = m;
+                    }
+                }
+                let x = &row[g..g + 4];
+                let dw = f16x4(h(x[0].d), h(x[1].d), h(x[2].d), h(x[3].d));
+                let dm: Option<__m128> = $dmin.map(|f| f16x4(h(f(&x[0])), h(f(&x[1])), h(f(&x[2])), h(f(&x[3]))));
+                for t in 0..$N {
+                    let y = &ys[t][g..g + 4];
+                    let da = _mm_setr_ps(y[0].d(), y[1].d(), y[2].d(), y[3].d());
+                    match dm {
+                        Some(dm) => {
+                            let s = totals4(is[t][0], is[t][1], is[t][2], is[t][3]);
+                            accd[t] = _mm_add_ps(accd[t], _mm_mul_ps(_mm_mul_ps(dw, da), s));
+                            let m = totals4(ms[t][0], ms[t][1], ms[t][2], ms[t][3]);
+                            // scalar: m += -((dmin·da)·msum)
+                            accm[t] = _mm_add_ps(accm[t], _mm_xor_ps(_mm_mul_ps(_mm_mul_ps(dm, da), m), neg));
+                        }
+                        None => {
+                            let s = totals4(
+                                _mm256_add_epi32(is[t][0], ms[t][0]),
+                                _mm256_add_epi32(is[t][1], ms[t][1]),
+                                _mm256_add_epi32(is[t][2], ms[t][2]),
+                                _mm256_add_epi32(is[t][3], ms[t][3]),
+                            );
+                            accd[t] = _mm_add_ps(accd[t], _mm_mul_ps(_mm_mul_ps(dw, da), s));
+                        }
+                    }
+                }
+                g += 4;
+            }
+            for t in 0..$N {
+                let mut ad = [0f32; 4];
+                let mut am = [0f32; 4];
+                _mm_storeu_ps(ad.as_mut_ptr(), accd[t]);
+                _mm_storeu_ps(am.as_mut_ptr(), accm[t]);
+                for b in full..nb {
+                    let x = &row[b];
+                    let y = &ys[t][b];
+                    let (i, m) = block_sums(&$prep(x), y);
+                    let da = y.d();
+                    match $dmin {
+                        Some(f) => {
+                            ad[b % 4] += (super::f16::le(x.d) * da) * total(i) as f32;
+                            am[b % 4] += -((super::f16::le(f(x)) * da) * total(m) as f32);
+                        }
+                        None => ad[b % 4] += (super::f16::le(x.d) * da) * total(_mm256_add_epi32(i, m)) as f32,
+                    }
+                }
+                *out[t].add(r) = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
+            }
+        }
+    }};
+}
+
+#[inline(always)]
+unsafe fn total(p: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Q4_K rows × `N` Q8_K activation rows: `*out[t].add(r) = W[r] · a[t]`.
+///
+/// # Safety
+/// `available()`; each `out[t]` valid for `w.len() / nb` writes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    // q[c] holds sub-blocks 2c (i16 lanes 0..16) and 2c+1 (16..32); the minimums pair up with
+    // the per-16 sums (lanes 2j, 2j+1 take m_j, which sit at lanes 8..16 of the scale vector)
+    let idx: [__m512i; 4] = std::array::from_fn(|c| spread(2 * c, 16));
+    let mins_idx = _mm512_castsi512_si256(spread(8, 2));
+    let dmin: Option<fn(&BlockQ4K) -> [u8; 2]> = Some(|x| x.dmin);
+    k512_rows!(w, nb, a, out, N, |x: &BlockQ4K| prep_q4_k(x, &idx, mins_idx), |x: &BlockQ4K| x.d, dmin)
+}
+
+/// Q6_K rows × `N` Q8_K activation rows.
+///
+/// # Safety
+/// As `rows_q4_k`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    // q[c] holds sub-blocks 4c..4c+4 of 16, 8 i16 lanes each
+    let idx: [__m512i; 4] = std::array::from_fn(|c| spread(4 * c, 8));
+    let dmin: Option<fn(&BlockQ6K) -> [u8; 2]> = None;
+    k512_rows!(w, nb, a, out, N, |x: &BlockQ6K| prep_q6_k(x, &idx), |x: &BlockQ6K| x.d, dmin)
+}
+
+/// Single-row forms (for the tests).
+///
+/// # Safety
+/// `available()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut v = 0f32;
+    rows_q4_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]);
+    v
+}
+
+/// # Safety
+/// `available()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let mut v = 0f32;
+    rows_q6_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]);
+    v
+}
