@@ -6,7 +6,7 @@
 //! super-blocks' totals are gathered into one vector and scaled in the order of `scalar::Acc4`
 //! (block b into lane b mod 4), so the results are bit-identical to the scalar reference.
 
-use super::avx2::{f16x4, h, totals4};
+use super::avx2::{f16x4, h};
 use super::*;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
@@ -160,58 +160,64 @@ unsafe fn prep_q6_k(x: &BlockQ6K, idx: &[__m512i; 2]) -> Prepared {
 /// activation rows, four super-blocks per step (see the module doc). `$prep` unpacks a block,
 /// `$d` and `$dmin` give its f16 scales (`$dmin` None: no minimum term).
 macro_rules! k512_rows {
-    ($w:expr, $nb:expr, $a:expr, $out:expr, $N:expr, $prep:expr, $d:expr, $dmin:expr) => {{
+    ($w:expr, $nb:expr, $a:expr, $out:expr, $N:expr, $prep:expr, $dmin:expr) => {{
         let (w, nb, out) = ($w, $nb, $out);
         let ys = q8k_rows::<$N>($a, nb);
         let full = nb / 4 * 4;
-        let neg = _mm_set1_ps(-0.0);
+        let has_min = $dmin.is_some();
+        let neg = _mm256_set1_ps(-0.0);
         for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
-            let mut accd = [_mm_setzero_ps(); $N];
-            let mut accm = [_mm_setzero_ps(); $N];
+            // lanes 0..4: token 2p's Acc4 lanes, 4..8: token 2p+1's (an odd last token in lanes 0..4
+            // of the next pair)
+            let mut accd = [_mm256_setzero_ps(); 4];
+            let mut accm = [_mm256_setzero_ps(); 4];
             let mut g = 0;
             while g < full {
+                // integer sums of the four blocks against every token (Q6_K: its offset included)
                 let mut is = [[_mm256_setzero_si256(); 4]; $N];
                 let mut ms = [[_mm256_setzero_si256(); 4]; $N];
                 for j in 0..4 {
                     let p = $prep(&row[g + j]);
                     for t in 0..$N {
                         let (i, m) = block_sums(&p, &ys[t][g + j]);
-                        is[t][j] = i;
-                        ms[t][j] = m;
+                        if has_min {
+                            is[t][j] = i;
+                            ms[t][j] = m;
+                        } else {
+                            is[t][j] = _mm256_add_epi32(i, m);
+                        }
                     }
                 }
                 let x = &row[g..g + 4];
                 let dw = f16x4(h(x[0].d), h(x[1].d), h(x[2].d), h(x[3].d));
-                let dm: Option<__m128> = $dmin.map(|f| f16x4(h(f(&x[0])), h(f(&x[1])), h(f(&x[2])), h(f(&x[3]))));
-                for t in 0..$N {
-                    let y = &ys[t][g..g + 4];
-                    let da = _mm_setr_ps(y[0].d(), y[1].d(), y[2].d(), y[3].d());
-                    match dm {
-                        Some(dm) => {
-                            let s = totals4(is[t][0], is[t][1], is[t][2], is[t][3]);
-                            accd[t] = _mm_add_ps(accd[t], _mm_mul_ps(_mm_mul_ps(dw, da), s));
-                            let m = totals4(ms[t][0], ms[t][1], ms[t][2], ms[t][3]);
-                            // scalar: m += -((dmin·da)·msum)
-                            accm[t] = _mm_add_ps(accm[t], _mm_xor_ps(_mm_mul_ps(_mm_mul_ps(dm, da), m), neg));
-                        }
-                        None => {
-                            let s = totals4(
-                                _mm256_add_epi32(is[t][0], ms[t][0]),
-                                _mm256_add_epi32(is[t][1], ms[t][1]),
-                                _mm256_add_epi32(is[t][2], ms[t][2]),
-                                _mm256_add_epi32(is[t][3], ms[t][3]),
-                            );
-                            accd[t] = _mm_add_ps(accd[t], _mm_mul_ps(_mm_mul_ps(dw, da), s));
-                        }
+                let dw = _mm256_set_m128(dw, dw);
+                let dm = $dmin.map(|f| {
+                    let v = f16x4(h(f(&x[0])), h(f(&x[1])), h(f(&x[2])), h(f(&x[3])));
+                    _mm256_set_m128(v, v)
+                });
+                // two tokens at a time: one 8-way reduction and one set of float ops for both
+                let mut t = 0;
+                while t < $N {
+                    let u = if t + 1 < $N { t + 1 } else { t };
+                    let (y0, y1) = (&ys[t][g..g + 4], &ys[u][g..g + 4]);
+                    let da = _mm256_setr_ps(y0[0].d(), y0[1].d(), y0[2].d(), y0[3].d(), y1[0].d(), y1[1].d(), y1[2].d(), y1[3].d());
+                    let s = totals8([is[t][0], is[t][1], is[t][2], is[t][3], is[u][0], is[u][1], is[u][2], is[u][3]]);
+                    accd[t / 2] = _mm256_add_ps(accd[t / 2], _mm256_mul_ps(_mm256_mul_ps(dw, da), s));
+                    if let Some(dm) = dm {
+                        let m = totals8([ms[t][0], ms[t][1], ms[t][2], ms[t][3], ms[u][0], ms[u][1], ms[u][2], ms[u][3]]);
+                        // scalar: m += -((dmin·da)·msum)
+                        accm[t / 2] = _mm256_add_ps(accm[t / 2], _mm256_xor_ps(_mm256_mul_ps(_mm256_mul_ps(dm, da), m), neg));
                     }
+                    t += 2;
                 }
                 g += 4;
             }
             for t in 0..$N {
-                let mut ad = [0f32; 4];
-                let mut am = [0f32; 4];
-                _mm_storeu_ps(ad.as_mut_ptr(), accd[t]);
-                _mm_storeu_ps(am.as_mut_ptr(), accm[t]);
+                let mut ad = [0f32; 8];
+                let mut am = [0f32; 8];
+                _mm256_storeu_ps(ad.as_mut_ptr(), accd[t / 2]);
+                _mm256_storeu_ps(am.as_mut_ptr(), accm[t / 2]);
+                let (ad, am) = (&mut ad[4 * (t % 2)..4 * (t % 2) + 4], &mut am[4 * (t % 2)..4 * (t % 2) + 4]);
                 for b in full..nb {
                     let x = &row[b];
                     let y = &ys[t][b];
@@ -229,6 +235,17 @@ macro_rules! k512_rows {
             }
         }
     }};
+}
+
+/// The totals of eight vectors' i32 lanes (exact), as f32: lanes 0..4 those of v[0..4], 4..8
+/// those of v[4..8].
+#[inline(always)]
+unsafe fn totals8(v: [__m256i; 8]) -> __m256 {
+    let (h01, h23) = (_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    let (h45, h67) = (_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    let (x, y) = (_mm256_hadd_epi32(h01, h23), _mm256_hadd_epi32(h45, h67));
+    let s = _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(x, y), _mm256_permute2x128_si256::<0x31>(x, y));
+    _mm256_cvtepi32_ps(s)
 }
 
 #[inline(always)]
@@ -251,7 +268,7 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 2 * (2 * h + v) + l / 8));
     let mins_idx = _mm512_castsi512_si256(spread(8, 2));
     let dmin: Option<fn(&BlockQ4K) -> [u8; 2]> = Some(|x| x.dmin);
-    k512_rows!(w, nb, a, out, N, |x: &BlockQ4K| prep_q4_k(x, &idx, mins_idx), |x: &BlockQ4K| x.d, dmin)
+    k512_rows!(w, nb, a, out, N, |x: &BlockQ4K| prep_q4_k(x, &idx, mins_idx), dmin)
 }
 
 /// Q6_K rows × `N` Q8_K activation rows.
@@ -263,7 +280,7 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     // q[c] holds sub-blocks 4c..4c+4 of 16, four dpbusd lanes each
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 4 * (2 * h + v) + l / 4));
     let dmin: Option<fn(&BlockQ6K) -> [u8; 2]> = None;
-    k512_rows!(w, nb, a, out, N, |x: &BlockQ6K| prep_q6_k(x, &idx), |x: &BlockQ6K| x.d, dmin)
+    k512_rows!(w, nb, a, out, N, |x: &BlockQ6K| prep_q6_k(x, &idx), dmin)
 }
 
 /// Single-row forms (for the tests).
