@@ -408,7 +408,8 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
 
 /// The x86 K-quant kernels called directly (not through the dispatch, which prefers AVX-512 where the
 /// CPU has it): random super-blocks (every bit pattern of quants and sub-block scales), rows of 1..13
-/// super-blocks (whole groups of four and every tail), 1..8 activation rows at once, and special
+/// super-blocks (whole groups of four and every tail), 19 weight rows (16-row tiles and the rest),
+/// 1..8 activation rows at once, and special
 /// f16 scales (inf, NaN, subnormal), each equal bit for bit to the scalar reference.
 #[cfg(target_arch = "x86_64")]
 #[test]
@@ -469,7 +470,8 @@ fn x86_k_kernels_are_bit_identical_to_the_reference_batched() {
         let bb = ty.block_bytes();
         for nb in 1..=13 {
             let n = nb * 256;
-            let weight_rows = 3;
+            // 19 rows: a group of 16 (the 16-row tiles of a batch) and 3 left over
+            let weight_rows = 19;
             let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
             if nb == 6 {
                 // special scales in some blocks: inf, NaN, subnormal, zero, -inf

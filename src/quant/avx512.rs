@@ -268,7 +268,124 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 2 * (2 * h + v) + l / 8));
     let mins_idx = _mm512_castsi512_si256(spread(8, 2));
     let dmin: Option<fn(&BlockQ4K) -> [u8; 2]> = Some(|x| x.dmin);
+    // a batch of four or more: 16 weight rows at a time with one row per lane (see `tile16_q4_k`)
+    let mut w = w;
+    let mut out = out;
+    if N >= 4 && nb > 0 {
+        let ys = q8k_rows::<N>(a, nb);
+        while w.len() >= 16 * nb {
+            tile16_q4_k::<N>(&w[..16 * nb], nb, &ys, out);
+            w = &w[16 * nb..];
+            out = out.map(|o| o.wrapping_add(16));
+        }
+    }
     k512_rows!(w, nb, a, out, N, |x: &BlockQ4K| prep_q4_k(x, &idx, mins_idx), dmin)
+}
+
+/// Eight vectors of two 8-dword halves each (vector r: row r's dwords in the low half, row
+/// r + 8's in the high half) transposed: vector k holds dword k of rows 0..16, one per lane.
+#[inline(always)]
+unsafe fn transpose_8x16(z: [__m512i; 8]) -> [__m512i; 8] {
+    let t: [__m512i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (z[2 * (i / 2)], z[2 * (i / 2) + 1]);
+        if i % 2 == 0 { _mm512_unpacklo_epi32(a, b) } else { _mm512_unpackhi_epi32(a, b) }
+    });
+    // t[0]: (r0,r1) dwords 0,1 | 4,5 per 128-bit lane; t[1]: 2,3 | 6,7; t[2], t[3]: rows 2,3; …
+    let u: [__m512i; 8] = std::array::from_fn(|i| {
+        let (g, k) = (i / 4, i % 4); // rows 4g..4g+4; k: which dword of each 128-bit lane
+        let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+        if k % 2 == 0 { _mm512_unpacklo_epi64(a, b) } else { _mm512_unpackhi_epi64(a, b) }
+    });
+    // u[4g + k]: dword k (and k + 4 in the upper 128-bit lane of each half) of rows 4g..4g+4
+    let lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    let hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    std::array::from_fn(|k| {
+        let (a, b) = (u[k % 4], u[4 + k % 4]);
+        if k < 4 { _mm512_permutex2var_epi64(a, lo, b) } else { _mm512_permutex2var_epi64(a, hi, b) }
+    })
+}
+
+/// 16 Q4_K weight rows × `N` activation rows with one weight row per 32-bit lane: the rows'
+/// quants are transposed in registers (4 bytes of a row per lane), each `vpdpbusd` takes 4
+/// activation bytes broadcast to every lane, and a sub-block's sums are scaled by the rows'
+/// 6-bit scales with `vpmulld` — no horizontal sums at all. Each lane's float arithmetic is the
+/// scalar reference's (`Acc4` lanes as four vectors), so every result is bit-identical to it.
+#[inline(always)]
+unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let lo8 = _mm512_set1_epi32(0xff);
+    let negz = _mm512_set1_ps(-0.0);
+    let mut accd = [[_mm512_setzero_ps(); 4]; N];
+    let mut accm = [[_mm512_setzero_ps(); 4]; N];
+    for b in 0..nb {
+        // per row: sc0..3, sc4..7, m0..3, m4..7 as bytes of four dwords (ggml's unpacking), d|dmin
+        let mut u = [[0u32; 16]; 5];
+        for r in 0..16 {
+            let x = &w[r * nb + b];
+            let s = &x.scales;
+            let v = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+            let (u0, u1, u2) = (v(0), v(1), v(2));
+            u[0][r] = u0 & 0x3f3f_3f3f;
+            u[1][r] = (u2 & 0x0f0f_0f0f) | (((u0 >> 6) & 0x0303_0303) << 4);
+            u[2][r] = u1 & 0x3f3f_3f3f;
+            u[3][r] = ((u2 >> 4) & 0x0f0f_0f0f) | (((u1 >> 6) & 0x0303_0303) << 4);
+            u[4][r] = u32::from_le_bytes([x.d[0], x.d[1], x.dmin[0], x.dmin[1]]);
+        }
+        let uv: [__m512i; 5] = std::array::from_fn(|q| _mm512_loadu_si512(u[q].as_ptr() as *const _));
+        // sub-block j's scale of each row (i32 lanes)
+        let sc: [__m512i; 8] = std::array::from_fn(|j| _mm512_and_si512(_mm512_srl_epi32(uv[j / 4], _mm_cvtsi32_si128(8 * (j % 4) as i32)), lo8));
+        // minimums in i16 pairs (m_2k, m_2k+1) per lane
+        let mp: [__m512i; 4] = std::array::from_fn(|k| {
+            let v = _mm512_srl_epi32(uv[2 + k / 2], _mm_cvtsi32_si128(16 * (k % 2) as i32));
+            _mm512_or_si512(_mm512_and_si512(v, lo8), _mm512_slli_epi32::<8>(_mm512_and_si512(v, _mm512_set1_epi32(0xff00))))
+        });
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(uv[4]));
+        let dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(uv[4])));
+        let mut isum = [_mm512_setzero_si512(); N];
+        for i in 0..4 {
+            // bytes 32i..32i+32 of each row's qs: elements 64i.. (low nibbles), 64i+32.. (high)
+            let z: [__m512i; 8] = std::array::from_fn(|r| {
+                let lo = _mm256_loadu_si256(w[r * nb + b].qs.as_ptr().add(32 * i) as *const __m256i);
+                let hi = _mm256_loadu_si256(w[(r + 8) * nb + b].qs.as_ptr().add(32 * i) as *const __m256i);
+                _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+            });
+            let q = transpose_8x16(z);
+            let ql: [__m512i; 8] = std::array::from_fn(|k| _mm512_and_si512(q[k], m4));
+            let qh: [__m512i; 8] = std::array::from_fn(|k| _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), m4));
+            for t in 0..N {
+                let a = ys[t][b].qs.as_ptr().add(64 * i) as *const i32;
+                let (mut sl, mut sh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for k in 0..8 {
+                    sl = _mm512_dpbusd_epi32(sl, ql[k], _mm512_set1_epi32(a.add(k).read_unaligned()));
+                    sh = _mm512_dpbusd_epi32(sh, qh[k], _mm512_set1_epi32(a.add(8 + k).read_unaligned()));
+                }
+                isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(sl, sc[2 * i]), _mm512_mullo_epi32(sh, sc[2 * i + 1])));
+            }
+        }
+        for t in 0..N {
+            let y = &ys[t][b];
+            // the minimums against the pairs of per-16 sums
+            let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
+            let mut pv = [0i32; 4];
+            _mm_storeu_si128(pv.as_mut_ptr() as *mut __m128i, pairs);
+            let mut msum = _mm512_madd_epi16(mp[0], _mm512_set1_epi32(pv[0]));
+            for k in 1..4 {
+                msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mp[k], _mm512_set1_epi32(pv[k])));
+            }
+            let da = _mm512_set1_ps(y.d());
+            let l = b % 4;
+            accd[t][l] = _mm512_add_ps(accd[t][l], _mm512_mul_ps(_mm512_mul_ps(dw, da), _mm512_cvtepi32_ps(isum[t])));
+            accm[t][l] = _mm512_add_ps(accm[t][l], _mm512_xor_ps(_mm512_mul_ps(_mm512_mul_ps(dm, da), _mm512_cvtepi32_ps(msum)), negz));
+        }
+    }
+    for t in 0..N {
+        let [a0, a1, a2, a3] = accd[t];
+        let [m0, m1, m2, m3] = accm[t];
+        let d = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        let m = _mm512_add_ps(_mm512_add_ps(m0, m1), _mm512_add_ps(m2, m3));
+        _mm512_storeu_ps(out[t], _mm512_add_ps(d, m));
+    }
 }
 
 /// Q6_K rows × `N` Q8_K activation rows.
