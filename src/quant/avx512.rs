@@ -397,7 +397,102 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     // q[c] holds sub-blocks 4c..4c+4 of 16, four dpbusd lanes each
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 4 * (2 * h + v) + l / 4));
     let dmin: Option<fn(&BlockQ6K) -> [u8; 2]> = None;
+    let mut w = w;
+    let mut out = out;
+    if N >= 4 && nb > 0 {
+        let ys = q8k_rows::<N>(a, nb);
+        while w.len() >= 16 * nb {
+            tile16_q6_k::<N>(&w[..16 * nb], nb, &ys, out);
+            w = &w[16 * nb..];
+            out = out.map(|o| o.wrapping_add(16));
+        }
+    }
     k512_rows!(w, nb, a, out, N, |x: &BlockQ6K| prep_q6_k(x, &idx), dmin)
+}
+
+/// 32 bytes at offset `off` of each of 16 Q6_K rows' block `b`, transposed (dword k of every row).
+#[inline(always)]
+unsafe fn rows_dwords<B>(w: &[B], nb: usize, b: usize, field: impl Fn(&B) -> *const u8, off: usize) -> [__m512i; 8] {
+    let z: [__m512i; 8] = std::array::from_fn(|r| {
+        let lo = _mm256_loadu_si256(field(&w[r * nb + b]).add(off) as *const __m256i);
+        let hi = _mm256_loadu_si256(field(&w[(r + 8) * nb + b]).add(off) as *const __m256i);
+        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+    });
+    transpose_8x16(z)
+}
+
+/// 16 Q6_K weight rows × `N` activation rows, one weight row per lane (as `tile16_q4_k`): 16
+/// sub-blocks of 16 (4 `vpdpbusd` each) scaled by the rows' i8 scales, the −32 offset through
+/// the per-16 sums.
+#[inline(always)]
+unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+    let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
+    let mut accd = [[_mm512_setzero_ps(); 4]; N];
+    for b in 0..nb {
+        // per row: the 16 i8 scales as four dwords, and d
+        let mut u = [[0u32; 16]; 5];
+        for r in 0..16 {
+            let x = &w[r * nb + b];
+            for q in 0..4 {
+                u[q][r] = u32::from_le_bytes([x.scales[4 * q] as u8, x.scales[4 * q + 1] as u8, x.scales[4 * q + 2] as u8, x.scales[4 * q + 3] as u8]);
+            }
+            u[4][r] = u16::from_le_bytes(x.d) as u32;
+        }
+        let uv: [__m512i; 5] = std::array::from_fn(|q| _mm512_loadu_si512(u[q].as_ptr() as *const _));
+        // scale j of each row, sign-extended to i32
+        let sc: [__m512i; 16] = std::array::from_fn(|j| {
+            _mm512_srai_epi32::<24>(_mm512_sll_epi32(uv[j / 4], _mm_cvtsi32_si128(24 - 8 * (j % 4) as i32)))
+        });
+        // scales in i16 pairs (s_2k, s_2k+1) per lane, for the per-16 sums
+        let sp: [__m512i; 8] = std::array::from_fn(|k| {
+            let lo = _mm512_and_si512(sc[2 * k], _mm512_set1_epi32(0xffff));
+            _mm512_or_si512(lo, _mm512_slli_epi32::<16>(sc[2 * k + 1]))
+        });
+        let dw = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(uv[4]));
+        let mut isum = [_mm512_setzero_si512(); N];
+        for n in 0..2 {
+            let qh = rows_dwords(w, nb, b, |x: &BlockQ6K| x.qh.as_ptr(), 32 * n);
+            for half in 0..2 {
+                let ql = rows_dwords(w, nb, b, |x: &BlockQ6K| x.ql.as_ptr(), 64 * n + 32 * half);
+                for k in [half, half + 2] {
+                    // elements 128n + 32k + 4g .. +4 of each row, in lane order
+                    let v: [__m512i; 8] = std::array::from_fn(|g| {
+                        let lo = if k < 2 { _mm512_and_si512(ql[g], m4) } else { _mm512_and_si512(_mm512_srli_epi16::<4>(ql[g]), m4) };
+                        let hb = _mm512_and_si512(_mm512_srl_epi16(qh[g], _mm_cvtsi32_si128(2 * k as i32)), m2);
+                        _mm512_or_si512(lo, _mm512_slli_epi16::<4>(hb))
+                    });
+                    let j0 = 8 * n + 2 * k; // sub-blocks j0 (g < 4) and j0 + 1
+                    for t in 0..N {
+                        let a = ys[t][b].qs.as_ptr().add(128 * n + 32 * k) as *const i32;
+                        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                        for g in 0..4 {
+                            s0 = _mm512_dpbusd_epi32(s0, v[g], _mm512_set1_epi32(a.add(g).read_unaligned()));
+                            s1 = _mm512_dpbusd_epi32(s1, v[4 + g], _mm512_set1_epi32(a.add(4 + g).read_unaligned()));
+                        }
+                        isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(s0, sc[j0]), _mm512_mullo_epi32(s1, sc[j0 + 1])));
+                    }
+                }
+            }
+        }
+        for t in 0..N {
+            let y = &ys[t][b];
+            let bs = y.bsums.as_ptr() as *const i32;
+            let mut off = _mm512_madd_epi16(sp[0], _mm512_set1_epi32(bs.read_unaligned()));
+            for k in 1..8 {
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(sp[k], _mm512_set1_epi32(bs.add(k).read_unaligned())));
+            }
+            let total = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(off));
+            let l = b % 4;
+            accd[t][l] = _mm512_add_ps(accd[t][l], _mm512_mul_ps(_mm512_mul_ps(dw, _mm512_set1_ps(y.d())), _mm512_cvtepi32_ps(total)));
+        }
+    }
+    let z = _mm512_setzero_ps();
+    let zero = _mm512_add_ps(_mm512_add_ps(z, z), _mm512_add_ps(z, z));
+    for t in 0..N {
+        let [a0, a1, a2, a3] = accd[t];
+        let d = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        _mm512_storeu_ps(out[t], _mm512_add_ps(d, zero));
+    }
 }
 
 /// Single-row forms (for the tests).
