@@ -470,7 +470,7 @@ fn x86_k_kernels_are_bit_identical_to_the_reference_batched() {
         let bb = ty.block_bytes();
         for nb in 1..=13 {
             let n = nb * 256;
-            // 19 rows: a group of 16 (the 16-row tiles of a batch) and 3 left over
+            // 19 rows: a group of 16 (the 16-row tiles) and 3 left over
             let weight_rows = 19;
             let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
             if nb == 6 {

@@ -268,10 +268,11 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 2 * (2 * h + v) + l / 8));
     let mins_idx = _mm512_castsi512_si256(spread(8, 2));
     let dmin: Option<fn(&BlockQ4K) -> [u8; 2]> = Some(|x| x.dmin);
-    // a batch of four or more: 16 weight rows at a time with one row per lane (see `tile16_q4_k`)
+    // 16 weight rows at a time with one row per lane (see `tile16_q4_k`; faster than the
+    // row-by-row code even for one activation row)
     let mut w = w;
     let mut out = out;
-    if N >= 4 && nb > 0 {
+    if N >= 1 && nb > 0 {
         let ys = q8k_rows::<N>(a, nb);
         while w.len() >= 16 * nb {
             tile16_q4_k::<N>(&w[..16 * nb], nb, &ys, out);
@@ -397,6 +398,8 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     // q[c] holds sub-blocks 4c..4c+4 of 16, four dpbusd lanes each
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 4 * (2 * h + v) + l / 4));
     let dmin: Option<fn(&BlockQ6K) -> [u8; 2]> = None;
+    // 16-row tiles from four activation rows on (for fewer, unpacking Q6_K into lanes costs more
+    // than it saves)
     let mut w = w;
     let mut out = out;
     if N >= 4 && nb > 0 {
