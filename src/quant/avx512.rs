@@ -1,4 +1,4 @@
-//! AVX-512 (BW + VL + VNNI) kernels for the K-quants of a Q4_K_M file (Q4_K, Q6_K), chosen at run
+//! AVX-512 (F + BW + DQ + VL + VNNI) kernels for the K-quants of a Q4_K_M file (Q4_K, Q6_K), chosen at run
 //! time ahead of the AVX2 ones (`HEARTH_NO_AVX512=1` turns them off, to compare). 512-bit vectors
 //! hold 64 weights, and VNNI's `vpdpwssd` multiplies the pair sums of `vpmaddubsw` by the
 //! sub-block scales and accumulates them in one instruction, so a super-block against one
@@ -18,6 +18,7 @@ pub fn available() -> bool {
             && super::avx2::available()
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512dq")
             && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
     })
@@ -260,7 +261,7 @@ unsafe fn total(p: __m256i) -> i32 {
 ///
 /// # Safety
 /// `available()`; each `out[t]` valid for `w.len() / nb` writes.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,f16c")]
 pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     // q[c] holds sub-blocks 2c (dpbusd lanes 0..8) and 2c+1 (8..16); scale vectors for the
     // pairs (q0, q1) and (q2, q3). The minimums pair up with the per-16 sums (lanes 2j, 2j+1
@@ -355,11 +356,15 @@ unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8
             let qh: [__m512i; 8] = std::array::from_fn(|k| _mm512_and_si512(_mm512_srli_epi16::<4>(q[k]), m4));
             for t in 0..N {
                 let a = ys[t][b].qs.as_ptr().add(64 * i) as *const i32;
-                let (mut sl, mut sh) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for k in 0..8 {
-                    sl = _mm512_dpbusd_epi32(sl, ql[k], _mm512_set1_epi32(a.add(k).read_unaligned()));
-                    sh = _mm512_dpbusd_epi32(sh, qh[k], _mm512_set1_epi32(a.add(8 + k).read_unaligned()));
+                // four chains of four (exact i32 sums), so the adds need not wait on each other
+                let mut acc = [_mm512_setzero_si512(); 4];
+                for k in 0..4 {
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], ql[k], _mm512_set1_epi32(a.add(k).read_unaligned()));
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], ql[4 + k], _mm512_set1_epi32(a.add(4 + k).read_unaligned()));
+                    acc[2] = _mm512_dpbusd_epi32(acc[2], qh[k], _mm512_set1_epi32(a.add(8 + k).read_unaligned()));
+                    acc[3] = _mm512_dpbusd_epi32(acc[3], qh[4 + k], _mm512_set1_epi32(a.add(12 + k).read_unaligned()));
                 }
+                let (sl, sh) = (_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3]));
                 isum[t] = _mm512_add_epi32(isum[t], _mm512_add_epi32(_mm512_mullo_epi32(sl, sc[2 * i]), _mm512_mullo_epi32(sh, sc[2 * i + 1])));
             }
         }
@@ -393,7 +398,7 @@ unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8
 ///
 /// # Safety
 /// As `rows_q4_k`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,f16c")]
 pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     // q[c] holds sub-blocks 4c..4c+4 of 16, four dpbusd lanes each
     let idx: [__m512i; 2] = std::array::from_fn(|h| packed_scales(|v, l| 4 * (2 * h + v) + l / 4));
@@ -502,7 +507,7 @@ unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8
 ///
 /// # Safety
 /// `available()`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,f16c")]
 pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut v = 0f32;
     rows_q4_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]);
@@ -511,7 +516,7 @@ pub unsafe fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 
 /// # Safety
 /// `available()`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")]
+#[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,f16c")]
 pub unsafe fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut v = 0f32;
     rows_q6_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]);
