@@ -1,10 +1,17 @@
-//! AVX-512 (F + BW + DQ + VL + VNNI) kernels for the K-quants of a Q4_K_M file (Q4_K, Q6_K), chosen at run
-//! time ahead of the AVX2 ones (`HEARTH_NO_AVX512=1` turns them off, to compare). 512-bit vectors
-//! hold 64 weights, and VNNI's `vpdpwssd` multiplies the pair sums of `vpmaddubsw` by the
-//! sub-block scales and accumulates them in one instruction, so a super-block against one
-//! activation row is 4 loads, 4 `maddubs` and 4 `dpwssd`. The integer sums are exact; four
-//! super-blocks' totals are gathered into one vector and scaled in the order of `scalar::Acc4`
-//! (block b into lane b mod 4), so the results are bit-identical to the scalar reference.
+//! AVX-512 (F + BW + DQ + VL + VNNI) kernels for the K-quants of a Q4_K_M file (Q4_K, Q6_K), chosen
+//! at run time ahead of the AVX2 ones (`HEARTH_NO_AVX512=1` turns them off, to compare).
+//!
+//! Two shapes, both exact in integers and bit-identical to the scalar reference:
+//! - 16-row tiles (`tile16_*`): 16 weight rows at once, one row per 32-bit lane. The rows' quants
+//!   are transposed in registers (4 bytes of each row per lane), each `vpdpbusd` multiplies them by
+//!   4 activation bytes broadcast to every lane, and a sub-block's sums are scaled by the rows'
+//!   scales with `vpmulld`: no horizontal sums, and each lane's float arithmetic is the reference's
+//!   `Acc4` order. Used for batches (Q6_K from 4 activation rows, Q4_K from 1), where unpacking a
+//!   tile is shared by the tokens.
+//! - Row by row (the rest): a super-block's 256 quants in four 512-bit vectors, `vpdpbusd` sums of
+//!   4 products packed to i16 and scaled in one `vpmaddwd` (6 multiplies per super-block); four
+//!   super-blocks' totals are gathered into one vector and scaled in the order of `scalar::Acc4`
+//!   (block b into lane b mod 4).
 
 use super::avx2::{f16x4, h};
 use super::*;
