@@ -471,7 +471,7 @@ k_rows_kernel!(
     }
 );
 
-// ---- Q4_K and Q6_K in 8-row tiles (batches of four activation rows or more) ----
+// ---- Q4_K and Q6_K in 8-row tiles ----
 //
 // Eight weight rows at once, one row per 32-bit lane: the rows' quants are transposed in registers
 // (4 bytes of a row per lane), `maddubs` multiplies them by 4 activation bytes broadcast to every
@@ -480,14 +480,15 @@ k_rows_kernel!(
 // exact i32 sum: no horizontal sums, and each lane's float arithmetic is the scalar reference's
 // (`Acc4` lanes as four vectors), so results are bit-identical to it.
 
-/// Q4_K rows × `N` Q8_K activation rows (8-row tiles from four activation rows on).
+/// Q4_K rows × `N` Q8_K activation rows (8-row tiles, then row by row; the tiles are faster even
+/// for one activation row).
 ///
 /// # Safety
 /// AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let (mut w, mut out) = (w, out);
-    if N >= 4 && nb > 0 {
+    if nb > 0 {
         let ys = q8k_rows(a, nb);
         while w.len() >= 8 * nb {
             tile8_q4_k::<N>(&w[..8 * nb], nb, &ys, out);
@@ -498,14 +499,14 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
     rows_q4_k_each::<N>(w, nb, a, out)
 }
 
-/// Q6_K rows × `N` Q8_K activation rows (8-row tiles from four activation rows on).
+/// Q6_K rows × `N` Q8_K activation rows (8-row tiles, then row by row).
 ///
 /// # Safety
 /// As `rows_q4_k`.
 #[target_feature(enable = "avx2,f16c")]
 pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let (mut w, mut out) = (w, out);
-    if N >= 4 && nb > 0 {
+    if nb > 0 {
         let ys = q8k_rows(a, nb);
         while w.len() >= 8 * nb {
             tile8_q6_k::<N>(&w[..8 * nb], nb, &ys, out);
