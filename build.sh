@@ -7,8 +7,6 @@
 #   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
 #   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
-#   ./build.sh synth-1b      the synthetic 1B llama in llama.cpp's Q4_K_M mix, models/synth-1b-Q4_K_M.gguf
-#                            (tools/reference/gen_synth.py + llama.cpp's llama-quantize; builds llama.cpp if needed)
 #   ./build.sh bench-native  native hearth vs llama.cpp's llama-bench, alternating (tools/bench-native.mjs;
 #                            LLAMA_BENCH=path/to/llama-bench, else tools/reference/build-llama.sh's default build)
 set -euo pipefail
@@ -111,39 +109,6 @@ gen_tiny_models() {
   fi
   log "generating models/tiny/tiny-*.gguf"
   python3 tools/reference/gen_tiny.py --out models/tiny >/dev/null
-}
-
-need_gguf_py() {
-  local want="gguf==0.19.0 numpy==2.4.6"
-  if ! python3 -c 'import importlib.metadata as m, sys; sys.exit(0 if (m.version("gguf"), m.version("numpy")) == ("0.19.0", "2.4.6") else 1)' 2>/dev/null; then
-    log "installing $want (pinned for tools/reference/gen_*.py)"
-    # shellcheck disable=SC2086
-    python3 -m pip install --quiet --disable-pip-version-check $want
-  fi
-}
-
-# The 1B benchmark model (issues 9, 10): a seeded F16 llama of Llama 3.2 1B's shape, quantized by llama.cpp's own
-# llama-quantize to its Q4_K_M mix (~0.8 GB, git-ignored). LLAMA_QUANTIZE names the binary; without it, the build
-# of tools/reference/build-llama.sh (made if missing, ~15 min on 2 cores).
-LLAMA_DIR="${LLAMA_DIR:-/work/llama}"
-gen_synth_1b() {
-  local out=models/synth-1b-Q4_K_M.gguf f16=models/synth-1b.f16.gguf
-  [ -f "$out" ] && { log "$out is there"; return; }
-  fetch_model
-  need_gguf_py
-  local q="${LLAMA_QUANTIZE:-$LLAMA_DIR/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-quantize}"
-  if [ ! -x "$q" ]; then
-    log "building llama.cpp in $LLAMA_DIR (for llama-quantize)"
-    nice -n 10 tools/reference/build-llama.sh "$LLAMA_DIR"
-  fi
-  if [ ! -f "$f16" ]; then
-    log "generating $f16 (2.4 GB, seeded)"
-    nice -n 10 python3 tools/reference/gen_synth.py --out "$f16"
-  fi
-  log "quantizing to $out (llama-quantize Q4_K_M)"
-  nice -n 10 "$q" "$f16" "$out.partial" Q4_K_M "$(nproc)" >/dev/null
-  mv "$out.partial" "$out"
-  rm -f "$f16"
 }
 
 need_node_deps() {
@@ -276,9 +241,6 @@ case "$cmd" in
   fetch-gemma)
     fetch_gemma
     ;;
-  synth-1b)
-    gen_synth_1b
-    ;;
   bench-native)
     need_rust
     fetch_model
@@ -292,5 +254,5 @@ case "$cmd" in
     gen_tiny_models
     ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|bench-native|wasm|fetch-gemma|tiny-models|synth-1b]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|bench-native|wasm|fetch-gemma|tiny-models]" >&2; exit 2 ;;
 esac

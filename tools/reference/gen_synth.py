@@ -4,8 +4,9 @@
 The shape of Llama 3.2 1B: 16 layers, width 2048, FFN 8192, 32 query heads / 8 KV heads of 64, rope base 500000
 with Llama 3 frequency factors (`rope_freqs.weight`), a 128256-token vocabulary, the embedding tied to the output.
 Weights are random (seeded normal, scaled so each matmul keeps an rms-1 stream), written as F16 (norms F32); the
-caller then runs llama.cpp's `llama-quantize <f16> <out> Q4_K_M` to get llama.cpp's own Q4_K_M mix (Q4_K, Q6_K
-for attn_v / half of ffn_down and the tied embedding), ~0.8 GB. Nothing here is meant to be a good model: it is
+caller then quantizes it to the Q4_K_M mix (Q4_K, Q6_K for attn_v / half of ffn_down and the tied embedding), ~0.8
+GB: `hearth quantize --type q4_k_m` (what `./build.sh synth-1b` runs: no llama.cpp needed), or llama.cpp's
+`llama-quantize <f16> <out> Q4_K_M` (the same types for every tensor; other values). Nothing here is meant to be a good model: it is
 a benchmark of the kernels at a real model's shapes.
 
 Tokenizer: the default model's gpt2-style BPE (SmolLM2-135M-Instruct: 49152 tokens with their merges), padded
