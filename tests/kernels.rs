@@ -424,9 +424,11 @@ fn x86_k_kernels_are_bit_identical_to_the_reference_batched() {
         eprintln!("AVX-512 kernels skipped: no AVX-512 BW/VL/VNNI on this CPU (or HEARTH_NO_AVX512 set)");
     }
     type Rows = unsafe fn(GgmlType, &[u8], usize, &[&[u8]], &mut [f32]);
+    /// A `rows_*` kernel for `N` activation rows.
+    type Kernel<B, const N: usize> = unsafe fn(&[B], usize, [&[u8]; N], [*mut f32; N]);
     // (kernel, weights, super-blocks per row, activation rows, out: t * weight_rows + r)
     unsafe fn run<B: hearth::quant::Block, const N: usize>(
-        f: unsafe fn(&[B], usize, [&[u8]; N], [*mut f32; N]),
+        f: Kernel<B, N>,
         w: &[u8],
         nb: usize,
         acts: &[&[u8]],

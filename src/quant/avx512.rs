@@ -448,8 +448,8 @@ unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8
         let mut u = [[0u32; 16]; 5];
         for r in 0..16 {
             let x = &w[r * nb + b];
-            for q in 0..4 {
-                u[q][r] = u32::from_le_bytes([x.scales[4 * q] as u8, x.scales[4 * q + 1] as u8, x.scales[4 * q + 2] as u8, x.scales[4 * q + 3] as u8]);
+            for (q, uq) in u.iter_mut().take(4).enumerate() {
+                uq[r] = u32::from_le_bytes([x.scales[4 * q] as u8, x.scales[4 * q + 1] as u8, x.scales[4 * q + 2] as u8, x.scales[4 * q + 3] as u8]);
             }
             u[4][r] = u16::from_le_bytes(x.d) as u32;
         }
@@ -493,8 +493,8 @@ unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8
             let y = &ys[t][b];
             let bs = y.bsums.as_ptr() as *const i32;
             let mut off = _mm512_madd_epi16(sp[0], _mm512_set1_epi32(bs.read_unaligned()));
-            for k in 1..8 {
-                off = _mm512_add_epi32(off, _mm512_madd_epi16(sp[k], _mm512_set1_epi32(bs.add(k).read_unaligned())));
+            for (k, &spk) in sp.iter().enumerate().skip(1) {
+                off = _mm512_add_epi32(off, _mm512_madd_epi16(spk, _mm512_set1_epi32(bs.add(k).read_unaligned())));
             }
             let total = _mm512_sub_epi32(isum[t], _mm512_slli_epi32::<5>(off));
             let l = b % 4;
