@@ -10,6 +10,8 @@
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
 #   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
 #   ./build.sh synth-1b      the synthetic 1B llama in the Q4_K_M mix, models/synth-1b-Q4_K_M.gguf (gen_synth.py + hearth quantize)
+#   ./build.sh bench-native  native hearth vs llama.cpp's llama-bench, alternating (tools/bench-native.mjs;
+#                            LLAMA_BENCH=path/to/llama-bench, else tools/reference/build-llama.sh's default build)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -320,6 +322,13 @@ case "$cmd" in
   fetch-gemma)
     fetch_gemma
     ;;
+  bench-native)
+    need_rust
+    fetch_model
+    log "building the CLI"
+    nice -n 10 cargo build --release
+    node tools/bench-native.mjs "${@:2}"
+    ;;
   tiny-models)
     fetch_model
     fetch_gemma
@@ -331,5 +340,5 @@ case "$cmd" in
     gen_synth_1b
     ;;
   *)
-    echo "usage: ./build.sh [build|serve|test|bench|wasm|dist|pack|fetch-gemma|tiny-models|synth-1b]" >&2; exit 2 ;;
+    echo "usage: ./build.sh [build|serve|test|bench|bench-native|wasm|dist|pack|fetch-gemma|tiny-models|synth-1b]" >&2; exit 2 ;;
 esac

@@ -448,7 +448,16 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
     }
     let (load, pf, dc) = (median(&mut loads), median(&mut pf), median(&mut dc));
     let threads = hearth::parallel::threads();
-    let simd = if cfg!(target_arch = "x86_64") && is_x86_feature_detected!("avx2") { "avx2" } else { "scalar" };
+    #[cfg(target_arch = "x86_64")]
+    let simd = if hearth::quant::avx512::available() {
+        "avx512-vnni (K-quants), avx2"
+    } else if hearth::quant::avx2::available() {
+        "avx2"
+    } else {
+        "scalar"
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = "scalar";
     if json {
         println!(
             "{}",

@@ -406,6 +406,106 @@ fn avx2_kernels_are_bit_identical_to_the_reference() {
     }
 }
 
+/// The x86 K-quant kernels called directly (not through the dispatch, which prefers AVX-512 where the
+/// CPU has it): random super-blocks (every bit pattern of quants and sub-block scales), rows of 1..13
+/// super-blocks (whole groups of four and every tail), 19 weight rows (16-row tiles and the rest),
+/// 1..8 activation rows at once, and special
+/// f16 scales (inf, NaN, subnormal), each equal bit for bit to the scalar reference.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn x86_k_kernels_are_bit_identical_to_the_reference_batched() {
+    use hearth::quant::{as_blocks, avx2, avx512, BlockQ4K, BlockQ6K};
+    if !avx2::available() {
+        eprintln!("skipped: no AVX2 on this CPU");
+        return;
+    }
+    let has512 = avx512::available();
+    if !has512 {
+        eprintln!("AVX-512 kernels skipped: no AVX-512 BW/VL/VNNI on this CPU (or HEARTH_NO_AVX512 set)");
+    }
+    type Rows = unsafe fn(GgmlType, &[u8], usize, &[&[u8]], &mut [f32]);
+    /// A `rows_*` kernel for `N` activation rows.
+    type Kernel<B, const N: usize> = unsafe fn(&[B], usize, [&[u8]; N], [*mut f32; N]);
+    // (kernel, weights, super-blocks per row, activation rows, out: t * weight_rows + r)
+    unsafe fn run<B: hearth::quant::Block, const N: usize>(
+        f: Kernel<B, N>,
+        w: &[u8],
+        nb: usize,
+        acts: &[&[u8]],
+        out: &mut [f32],
+    ) {
+        let rows = w.len() / (nb * std::mem::size_of::<B>());
+        let a: [&[u8]; N] = std::array::from_fn(|t| acts[t]);
+        let o: [*mut f32; N] = std::array::from_fn(|t| out[t * rows..].as_mut_ptr());
+        f(as_blocks(w), nb, a, o)
+    }
+    macro_rules! rows_fn {
+        ($m:ident) => {{
+            unsafe fn go(ty: GgmlType, w: &[u8], nb: usize, acts: &[&[u8]], out: &mut [f32]) {
+                macro_rules! n {
+                    ($B:ty, $f:ident) => {
+                        match acts.len() {
+                            1 => run::<$B, 1>($m::$f::<1>, w, nb, acts, out),
+                            2 => run::<$B, 2>($m::$f::<2>, w, nb, acts, out),
+                            3 => run::<$B, 3>($m::$f::<3>, w, nb, acts, out),
+                            4 => run::<$B, 4>($m::$f::<4>, w, nb, acts, out),
+                            8 => run::<$B, 8>($m::$f::<8>, w, nb, acts, out),
+                            k => panic!("{k} rows"),
+                        }
+                    };
+                }
+                match ty {
+                    GgmlType::Q4K => n!(BlockQ4K, rows_q4_k),
+                    GgmlType::Q6K => n!(BlockQ6K, rows_q6_k),
+                    _ => unreachable!(),
+                }
+            }
+            go as Rows
+        }};
+    }
+    let mut kernels: Vec<(&str, Rows)> = vec![("avx2", rows_fn!(avx2))];
+    if has512 {
+        kernels.push(("avx512", rows_fn!(avx512)));
+    }
+    let mut rng = Rng(2024);
+    for ty in [GgmlType::Q4K, GgmlType::Q6K] {
+        let bb = ty.block_bytes();
+        for nb in 1..=13 {
+            let n = nb * 256;
+            // 19 rows: a group of 16 (the 16-row tiles) and 3 left over
+            let weight_rows = 19;
+            let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
+            if nb == 6 {
+                // special scales in some blocks: inf, NaN, subnormal, zero, -inf
+                for (b, sp) in [(1usize, 0x7c00u16), (5, 0x7e01), (7, 0x0001), (9, 0x0000), (16, 0xfc00)] {
+                    for &f in scale_fields(ty) {
+                        w[b * bb + f..b * bb + f + 2].copy_from_slice(&sp.to_le_bytes());
+                    }
+                }
+            }
+            let acts: Vec<Vec<u8>> = (0..8).map(|_| quantized_act(ActType::Q8K, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+            for k in [1usize, 2, 3, 4, 8] {
+                let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
+                for (name, f) in &kernels {
+                    let mut out = vec![f32::NAN; k * weight_rows];
+                    // SAFETY: the kernel's CPU features were checked; out has k × weight_rows floats.
+                    unsafe { f(ty, &w, nb, &refs, &mut out) };
+                    for t in 0..k {
+                        for r in 0..weight_rows {
+                            let reference = scalar::vec_dot(ty, n, &w[r * nb * bb..(r + 1) * nb * bb], &acts[t]);
+                            let got = out[t * weight_rows + r];
+                            assert!(
+                                got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
+                                "{name} {ty:?}, {nb} super-blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn weight_quantizers_round_trip_within_their_step() {
     let mut rng = Rng(11);

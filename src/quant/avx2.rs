@@ -47,7 +47,7 @@ unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
 
 /// The totals of four blocks' partial sums, as f32 lanes (exact: |sum| < 2^24).
 #[inline(always)]
-unsafe fn totals4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128 {
+pub(super) unsafe fn totals4(p0: __m256i, p1: __m256i, p2: __m256i, p3: __m256i) -> __m128 {
     let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p0, p1), _mm256_hadd_epi32(p2, p3));
     _mm_cvtepi32_ps(_mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)))
 }
@@ -62,12 +62,12 @@ unsafe fn total(p: __m256i) -> i32 {
 
 /// Four f16 values (bits) as f32 lanes (F16C: exact, like `f16::to_f32`).
 #[inline(always)]
-unsafe fn f16x4(a: u16, b: u16, c: u16, d: u16) -> __m128 {
+pub(super) unsafe fn f16x4(a: u16, b: u16, c: u16, d: u16) -> __m128 {
     _mm_cvtph_ps(_mm_setr_epi16(a as i16, b as i16, c as i16, d as i16, 0, 0, 0, 0))
 }
 
 #[inline(always)]
-fn h(b: [u8; 2]) -> u16 {
+pub(super) fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
 }
 
@@ -357,7 +357,7 @@ macro_rules! k_rows_kernel {
 
 // Q4_K: (quants, sc, m)
 k_rows_kernel!(
-    rows_q4_k, dot_q4_k, BlockQ4K, ([__m256i; 8], [u8; 8], [u8; 8]),
+    rows_q4_k_each, dot_q4_k, BlockQ4K, ([__m256i; 8], [u8; 8], [u8; 8]),
     |x: &BlockQ4K| {
         let (sc, m) = scalar::scales_mins_k4(&x.scales);
         let m4 = _mm256_set1_epi8(0x0f);
@@ -397,7 +397,7 @@ k_rows_kernel!(
 
 // Q6_K: (unsigned 6-bit quants, pair scales, scales as i16 for the −32 offset through the sums)
 k_rows_kernel!(
-    rows_q6_k, dot_q6_k, BlockQ6K, ([__m256i; 8], [__m256i; 8], __m256i),
+    rows_q6_k_each, dot_q6_k, BlockQ6K, ([__m256i; 8], [__m256i; 8], __m256i),
     |x: &BlockQ6K| {
         let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x03));
         let q: [__m256i; 8] = std::array::from_fn(|i| {
@@ -470,6 +470,231 @@ k_rows_kernel!(
         acc.add(b, super::f16::le(x.d) * y.d(), total(s));
     }
 );
+
+// ---- Q4_K and Q6_K in 8-row tiles ----
+//
+// Eight weight rows at once, one row per 32-bit lane: the rows' quants are transposed in registers
+// (4 bytes of a row per lane), `maddubs` multiplies them by 4 activation bytes broadcast to every
+// lane (two exact i16 sums per lane, added in i16 while they cannot overflow), and `madd` by the
+// rows' sub-block scales (each i16 pair of a lane carries its row's scale twice) gives each row's
+// exact i32 sum: no horizontal sums, and each lane's float arithmetic is the scalar reference's
+// (`Acc4` lanes as four vectors), so results are bit-identical to it.
+
+/// Q4_K rows × `N` Q8_K activation rows (8-row tiles, then row by row; the tiles are faster even
+/// for one activation row).
+///
+/// # Safety
+/// AVX2 and F16C present; each `out[t]` valid for `w.len() / nb` writes.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    let (mut w, mut out) = (w, out);
+    if nb > 0 {
+        let ys = q8k_rows(a, nb);
+        while w.len() >= 8 * nb {
+            tile8_q4_k::<N>(&w[..8 * nb], nb, &ys, out);
+            w = &w[8 * nb..];
+            out = out.map(|o| o.wrapping_add(8));
+        }
+    }
+    rows_q4_k_each::<N>(w, nb, a, out)
+}
+
+/// Q6_K rows × `N` Q8_K activation rows (8-row tiles, then row by row).
+///
+/// # Safety
+/// As `rows_q4_k`.
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    let (mut w, mut out) = (w, out);
+    if nb > 0 {
+        let ys = q8k_rows(a, nb);
+        while w.len() >= 8 * nb {
+            tile8_q6_k::<N>(&w[..8 * nb], nb, &ys, out);
+            w = &w[8 * nb..];
+            out = out.map(|o| o.wrapping_add(8));
+        }
+    }
+    rows_q6_k_each::<N>(w, nb, a, out)
+}
+
+/// Q8_K activation rows (as `quantize_act` lays them out) as blocks of `nb`.
+#[inline(always)]
+pub(super) fn q8k_rows<const N: usize>(a: [&[u8]; N], nb: usize) -> [&[BlockQ8K]; N] {
+    let bytes = nb * std::mem::size_of::<BlockQ8K>();
+    std::array::from_fn(|t| {
+        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+        as_blocks(&a[t][..bytes])
+    })
+}
+
+/// Eight rows' 8 dwords (vector r: row r) transposed: vector k holds dword k of rows 0..8.
+#[inline(always)]
+unsafe fn transpose_8x8(z: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|i| {
+        let (a, b) = (z[2 * (i / 2)], z[2 * (i / 2) + 1]);
+        if i % 2 == 0 { _mm256_unpacklo_epi32(a, b) } else { _mm256_unpackhi_epi32(a, b) }
+    });
+    let u: [__m256i; 8] = std::array::from_fn(|i| {
+        let (g, k) = (i / 4, i % 4);
+        let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+        if k % 2 == 0 { _mm256_unpacklo_epi64(a, b) } else { _mm256_unpackhi_epi64(a, b) }
+    });
+    // u[4g + k]: dword k (low 128 bits) and k + 4 (high) of rows 4g..4g+4
+    std::array::from_fn(|k| {
+        if k < 4 { _mm256_permute2x128_si256::<0x20>(u[k], u[4 + k]) } else { _mm256_permute2x128_si256::<0x31>(u[k - 4], u[k]) }
+    })
+}
+
+/// 32 bytes at `field(row) + off` of block `b` of each of 8 rows, transposed.
+#[inline(always)]
+unsafe fn rows_dwords8<B>(w: &[B], nb: usize, b: usize, field: impl Fn(&B) -> *const u8, off: usize) -> [__m256i; 8] {
+    transpose_8x8(std::array::from_fn(|r| load32(field(&w[r * nb + b]).add(off))))
+}
+
+/// An i32 lane's value (|v| < 2^15) as the same i16 twice, for `madd`.
+#[inline(always)]
+unsafe fn twice16(v: __m256i) -> __m256i {
+    _mm256_or_si256(_mm256_and_si256(v, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32::<16>(v))
+}
+
+#[inline(always)]
+unsafe fn tile8_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let lo8 = _mm256_set1_epi32(0xff);
+    let negz = _mm256_set1_ps(-0.0);
+    let mut accd = [[_mm256_setzero_ps(); 4]; N];
+    let mut accm = [[_mm256_setzero_ps(); 4]; N];
+    for b in 0..nb {
+        // per row: sc0..3, sc4..7, m0..3, m4..7 as bytes of four dwords (ggml's unpacking)
+        let mut u = [[0u32; 8]; 4];
+        let (mut d, mut dmin) = ([0u16; 8], [0u16; 8]);
+        for r in 0..8 {
+            let x = &w[r * nb + b];
+            let s = &x.scales;
+            let v = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+            let (u0, u1, u2) = (v(0), v(1), v(2));
+            u[0][r] = u0 & 0x3f3f_3f3f;
+            u[1][r] = (u2 & 0x0f0f_0f0f) | (((u0 >> 6) & 0x0303_0303) << 4);
+            u[2][r] = u1 & 0x3f3f_3f3f;
+            u[3][r] = ((u2 >> 4) & 0x0f0f_0f0f) | (((u1 >> 6) & 0x0303_0303) << 4);
+            (d[r], dmin[r]) = (h(x.d), h(x.dmin));
+        }
+        let uv: [__m256i; 4] = std::array::from_fn(|q| _mm256_loadu_si256(u[q].as_ptr() as *const __m256i));
+        let sc: [__m256i; 8] = std::array::from_fn(|j| twice16(_mm256_and_si256(_mm256_srl_epi32(uv[j / 4], _mm_cvtsi32_si128(8 * (j % 4) as i32)), lo8)));
+        let mp: [__m256i; 4] = std::array::from_fn(|k| {
+            let v = _mm256_srl_epi32(uv[2 + k / 2], _mm_cvtsi32_si128(16 * (k % 2) as i32));
+            _mm256_or_si256(_mm256_and_si256(v, lo8), _mm256_slli_epi32::<8>(_mm256_and_si256(v, _mm256_set1_epi32(0xff00))))
+        });
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+        let dm = _mm256_cvtph_ps(_mm_loadu_si128(dmin.as_ptr() as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for i in 0..4 {
+            let q = rows_dwords8(w, nb, b, |x: &BlockQ4K| x.qs.as_ptr(), 32 * i);
+            let ql: [__m256i; 8] = std::array::from_fn(|k| _mm256_and_si256(q[k], m4));
+            let qh: [__m256i; 8] = std::array::from_fn(|k| _mm256_and_si256(_mm256_srli_epi16::<4>(q[k]), m4));
+            for t in 0..N {
+                let a = ys[t][b].qs.as_ptr().add(64 * i) as *const i32;
+                // i16 sums of 8 groups: at most 8·2·15·128 < 2^15
+                let (mut sl, mut sh) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                for k in 0..8 {
+                    sl = _mm256_add_epi16(sl, _mm256_maddubs_epi16(ql[k], _mm256_set1_epi32(a.add(k).read_unaligned())));
+                    sh = _mm256_add_epi16(sh, _mm256_maddubs_epi16(qh[k], _mm256_set1_epi32(a.add(8 + k).read_unaligned())));
+                }
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_madd_epi16(sl, sc[2 * i]), _mm256_madd_epi16(sh, sc[2 * i + 1])));
+            }
+        }
+        for t in 0..N {
+            let y = &ys[t][b];
+            let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
+            let mut pv = [0i32; 4];
+            _mm_storeu_si128(pv.as_mut_ptr() as *mut __m128i, pairs);
+            let mut msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(pv[0]));
+            for k in 1..4 {
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[k], _mm256_set1_epi32(pv[k])));
+            }
+            let da = _mm256_set1_ps(y.d());
+            let l = b % 4;
+            accd[t][l] = _mm256_add_ps(accd[t][l], _mm256_mul_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(isum[t])));
+            accm[t][l] = _mm256_add_ps(accm[t][l], _mm256_xor_ps(_mm256_mul_ps(_mm256_mul_ps(dm, da), _mm256_cvtepi32_ps(msum)), negz));
+        }
+    }
+    for t in 0..N {
+        let [a0, a1, a2, a3] = accd[t];
+        let [m0, m1, m2, m3] = accm[t];
+        let d = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+        let m = _mm256_add_ps(_mm256_add_ps(m0, m1), _mm256_add_ps(m2, m3));
+        _mm256_storeu_ps(out[t], _mm256_add_ps(d, m));
+    }
+}
+
+#[inline(always)]
+unsafe fn tile8_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+    let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(0x03));
+    let mut accd = [[_mm256_setzero_ps(); 4]; N];
+    for b in 0..nb {
+        let mut u = [[0u32; 8]; 4];
+        let mut d = [0u16; 8];
+        for r in 0..8 {
+            let x = &w[r * nb + b];
+            for (q, uq) in u.iter_mut().take(4).enumerate() {
+                uq[r] = u32::from_le_bytes([x.scales[4 * q] as u8, x.scales[4 * q + 1] as u8, x.scales[4 * q + 2] as u8, x.scales[4 * q + 3] as u8]);
+            }
+            d[r] = h(x.d);
+        }
+        let uv: [__m256i; 4] = std::array::from_fn(|q| _mm256_loadu_si256(u[q].as_ptr() as *const __m256i));
+        // scale j of each row, sign-extended
+        let sc: [__m256i; 16] = std::array::from_fn(|j| _mm256_srai_epi32::<24>(_mm256_sll_epi32(uv[j / 4], _mm_cvtsi32_si128(24 - 8 * (j % 4) as i32))));
+        let sp: [__m256i; 8] = std::array::from_fn(|k| _mm256_or_si256(_mm256_and_si256(sc[2 * k], _mm256_set1_epi32(0xffff)), _mm256_slli_epi32::<16>(sc[2 * k + 1])));
+        let sc2: [__m256i; 16] = sc.map(|v| twice16(v));
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.as_ptr() as *const __m128i));
+        let mut isum = [_mm256_setzero_si256(); N];
+        for n in 0..2 {
+            let qh = rows_dwords8(w, nb, b, |x: &BlockQ6K| x.qh.as_ptr(), 32 * n);
+            for half in 0..2 {
+                let ql = rows_dwords8(w, nb, b, |x: &BlockQ6K| x.ql.as_ptr(), 64 * n + 32 * half);
+                for k in [half, half + 2] {
+                    let v: [__m256i; 8] = std::array::from_fn(|g| {
+                        let lo = if k < 2 { _mm256_and_si256(ql[g], m4) } else { _mm256_and_si256(_mm256_srli_epi16::<4>(ql[g]), m4) };
+                        let hb = _mm256_and_si256(_mm256_srl_epi16(qh[g], _mm_cvtsi32_si128(2 * k as i32)), m2);
+                        _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hb))
+                    });
+                    let j0 = 8 * n + 2 * k;
+                    for t in 0..N {
+                        let a = ys[t][b].qs.as_ptr().add(128 * n + 32 * k) as *const i32;
+                        let p = |g: usize| _mm256_maddubs_epi16(v[g], _mm256_set1_epi32(a.add(g).read_unaligned()));
+                        // i16 sums of two groups: at most 2·2·63·128 < 2^15
+                        let s = [
+                            _mm256_madd_epi16(_mm256_add_epi16(p(0), p(1)), sc2[j0]),
+                            _mm256_madd_epi16(_mm256_add_epi16(p(2), p(3)), sc2[j0]),
+                            _mm256_madd_epi16(_mm256_add_epi16(p(4), p(5)), sc2[j0 + 1]),
+                            _mm256_madd_epi16(_mm256_add_epi16(p(6), p(7)), sc2[j0 + 1]),
+                        ];
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3])));
+                    }
+                }
+            }
+        }
+        for t in 0..N {
+            let y = &ys[t][b];
+            let bs = y.bsums.as_ptr() as *const i32;
+            let mut off = _mm256_madd_epi16(sp[0], _mm256_set1_epi32(bs.read_unaligned()));
+            for (k, &spk) in sp.iter().enumerate().skip(1) {
+                off = _mm256_add_epi32(off, _mm256_madd_epi16(spk, _mm256_set1_epi32(bs.add(k).read_unaligned())));
+            }
+            let total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(off));
+            let l = b % 4;
+            accd[t][l] = _mm256_add_ps(accd[t][l], _mm256_mul_ps(_mm256_mul_ps(dw, _mm256_set1_ps(y.d())), _mm256_cvtepi32_ps(total)));
+        }
+    }
+    let z = _mm256_setzero_ps();
+    let zero = _mm256_add_ps(_mm256_add_ps(z, z), _mm256_add_ps(z, z));
+    for t in 0..N {
+        let [a0, a1, a2, a3] = accd[t];
+        let d = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
+        _mm256_storeu_ps(out[t], _mm256_add_ps(d, zero));
+    }
+}
 
 /// Eight bf16 values (16 bytes at `p`) as f32 lanes.
 #[inline(always)]

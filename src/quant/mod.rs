@@ -6,8 +6,9 @@
 //! of 256) take their input as Q8_K, 256 i8 with an f32 scale and the sums of each 16; BF16 weights
 //! take BF16 input (ggml-cpu's `vec_dot_type` table). Doing the same keeps the engine within float
 //! rounding of llama.cpp's tokens. `scalar.rs` is where to read the arithmetic: one plain reference
-//! per format; the SIMD variants (`simd128` for wasm, `avx2` natively) are tested bit for bit
-//! against it on random blocks (tests/kernels.rs).
+//! per format; the SIMD variants (`simd128` for wasm, `avx2` natively, and `avx512` for Q4_K and
+//! Q6_K where the CPU has AVX-512 VNNI) are tested bit for bit against it on random blocks
+//! (tests/kernels.rs).
 
 pub mod bf16;
 pub mod f16;
@@ -17,6 +18,8 @@ pub mod scalar;
 pub mod simd128;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
 
 use crate::gguf::GgmlType;
 
@@ -459,6 +462,14 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             }
             return;
         }};
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        match ty {
+            Q4K => go!(avx512::rows_q4_k, QK_K),
+            Q6K => go!(avx512::rows_q6_k, QK_K),
+            _ => {}
+        }
     }
     #[cfg(target_arch = "x86_64")]
     if avx2::available() {
