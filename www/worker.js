@@ -902,7 +902,9 @@ async function loadSplit(urls, opts, retried = false) {
   };
   let built;
   try {
-    built = buildEngine(read, total, { ...opts, hash: true, what, parts: sizes });
+    // Downloaded shards were hashed as they streamed: the engine hashes the shards only when some
+    // come from storage (it hashes all parts or none).
+    built = buildEngine(read, total, { ...opts, hash: shards.some((sh) => sh.stored), what, parts: sizes });
   } catch (e) {
     for (const sh of shards) await sh.discard?.().catch(() => {});
     releaseAll();
@@ -910,9 +912,10 @@ async function loadSplit(urls, opts, retried = false) {
   } finally {
     closers.forEach((close) => close());
   }
-  const hashes = built.sha256s ?? [];
+  /** @type {string[]} each shard's SHA-256: computed by the engine, or by the download */
+  const hashes = built.sha256s ?? shards.map((sh) => /** @type {string} */ (sh.sha256));
   const damaged = shards.filter((sh, i) => sh.stored && hashes[i] !== sh.sha256);
-  const wrong = shards.findIndex((sh, i) => hashes[i] !== (sh.sha256 ?? hashes[i]) || (expect[i] && hashes[i] !== expect[i]));
+  const wrong = shards.findIndex((sh, i) => hashes[i] !== sh.sha256 || (expect[i] && hashes[i] !== expect[i]));
   if (damaged.length && !retried) {
     built.free();
     releaseAll();
