@@ -325,7 +325,8 @@ fn batched_kernels_equal_the_reference_row_by_row() {
         let at = act_type(ty).unwrap();
         for blocks in [1, 3, 4, 5, 8, 18] {
             let n = blocks * block_len(ty);
-            let weight_rows = 3;
+            // wasm's K-quant kernels take weight rows four at a time: a whole group and 3 left over
+            let weight_rows = 7;
             let w: Vec<f32> = (0..n * weight_rows).map(|_| rng.value()).collect();
             let wq = quant::quantize::quantize(ty, &w).unwrap();
             let rb = wq.len() / weight_rows;
@@ -342,6 +343,49 @@ fn batched_kernels_equal_the_reference_row_by_row() {
                         let reference = scalar::vec_dot(ty, n, &wq[r * rb..(r + 1) * rb], block_part(at, n, row));
                         let got = out[t * weight_rows + r];
                         assert_eq!(got.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, weight row {r}, act row {t} of {k}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The K-quant kernels as the engine calls them (`dot_rows`, whichever SIMD the target has: wasm's
+/// four-row tiles, AVX2, AVX-512): random super-blocks (every bit pattern of quants and sub-block
+/// scales), 9 weight rows (whole groups of four and one left over), 1..8 activation rows, and
+/// special f16 scales (inf, NaN, subnormal, zero, −inf) in some blocks, each equal bit for bit to
+/// the scalar reference row by row.
+#[test]
+fn k_kernels_equal_the_reference_on_random_and_special_blocks() {
+    let mut rng = Rng(77);
+    for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS] {
+        let bb = ty.block_bytes();
+        for nb in [1usize, 3, 6] {
+            let n = nb * 256;
+            let weight_rows = 9;
+            let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
+            if nb == 6 {
+                for (b, sp) in [(1usize, 0x7c00u16), (5, 0x7e01), (7, 0x0001), (9, 0x0000), (16, 0xfc00), (40, 0x83ff)] {
+                    for &f in scale_fields(ty) {
+                        w[b * bb + f..b * bb + f + 2].copy_from_slice(&sp.to_le_bytes());
+                    }
+                }
+            }
+            let acts: Vec<Vec<u8>> = (0..8).map(|_| quantized_act(ActType::Q8K, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+            for k in [1usize, 2, 3, 4, 5, 8] {
+                let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
+                let mut out = vec![f32::NAN; k * weight_rows];
+                let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
+                // SAFETY: each pointer has room for `weight_rows` floats.
+                unsafe { quant::dot_rows(ty, n, &w, &refs, &ptrs) };
+                for t in 0..k {
+                    for r in 0..weight_rows {
+                        let reference = scalar::vec_dot(ty, n, &w[r * nb * bb..(r + 1) * nb * bb], &acts[t]);
+                        let got = out[t * weight_rows + r];
+                        assert!(
+                            got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
+                            "{ty:?}, {nb} super-blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
+                        );
                     }
                 }
             }

@@ -560,23 +560,22 @@ macro_rules! k_rows_kernel {
 /// low nibbles of qs[32i + 16c ..], else high nibbles of qs[32i + 16(c − 2) ..]).
 #[inline(always)]
 fn nibbles_k(qs: &[u8; 128]) -> [v128; 16] {
-    std::array::from_fn(|v| {
-        let (i, c) = (v / 4, v % 4);
-        let b = load_at(qs, 32 * i + 16 * (c % 2));
-        if c < 2 { v128_and(b, u8x16_splat(0x0f)) } else { u8x16_shr(b, 4) }
-    })
+    // written out: a loop here stays a loop in wasm (with the engine's stack check each time round)
+    let m = u8x16_splat(0x0f);
+    let b: [v128; 8] = [
+        load_at(qs, 0), load_at(qs, 16), load_at(qs, 32), load_at(qs, 48),
+        load_at(qs, 64), load_at(qs, 80), load_at(qs, 96), load_at(qs, 112),
+    ];
+    let lo = |v: v128| v128_and(v, m);
+    // the high nibble: a 16-bit shift then the mask (wasm's 8-bit shift is several instructions)
+    let hi = |v: v128| v128_and(u16x8_shr(v, 4), m);
+    [
+        lo(b[0]), lo(b[1]), hi(b[0]), hi(b[1]),
+        lo(b[2]), lo(b[3]), hi(b[2]), hi(b[3]),
+        lo(b[4]), lo(b[5]), hi(b[4]), hi(b[5]),
+        lo(b[6]), lo(b[7]), hi(b[6]), hi(b[7]),
+    ]
 }
-
-k_rows_kernel!(
-    rows_q4_k, dot_q4_k, BlockQ4K, ([v128; 16], [v128; 8], [u8; 8]),
-    |x: &BlockQ4K| {
-        let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        (nibbles_k(&x.qs), splats(sc.map(|s| s as i32)), m)
-    },
-    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ4K, p: &([v128; 16], [v128; 8], [u8; 8]), y: &BlockQ8K| {
-        scalar::acc_k_min(acc, b, x.d, x.dmin, y, isum_k32(&p.1, y, &p.0), msum_k(&p.2, y));
-    }
-);
 
 k_rows_kernel!(
     rows_q5_k, dot_q5_k, BlockQ5K, ([v128; 16], [v128; 8], [u8; 8]),
@@ -598,25 +597,292 @@ k_rows_kernel!(
     }
 );
 
-// Q6_K: the unsigned 6-bit values (7-bit operands); the −32 is taken through the per-16 sums
-k_rows_kernel!(
-    rows_q6_k, dot_q6_k, BlockQ6K, ([v128; 16], [v128; 16], [i16; 16]),
-    |x: &BlockQ6K| {
-        let q: [v128; 16] = std::array::from_fn(|v| {
-            // elements 128n + 32k + 16·half .. +16
-            let (n, k, half) = (v / 8, (v / 2) % 4, v % 2);
-            let ql = load_at(&x.ql, 64 * n + 32 * (k % 2) + 16 * half);
-            let qh = load_at(&x.qh, 32 * n + 16 * half);
-            let lo = if k < 2 { v128_and(ql, u8x16_splat(0x0f)) } else { u8x16_shr(ql, 4) };
-            v128_or(lo, u8x16_shl(v128_and(u8x16_shr(qh, 2 * k as u32), u8x16_splat(3)), 4))
-        });
-        (q, splats(x.scales.map(|s| s as i32)), x.scales.map(|s| s as i16))
-    },
-    |acc: &mut scalar::Acc4, b: usize, x: &BlockQ6K, p: &([v128; 16], [v128; 16], [i16; 16]), y: &BlockQ8K| {
-        let isum = isum_k16(&p.1, y, &p.0) - 32 * bsum_dot(&p.2, y);
-        acc.add(b, super::f16::le(x.d) * y.d(), isum);
+// ---- Q4_K and Q6_K in tiles of four weight rows ----
+//
+// The Q4_K_M formats, where a 1B model spends its time. Four weight rows go through at once: each
+// row's super-block is unpacked once (`prep`: the quants in element order, the sub-block scales
+// already splatted to i16 lanes) for every activation row it meets; one row's exact integer sums
+// against one activation block are left as i32x4 partial sums, and the four rows' partials are
+// gathered by `totals4` into one vector whose lane i is row i. The float arithmetic then runs
+// on those vectors, lane i being exactly `scalar::Acc4`'s order for row i — so the results are
+// bit-identical to the reference while the horizontal sums, the f16 scale conversions and the
+// float adds are shared by four rows.
+//
+// The products: `pairs16` sums 16 products of 7-bit quants and i8 activations into i16 pairs
+// (relaxed SIMD: one `i16x8.relaxed_dot_i8x16_i7x16_s`, exact since no pair reaches i16's
+// range: 2·63·127 < 2^15), and one `i32x4.dot_i16x8_s` against the sub-block's scale splatted to
+// i16 both widens and scales them.
+
+/// i16 lanes of sums of products q·y over 16 lanes (q unsigned < 64, y i8); every lane is the sum
+/// of two products. Which two differs between the forms, so callers only ever multiply all eight
+/// lanes by one scale and add them up.
+#[inline(always)]
+fn pairs16(q: v128, y: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return i16x8_relaxed_dot_i8x16_i7x16(y, q);
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    i16x8_add(
+        i16x8_mul(u16x8_extend_low_u8x16(q), i16x8_extend_low_i8x16(y)),
+        i16x8_mul(u16x8_extend_high_u8x16(q), i16x8_extend_high_i8x16(y)),
+    )
+}
+
+/// A 16-byte load at `p` (SAFETY: 16 readable bytes).
+#[inline(always)]
+unsafe fn load_ptr(p: *const u8) -> v128 {
+    v128_load(p as *const v128)
+}
+
+/// Q4_K's 8 scales and 8 minimums (`scalar::scales_mins_k4`) as u8 lanes sc0..sc7, m0..m7: ggml's
+/// 32-bit unpacking, on the three words in lanes 0..3 of one load.
+#[inline(always)]
+fn scales_mins_k4_lanes(x: &BlockQ4K) -> v128 {
+    // SAFETY: 16 bytes from `scales`: its 12 and the first 4 of `qs`, inside the block.
+    let v = unsafe { load_ptr(x.scales.as_ptr()) };
+    let a = i32x4_shuffle::<0, 2, 1, 2>(v, v); // u0 u2 u1 u2
+    let b = i32x4_shuffle::<0, 0, 1, 1>(v, v); // u0 u0 u1 u1
+    let k2 = u32x4_splat(0x0f0f_0f0f);
+    let lo = v128_and(a, u32x4_splat(0x3f3f_3f3f)); // lanes 0, 2: u0 & K1, u1 & K1
+    // lane 1: u2 & K2, lane 3: (u2 >> 4) & K2; both | ((u0|u1 >> 6) & K3) << 4
+    let low4 = v128_bitselect(v128_and(u32x4_shr(a, 4), k2), v128_and(a, k2), u32x4(0, 0, 0, !0));
+    let hi = v128_or(low4, u32x4_shl(v128_and(u32x4_shr(b, 6), u32x4_splat(0x0303_0303)), 4));
+    v128_bitselect(lo, hi, u32x4(!0, 0, !0, 0))
+}
+
+/// A swizzle index that gives 0 (any index ≥ 16 does; with the top bit set, engines can use one
+/// x86 `pshufb` without fixing the indices up first).
+const Z: u8 = 0x80;
+
+/// Byte `j` of `v` zero-extended into every i16 lane.
+macro_rules! splat_byte16 {
+    ($v:expr, $j:expr) => {
+        u8x16_swizzle($v, u8x16($j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z))
+    };
+}
+
+/// A Q4_K super-block unpacked: the quants in element order (vector v: elements 16v..16v+16),
+/// sub-block j's scale in every i16 lane of `sc[j]`, and the minimums each twice as i16 (m0 m0 m1
+/// m1 …, against Q8_K's sixteen per-16 sums).
+struct PrepQ4K {
+    q: [v128; 16],
+    sc: [v128; 8],
+    mins: [v128; 2],
+}
+
+#[inline(always)]
+fn prep_q4_k(x: &BlockQ4K) -> PrepQ4K {
+    let sm = scales_mins_k4_lanes(x);
+    PrepQ4K {
+        q: nibbles_k(&x.qs),
+        sc: [
+            splat_byte16!(sm, 0), splat_byte16!(sm, 1), splat_byte16!(sm, 2), splat_byte16!(sm, 3),
+            splat_byte16!(sm, 4), splat_byte16!(sm, 5), splat_byte16!(sm, 6), splat_byte16!(sm, 7),
+        ],
+        mins: [
+            u8x16_swizzle(sm, u8x16(8, Z, 8, Z, 9, Z, 9, Z, 10, Z, 10, Z, 11, Z, 11, Z)),
+            u8x16_swizzle(sm, u8x16(12, Z, 12, Z, 13, Z, 13, Z, 14, Z, 14, Z, 15, Z, 15, Z)),
+        ],
     }
-);
+}
+
+/// Q8_K's per-16 sums as two i16x8.
+#[inline(always)]
+fn bsums16(y: &BlockQ8K) -> (v128, v128) {
+    // SAFETY: two 16-byte loads inside the 32-byte bsums array.
+    unsafe { (load_ptr(y.bsums.as_ptr() as *const u8), load_ptr(y.bsums.as_ptr().add(8) as *const u8)) }
+}
+
+/// One unpacked Q4_K block · one Q8_K block: (Σ_j sc_j·(q·y over sub-block j), Σ_j m_j·(its two
+/// per-16 sums)), as i32x4 partial sums. Every lane stays exact: a sub-block's i16 pair sums are
+/// at most 4·15·127 in magnitude.
+#[inline(always)]
+fn sums_q4_k(p: &PrepQ4K, y: &BlockQ8K) -> (v128, v128) {
+    let mut s = i32x4_splat(0);
+    for j in 0..8 {
+        let d = i16x8_add(pairs16(p.q[2 * j], q8k_at(y, 32 * j)), pairs16(p.q[2 * j + 1], q8k_at(y, 32 * j + 16)));
+        s = i32x4_add(s, i32x4_dot_i16x8(d, p.sc[j]));
+    }
+    let (b0, b1) = bsums16(y);
+    (s, i32x4_add(i32x4_dot_i16x8(b0, p.mins[0]), i32x4_dot_i16x8(b1, p.mins[1])))
+}
+
+/// A Q6_K super-block unpacked: the unsigned 6-bit quants in element order, sub-block j's scale
+/// in every i16 lane of `sc[j]`, and the sixteen scales as i16 (for the −32, through the per-16
+/// sums).
+struct PrepQ6K {
+    q: [v128; 16],
+    sc: [v128; 16],
+    sc16: [v128; 2],
+}
+
+#[inline(always)]
+fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
+    // elements 128n + 32k + 16·half .. +16: a nibble of ql, bits 2k..2k+2 of qh as bits 4-5
+    // (written out: a loop here stays a loop in wasm)
+    let (m4, m30) = (u8x16_splat(0x0f), u8x16_splat(0x30));
+    let ql: [v128; 8] = [
+        load_at(&x.ql, 0), load_at(&x.ql, 16), load_at(&x.ql, 32), load_at(&x.ql, 48),
+        load_at(&x.ql, 64), load_at(&x.ql, 80), load_at(&x.ql, 96), load_at(&x.ql, 112),
+    ];
+    let qh: [v128; 4] = [load_at(&x.qh, 0), load_at(&x.qh, 16), load_at(&x.qh, 32), load_at(&x.qh, 48)];
+    // 16-bit shifts: the masks drop what crosses from the neighbouring byte
+    let lo = |v: v128| v128_and(v, m4);
+    let hi = |v: v128| v128_and(u16x8_shr(v, 4), m4);
+    let h0 = |v: v128| v128_and(u16x8_shl(v, 4), m30);
+    let h1 = |v: v128| v128_and(u16x8_shl(v, 2), m30);
+    let h2 = |v: v128| v128_and(v, m30);
+    let h3 = |v: v128| v128_and(u16x8_shr(v, 2), m30);
+    let q: [v128; 16] = [
+        v128_or(lo(ql[0]), h0(qh[0])), v128_or(lo(ql[1]), h0(qh[1])),
+        v128_or(lo(ql[2]), h1(qh[0])), v128_or(lo(ql[3]), h1(qh[1])),
+        v128_or(hi(ql[0]), h2(qh[0])), v128_or(hi(ql[1]), h2(qh[1])),
+        v128_or(hi(ql[2]), h3(qh[0])), v128_or(hi(ql[3]), h3(qh[1])),
+        v128_or(lo(ql[4]), h0(qh[2])), v128_or(lo(ql[5]), h0(qh[3])),
+        v128_or(lo(ql[6]), h1(qh[2])), v128_or(lo(ql[7]), h1(qh[3])),
+        v128_or(hi(ql[4]), h2(qh[2])), v128_or(hi(ql[5]), h2(qh[3])),
+        v128_or(hi(ql[6]), h3(qh[2])), v128_or(hi(ql[7]), h3(qh[3])),
+    ];
+    // SAFETY: the 16 bytes of `scales`.
+    let s = unsafe { load_ptr(x.scales.as_ptr() as *const u8) };
+    let sc16 = [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)];
+    macro_rules! lane16 {
+        ($v:expr, $k:expr) => {
+            u8x16_swizzle($v, u8x16(2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1,
+                2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1))
+        };
+    }
+    let (a, b) = (sc16[0], sc16[1]);
+    PrepQ6K {
+        q,
+        sc: [
+            lane16!(a, 0), lane16!(a, 1), lane16!(a, 2), lane16!(a, 3), lane16!(a, 4), lane16!(a, 5), lane16!(a, 6), lane16!(a, 7),
+            lane16!(b, 0), lane16!(b, 1), lane16!(b, 2), lane16!(b, 3), lane16!(b, 4), lane16!(b, 5), lane16!(b, 6), lane16!(b, 7),
+        ],
+        sc16,
+    }
+}
+
+/// One unpacked Q6_K block · one Q8_K block: Σ_j sc_j·((q − 32)·y over sub-block j) as i32x4
+/// partial sums (the −32 as −32·Σ_j sc_j·bsum_j), and no minimum term.
+#[inline(always)]
+fn sums_q6_k(p: &PrepQ6K, y: &BlockQ8K) -> (v128, v128) {
+    let mut s = i32x4_splat(0);
+    for j in 0..16 {
+        s = i32x4_add(s, i32x4_dot_i16x8(pairs16(p.q[j], q8k_at(y, 16 * j)), p.sc[j]));
+    }
+    let (b0, b1) = bsums16(y);
+    let off = i32x4_add(i32x4_dot_i16x8(b0, p.sc16[0]), i32x4_dot_i16x8(b1, p.sc16[1]));
+    (i32x4_sub(s, i32x4_shl(off, 5)), i32x4_splat(0))
+}
+
+/// Every weight row of `w` (rows of `nb` super-blocks) against `N` Q8_K activation rows, four
+/// weight rows at a time (a last partial group repeats its last row and keeps only its own lanes).
+/// `prep` unpacks a super-block, `sums` gives one unpacked block's (scaled, minimum) integer
+/// partial sums against one activation block, `scales` the f32 (d, dmin) of four blocks; `MIN`:
+/// the format has a minimum term.
+#[inline(always)]
+unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
+    w: &[B],
+    nb: usize,
+    a: [&[u8]; N],
+    out: [*mut f32; N],
+    prep: impl Fn(&B) -> P,
+    sums: impl Fn(&P, &BlockQ8K) -> (v128, v128),
+    scales: impl Fn([&B; 4]) -> (v128, v128),
+) {
+    if nb == 0 {
+        return;
+    }
+    let bytes = nb * std::mem::size_of::<BlockQ8K>();
+    let ys: [&[BlockQ8K]; N] = std::array::from_fn(|t| {
+        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+        as_blocks(&a[t][..bytes])
+    });
+    let rows = w.len() / nb;
+    let mut r0 = 0;
+    while r0 < rows {
+        let rw: [&[B]; 4] = std::array::from_fn(|i| {
+            let r = (r0 + i).min(rows - 1);
+            &w[r * nb..(r + 1) * nb]
+        });
+        let mut accd = [[f32x4_splat(0.0); 4]; N];
+        let mut accm = [[f32x4_splat(0.0); 4]; N];
+        for b in 0..nb {
+            // each row's block unpacked and taken against every activation row before the next
+            // row's (one unpacked block live at a time)
+            let mut s = [[(i32x4_splat(0), i32x4_splat(0)); 4]; N];
+            for i in 0..4 {
+                let p = prep(&rw[i][b]);
+                for t in 0..N {
+                    s[t][i] = sums(&p, &ys[t][b]);
+                }
+            }
+            let (dw, dmin) = scales([&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]]);
+            for t in 0..N {
+                let da = f32x4_splat(ys[t][b].d());
+                let s = &s[t];
+                // scalar::Acc4::add and (with a minimum) scalar::acc_k_min, lane by lane
+                let is = f32x4_convert_i32x4(totals4(s[0].0, s[1].0, s[2].0, s[3].0));
+                accd[t][b % 4] = f32x4_add(accd[t][b % 4], f32x4_mul(f32x4_mul(dw, da), is));
+                if MIN {
+                    let ms = f32x4_convert_i32x4(totals4(s[0].1, s[1].1, s[2].1, s[3].1));
+                    accm[t][b % 4] = f32x4_add(accm[t][b % 4], f32x4_neg(f32x4_mul(f32x4_mul(dmin, da), ms)));
+                }
+            }
+        }
+        let keep = (rows - r0).min(4);
+        for t in 0..N {
+            let [a0, a1, a2, a3] = accd[t];
+            let [m0, m1, m2, m3] = accm[t];
+            // scalar::Acc4::sum (the minimums' lanes are +0.0 for a format without them, as there)
+            let v = f32x4_add(f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3)), f32x4_add(f32x4_add(m0, m1), f32x4_add(m2, m3)));
+            let o = out[t].add(r0);
+            if keep == 4 {
+                // SAFETY: the caller gives room for every row.
+                v128_store(o as *mut v128, v);
+            } else {
+                let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
+                for (i, &x) in lanes.iter().enumerate().take(keep) {
+                    *o.add(i) = x;
+                }
+            }
+        }
+        r0 += 4;
+    }
+}
+
+/// # Safety
+/// Each `out[t]` valid for `w.len() / nb` writes.
+pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    k_tiles::<_, _, N, true>(w, nb, a, out, prep_q4_k, sums_q4_k, |x: [&BlockQ4K; 4]| {
+        let pair = |x: &BlockQ4K| h(x.d) as u32 | (h(x.dmin) as u32) << 16;
+        pairs_f32(u32x4(pair(x[0]), pair(x[1]), pair(x[2]), pair(x[3])))
+    })
+}
+
+/// # Safety
+/// Each `out[t]` valid for `w.len() / nb` writes.
+pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    k_tiles::<_, _, N, false>(w, nb, a, out, prep_q6_k, sums_q6_k, |x: [&BlockQ6K; 4]| {
+        (scales_f32(u32x4(h(x[0].d) as u32, h(x[1].d) as u32, h(x[2].d) as u32, h(x[3].d) as u32)), f32x4_splat(0.0))
+    })
+}
+
+/// One Q4_K row · one Q8_K row (for the tests).
+pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
+    let mut v = 0f32;
+    // SAFETY: one row of output.
+    unsafe { rows_q4_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
+    v
+}
+
+/// One Q6_K row · one Q8_K row (for the tests).
+pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
+    let mut v = 0f32;
+    // SAFETY: one row of output.
+    unsafe { rows_q6_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
+    v
+}
 
 k_rows_kernel!(
     rows_q2_k, dot_q2_k, BlockQ2K, ([v128; 16], [v128; 16], [i16; 16]),
