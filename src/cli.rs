@@ -447,6 +447,11 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
         dc.push(gen_tokens as f64 / t1.elapsed().as_secs_f64());
     }
     let (load, pf, dc) = (median(&mut loads), median(&mut pf), median(&mut dc));
+    // decode against the memory's bound: one thread's read bandwidth over 256 MiB
+    let clock = Instant::now();
+    let bandwidth = hearth::membw::read_bandwidth(256 << 20, 3, || clock.elapsed().as_secs_f64() * 1000.0);
+    let weight_bytes = engine.model.weight_bytes();
+    let bound = bandwidth / weight_bytes as f64;
     let threads = hearth::parallel::threads();
     #[cfg(target_arch = "x86_64")]
     let simd = if hearth::quant::avx512::available() {
@@ -463,10 +468,16 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
             "{}",
             json!({"load_ms": load, "prefill_tok_s": pf, "decode_tok_s": dc, "prompt_tokens": prompt.len(),
                    "gen_tokens": gen_tokens, "threads": threads, "kernels": simd, "repeat": repeat,
-                   "weights_bytes": engine.model.weight_bytes()})
+                   "weights_bytes": weight_bytes, "read_bandwidth_bytes_s": bandwidth, "decode_bound_tok_s": bound})
         );
     } else {
         println!("threads {threads} ({simd}), median of {repeat}: load {load:.0} ms, prefill {pf:.1} tok/s ({} tokens), decode {dc:.1} tok/s ({gen_tokens} tokens)", prompt.len());
+        println!(
+            "memory: one thread reads {:.1} GB/s; {:.1} MiB of weights per token bound decode at {bound:.1} tok/s ({:.0}% of it reached)",
+            bandwidth / 1e9,
+            weight_bytes as f64 / (1 << 20) as f64,
+            100.0 * dc / bound
+        );
     }
     let _ = &mut engine;
     Ok(())

@@ -16,6 +16,7 @@ pub mod error;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+pub mod membw;
 pub mod model;
 pub mod parallel;
 pub mod preflight;

@@ -288,15 +288,17 @@ pub fn act_type(ty: GgmlType) -> Option<ActType> {
     }
 }
 
-/// wasm's kernels multiply i16 lanes: there, a quantized 8-bit activation row also carries its
-/// values widened to i16 (once per row, instead of once per weight row that meets it).
+/// In wasm an 8-bit activation row also carries 64 more bytes per block, made once per row instead
+/// of once per weight row that meets it (`simd128::widen_act`): its values widened to i16 (plain
+/// SIMD multiplies i16 lanes), or with relaxed SIMD their positive and negative parts (7-bit
+/// operands against 8-bit weights).
 const ACT_I16: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
 
 /// Bytes of one activation row of `n` values (n a multiple of 32 for the 8-bit types, of 256 for
 /// Q8_K): the blocks, their scales as f32 arrays (d, and s for Q8_1, converted once per row so the
 /// kernels need not convert them for every weight row), in wasm for Q8_0 each block's Σq as i32,
-/// and in wasm the values as i16. (Q8_K's
-/// scale is already f32 and it has no i16 copy.)
+/// and in wasm the 64 bytes per block of `ACT_I16`. (Q8_K's scale is already f32 and it has no
+/// such copy.)
 pub fn act_bytes(at: ActType, n: usize) -> usize {
     let wide = if ACT_I16 { n * 2 } else { 0 };
     match at {
@@ -341,7 +343,7 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
                 o.copy_from_slice(&f16::le(b.d).to_le_bytes());
             }
             // wasm: each block's Σq as i32 (Q4_0/Q5_0's relaxed kernels subtract k·Σq), then
-            // the values as i16
+            // the values as i16 or their 7-bit parts (`ACT_I16`)
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
             {
                 let (sums, wide) = _rest.split_at_mut(nb * 4);
@@ -359,7 +361,8 @@ pub fn quantize_act(at: ActType, x: &[f32], out: &mut [u8]) {
                 od.copy_from_slice(&f16::le(b.d).to_le_bytes());
                 os.copy_from_slice(&f16::le(b.s).to_le_bytes());
             }
-            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            // (with relaxed SIMD, Q4_1/Q5_1 multiply the 8-bit values themselves)
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128", not(target_feature = "relaxed-simd")))]
             simd128::widen_act(as_blocks::<BlockQ8_1>(blocks), |b| &b.qs, _wide);
         }
         ActType::Q8K => quantize_q8_k(x, as_blocks_mut(blocks)),

@@ -130,7 +130,8 @@ fn h(b: [u8; 2]) -> u16 {
 }
 
 /// An activation row as `quantize_act` lays it out for wasm (blocks, the f32 scales `d`, the sums
-/// `s` — f32 d·Σq for Q8_1, i32 Σq for Q8_0 — then the values again as i16), split into its parts
+/// `s` — f32 d·Σq for Q8_1, i32 Σq for Q8_0 — then 64 bytes per block: the values as i16, or with
+/// relaxed SIMD their 7-bit parts, see `widen_act`), split into its parts
 /// for `nb` blocks.
 #[inline(always)]
 fn act_parts(row: &[u8], nb: usize, block: usize) -> (*const f32, *const f32, *const i16) {
@@ -329,17 +330,40 @@ offset_kernel!(rows_q5_0, BlockQ5_0, 16, |x: &BlockQ5_0| q5_values(&x.qs, x.qh))
 min_kernel!(rows_q4_1, BlockQ4_1, |x: &BlockQ4_1| nibbles(&x.qs));
 min_kernel!(rows_q5_1, BlockQ5_1, |x: &BlockQ5_1| q5_values(&x.qs, x.qh));
 
-/// Q8_0 weights use all 8 bits (not a 7-bit operand): always the i16 path.
+/// With relaxed SIMD: exact i32x4 partial sums of 32 i8 weights (`w`: elements 0..15, 16..31,
+/// any value) times the activations whose y⁺ and y⁻ parts `e` points at (`widen_act`).
+///
+/// SAFETY: `e` points at 64 readable bytes.
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+unsafe fn relaxed_signed(w: &(v128, v128), e: *const u8) -> v128 {
+    let z = i32x4_splat(0);
+    let pos = i32x4_relaxed_dot_i8x16_i7x16_add(w.1, load_ptr(e.add(16)), i32x4_relaxed_dot_i8x16_i7x16_add(w.0, load_ptr(e), z));
+    let neg = i32x4_relaxed_dot_i8x16_i7x16_add(w.1, load_ptr(e.add(48)), i32x4_relaxed_dot_i8x16_i7x16_add(w.0, load_ptr(e.add(32)), z));
+    i32x4_sub(pos, neg)
+}
+
+/// Q8_0 weights use all 8 bits (not a 7-bit operand): with relaxed SIMD they multiply the
+/// activations' 7-bit positive and negative parts; without it, the i16 path.
 ///
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-    let prep = |x: &BlockQ8_0| {
-        let (lo, hi) = load_q8(&x.qs);
-        widen_s(lo, hi)
-    };
-    let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-    rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockQ8_0| h(x.d))
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        let prep = |x: &BlockQ8_0| load_q8(&x.qs);
+        let mul = |p: &(v128, v128), _y: &BlockQ8_0, q: *const i16| unsafe { relaxed_signed(p, q as *const u8) };
+        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockQ8_0| h(x.d))
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        let prep = |x: &BlockQ8_0| {
+            let (lo, hi) = load_q8(&x.qs);
+            widen_s(lo, hi)
+        };
+        let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
+        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockQ8_0| h(x.d))
+    }
 }
 
 /// 16 4-bit indices (u8 lanes) → their KVALUES_IQ4NL levels (i8 lanes).
@@ -350,23 +374,47 @@ fn iq4_lookup(idx: v128) -> v128 {
     u8x16_swizzle(t, idx)
 }
 
-/// IQ4_NL's levels use all 8 bits (−127..113, not a 7-bit operand): always the i16 path, as Q8_0.
+/// IQ4_NL's levels use all 8 bits (−127..113, not a 7-bit operand): as Q8_0, against the
+/// activations' 7-bit parts with relaxed SIMD, else the i16 path.
 ///
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_iq4_nl<const N: usize>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-    let prep = |x: &BlockIQ4NL| {
-        let (lo, hi) = nibbles(&x.qs);
-        widen_s(iq4_lookup(lo), iq4_lookup(hi))
-    };
-    let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-    rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockIQ4NL| h(x.d))
+    #[cfg(target_feature = "relaxed-simd")]
+    {
+        let prep = |x: &BlockIQ4NL| {
+            let (lo, hi) = nibbles(&x.qs);
+            (iq4_lookup(lo), iq4_lookup(hi))
+        };
+        let mul = |p: &(v128, v128), _y: &BlockQ8_0, q: *const i16| unsafe { relaxed_signed(p, q as *const u8) };
+        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockIQ4NL| h(x.d))
+    }
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    {
+        let prep = |x: &BlockIQ4NL| {
+            let (lo, hi) = nibbles(&x.qs);
+            widen_s(iq4_lookup(lo), iq4_lookup(hi))
+        };
+        let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
+        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact, |x: &BlockIQ4NL| h(x.d))
+    }
 }
 
-/// The activation values of `blocks` as i16, in element order (wasm's kernels multiply i16 lanes).
+/// What an 8-bit activation row carries after its scales for the kernels whose weights use all 8
+/// bits (Q8_0, IQ4_NL), 64 bytes per block of 32: with relaxed SIMD the positive and the negative
+/// parts of the values, max(y, 0) and max(−y, 0) (32 bytes each, both in 0..=127: relaxed SIMD's
+/// 7-bit operand, so w·y = w·y⁺ − w·y⁻ takes two exact 8-bit dot products with the weights as
+/// they are, −128 included); without it the values widened to i16 (wasm's plain SIMD multiplies
+/// i16 lanes).
 pub fn widen_act<B: Block>(blocks: &[B], qs: impl Fn(&B) -> &[i8; 32], out: &mut [u8]) {
     for (b, o) in blocks.iter().zip(out.chunks_exact_mut(QK * 2)) {
         let (lo, hi) = load_q8(qs(b));
+        #[cfg(target_feature = "relaxed-simd")]
+        let v = {
+            let z = i8x16_splat(0);
+            [i8x16_max(lo, z), i8x16_max(hi, z), i8x16_max(i8x16_neg(lo), z), i8x16_max(i8x16_neg(hi), z)]
+        };
+        #[cfg(not(target_feature = "relaxed-simd"))]
         let v = widen_s(lo, hi);
         for (i, x) in v.iter().enumerate() {
             // SAFETY: 4 × 16 bytes inside the 64-byte chunk.
