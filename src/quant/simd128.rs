@@ -622,9 +622,8 @@ macro_rules! k_rows_kernel {
 /// Q4_K/Q5_K's nibbles in element order: vector 4i + c holds elements 64i + 16c .. +16 (c < 2:
 /// low nibbles of qs[32i + 16c ..], else high nibbles of qs[32i + 16(c − 2) ..]).
 #[inline(always)]
-fn nibbles_k(qs: &[u8; 128]) -> [v128; 16] {
+fn nibbles_k(qs: &[u8; 128], m: v128) -> [v128; 16] {
     // written out: a loop here stays a loop in wasm (with the engine's stack check each time round)
-    let m = u8x16_splat(0x0f);
     let b: [v128; 8] = [
         load_at(qs, 0), load_at(qs, 16), load_at(qs, 32), load_at(qs, 48),
         load_at(qs, 64), load_at(qs, 80), load_at(qs, 96), load_at(qs, 112),
@@ -644,7 +643,7 @@ k_rows_kernel!(
     rows_q5_k, dot_q5_k, BlockQ5K, ([v128; 16], [v128; 8], [u8; 8]),
     |x: &BlockQ5K| {
         let (sc, m) = scalar::scales_mins_k4(&x.scales);
-        let lo = nibbles_k(&x.qs);
+        let lo = nibbles_k(&x.qs, u8x16_splat(0x0f));
         let (h0, h1) = (load_at(&x.qh, 0), load_at(&x.qh, 16));
         // element 64i + l takes bit 2i of qh[l], element 64i + 32 + l bit 2i + 1 (l < 32)
         let q: [v128; 16] = std::array::from_fn(|v| {
@@ -671,30 +670,20 @@ k_rows_kernel!(
 // bit-identical to the reference while the horizontal sums, the f16 scale conversions and the
 // float adds are shared by four rows.
 //
-// The products: `pairs16` sums 16 products of 7-bit quants and i8 activations into i16 pairs
-// (relaxed SIMD: one `i16x8.relaxed_dot_i8x16_i7x16_s`, exact since no pair reaches i16's
-// range: 2·63·127 < 2^15), and one `i32x4.dot_i16x8_s` against the sub-block's scale splatted to
-// i16 both widens and scales them.
-
-/// i16 lanes of sums of products q·y over 16 lanes (q unsigned < 64, y i8); every lane is the sum
-/// of two products. Which two differs between the forms, so callers only ever multiply all eight
-/// lanes by one scale and add them up.
-#[inline(always)]
-fn pairs16(q: v128, y: v128) -> v128 {
-    #[cfg(target_feature = "relaxed-simd")]
-    return i16x8_relaxed_dot_i8x16_i7x16(y, q);
-    #[cfg(not(target_feature = "relaxed-simd"))]
-    i16x8_add(
-        i16x8_mul(u16x8_extend_low_u8x16(q), i16x8_extend_low_i8x16(y)),
-        i16x8_mul(u16x8_extend_high_u8x16(q), i16x8_extend_high_i8x16(y)),
-    )
-}
+// The products: 8-bit dot products of the 7-bit quants and the i8 activations give each
+// sub-block's exact i32x4 partial sums (relaxed SIMD: one instruction per 16 products); two
+// sub-blocks' partials, each lane below 2^15, are narrowed into one i16x8 and scaled and summed by
+// one `i32x4.dot_i16x8_s` against their two scales.
 
 /// A 16-byte load at `p` (SAFETY: 16 readable bytes).
 #[inline(always)]
 unsafe fn load_ptr(p: *const u8) -> v128 {
     v128_load(p as *const v128)
 }
+
+/// A swizzle index that gives 0 (any index ≥ 16 does; with the top bit set, engines can use one
+/// x86 `pshufb` without fixing the indices up first).
+const Z: u8 = 0x80;
 
 /// Q4_K's 8 scales and 8 minimums (`scalar::scales_mins_k4`) as u8 lanes sc0..sc7, m0..m7: ggml's
 /// 32-bit unpacking, on the three words in lanes 0..3 of one load.
@@ -712,23 +701,37 @@ fn scales_mins_k4_lanes(x: &BlockQ4K) -> v128 {
     v128_bitselect(lo, hi, u32x4(!0, 0, !0, 0))
 }
 
-/// A swizzle index that gives 0 (any index ≥ 16 does; with the top bit set, engines can use one
-/// x86 `pshufb` without fixing the indices up first).
-const Z: u8 = 0x80;
-
-/// Byte `j` of `v` zero-extended into every i16 lane.
-macro_rules! splat_byte16 {
+/// Bytes `j` and `j + 1` of `v` zero-extended into i16 lanes 0..4 and 4..8.
+macro_rules! pair_bytes16 {
     ($v:expr, $j:expr) => {
-        u8x16_swizzle($v, u8x16($j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z, $j, Z))
+        u8x16_swizzle($v, u8x16($j, Z, $j, Z, $j, Z, $j, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z))
     };
 }
 
+/// Exact i32x4 partial sums of the 32 products of `q0`, `q1` (unsigned < 128) and `y0`, `y1` (i8),
+/// each lane a sum of 8 products (relaxed SIMD: two chained 8-bit dot products).
+#[inline(always)]
+fn dot32_u7(q0: v128, q1: v128, y0: v128, y1: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return i32x4_relaxed_dot_i8x16_i7x16_add(y1, q1, i32x4_relaxed_dot_i8x16_i7x16_add(y0, q0, i32x4_splat(0)));
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    i32x4_add(dot16(q0, y0), dot16(q1, y1))
+}
+
+/// Two sub-blocks' partial sums (i32x4 each, every lane below 2^15 in magnitude, so the narrowing
+/// is exact) scaled by their scales (`sc`: i16 lanes 0..4 the first's, 4..8 the second's) and
+/// summed pairwise: one `i32x4.dot_i16x8_s` for two sub-blocks.
+#[inline(always)]
+fn scale_pair(a: v128, b: v128, sc: v128) -> v128 {
+    i32x4_dot_i16x8(i16x8_narrow_i32x4(a, b), sc)
+}
+
 /// A Q4_K super-block unpacked: the quants in element order (vector v: elements 16v..16v+16),
-/// sub-block j's scale in every i16 lane of `sc[j]`, and the minimums each twice as i16 (m0 m0 m1
-/// m1 …, against Q8_K's sixteen per-16 sums).
+/// sub-blocks 2k and 2k+1's scales in i16 lanes 0..4 and 4..8 of `sc[k]`, and the minimums each
+/// twice as i16 (m0 m0 m1 m1 …, against Q8_K's sixteen per-16 sums).
 struct PrepQ4K {
     q: [v128; 16],
-    sc: [v128; 8],
+    sc: [v128; 4],
     mins: [v128; 2],
 }
 
@@ -736,11 +739,8 @@ struct PrepQ4K {
 fn prep_q4_k(x: &BlockQ4K) -> PrepQ4K {
     let sm = scales_mins_k4_lanes(x);
     PrepQ4K {
-        q: nibbles_k(&x.qs),
-        sc: [
-            splat_byte16!(sm, 0), splat_byte16!(sm, 1), splat_byte16!(sm, 2), splat_byte16!(sm, 3),
-            splat_byte16!(sm, 4), splat_byte16!(sm, 5), splat_byte16!(sm, 6), splat_byte16!(sm, 7),
-        ],
+        q: nibbles_k(&x.qs, u8x16_splat(0x0f)),
+        sc: [pair_bytes16!(sm, 0), pair_bytes16!(sm, 2), pair_bytes16!(sm, 4), pair_bytes16!(sm, 6)],
         mins: [
             u8x16_swizzle(sm, u8x16(8, Z, 8, Z, 9, Z, 9, Z, 10, Z, 10, Z, 11, Z, 11, Z)),
             u8x16_swizzle(sm, u8x16(12, Z, 12, Z, 13, Z, 13, Z, 14, Z, 14, Z, 15, Z, 15, Z)),
@@ -756,25 +756,25 @@ fn bsums16(y: &BlockQ8K) -> (v128, v128) {
 }
 
 /// One unpacked Q4_K block · one Q8_K block: (Σ_j sc_j·(q·y over sub-block j), Σ_j m_j·(its two
-/// per-16 sums)), as i32x4 partial sums. Every lane stays exact: a sub-block's i16 pair sums are
-/// at most 4·15·127 in magnitude.
+/// per-16 sums)), as i32x4 partial sums. Every lane stays exact: a sub-block's partial sums are
+/// at most 8·15·128 in magnitude before they are scaled.
 #[inline(always)]
 fn sums_q4_k(p: &PrepQ4K, y: &BlockQ8K) -> (v128, v128) {
-    let mut s = i32x4_splat(0);
-    for j in 0..8 {
-        let d = i16x8_add(pairs16(p.q[2 * j], q8k_at(y, 32 * j)), pairs16(p.q[2 * j + 1], q8k_at(y, 32 * j + 16)));
-        s = i32x4_add(s, i32x4_dot_i16x8(d, p.sc[j]));
-    }
+    let d = |j: usize| dot32_u7(p.q[2 * j], p.q[2 * j + 1], q8k_at(y, 32 * j), q8k_at(y, 32 * j + 16));
+    let s = i32x4_add(
+        i32x4_add(scale_pair(d(0), d(1), p.sc[0]), scale_pair(d(2), d(3), p.sc[1])),
+        i32x4_add(scale_pair(d(4), d(5), p.sc[2]), scale_pair(d(6), d(7), p.sc[3])),
+    );
     let (b0, b1) = bsums16(y);
     (s, i32x4_add(i32x4_dot_i16x8(b0, p.mins[0]), i32x4_dot_i16x8(b1, p.mins[1])))
 }
 
-/// A Q6_K super-block unpacked: the unsigned 6-bit quants in element order, sub-block j's scale
-/// in every i16 lane of `sc[j]`, and the sixteen scales as i16 (for the −32, through the per-16
-/// sums).
+/// A Q6_K super-block unpacked: the unsigned 6-bit quants in element order, sub-blocks 2k and
+/// 2k+1's scales in i16 lanes 0..4 and 4..8 of `sc[k]`, and the sixteen scales as i16 (for the
+/// −32, through the per-16 sums).
 struct PrepQ6K {
     q: [v128; 16],
-    sc: [v128; 16],
+    sc: [v128; 8],
     sc16: [v128; 2],
 }
 
@@ -808,18 +808,18 @@ fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
     // SAFETY: the 16 bytes of `scales`.
     let s = unsafe { load_ptr(x.scales.as_ptr() as *const u8) };
     let sc16 = [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)];
-    macro_rules! lane16 {
+    // i16 lanes k and k + 1 of `v`, each four times
+    macro_rules! lanes16 {
         ($v:expr, $k:expr) => {
-            u8x16_swizzle($v, u8x16(2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1,
-                2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1, 2 * $k, 2 * $k + 1))
+            i16x8_shuffle::<$k, $k, $k, $k, { $k + 1 }, { $k + 1 }, { $k + 1 }, { $k + 1 }>($v, $v)
         };
     }
     let (a, b) = (sc16[0], sc16[1]);
     PrepQ6K {
         q,
         sc: [
-            lane16!(a, 0), lane16!(a, 1), lane16!(a, 2), lane16!(a, 3), lane16!(a, 4), lane16!(a, 5), lane16!(a, 6), lane16!(a, 7),
-            lane16!(b, 0), lane16!(b, 1), lane16!(b, 2), lane16!(b, 3), lane16!(b, 4), lane16!(b, 5), lane16!(b, 6), lane16!(b, 7),
+            lanes16!(a, 0), lanes16!(a, 2), lanes16!(a, 4), lanes16!(a, 6),
+            lanes16!(b, 0), lanes16!(b, 2), lanes16!(b, 4), lanes16!(b, 6),
         ],
         sc16,
     }
@@ -829,10 +829,13 @@ fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
 /// partial sums (the −32 as −32·Σ_j sc_j·bsum_j), and no minimum term.
 #[inline(always)]
 fn sums_q6_k(p: &PrepQ6K, y: &BlockQ8K) -> (v128, v128) {
-    let mut s = i32x4_splat(0);
-    for j in 0..16 {
-        s = i32x4_add(s, i32x4_dot_i16x8(pairs16(p.q[j], q8k_at(y, 16 * j)), p.sc[j]));
-    }
+    // a sub-block's partial sums: 4 products each, at most 4·63·128 < 2^15 in magnitude
+    let d = |j: usize| dot16_u7(p.q[j], q8k_at(y, 16 * j));
+    let pair = |k: usize| scale_pair(d(2 * k), d(2 * k + 1), p.sc[k]);
+    let s = i32x4_add(
+        i32x4_add(i32x4_add(pair(0), pair(1)), i32x4_add(pair(2), pair(3))),
+        i32x4_add(i32x4_add(pair(4), pair(5)), i32x4_add(pair(6), pair(7))),
+    );
     let (b0, b1) = bsums16(y);
     let off = i32x4_add(i32x4_dot_i16x8(b0, p.sc16[0]), i32x4_dot_i16x8(b1, p.sc16[1]));
     (i32x4_sub(s, i32x4_shl(off, 5)), i32x4_splat(0))
