@@ -22,6 +22,8 @@ pub fn exp(x: f32) -> f32 {
 /// gate[i] = silu(gate[i]) · up[i] = gate / (1 + e^-gate) · up.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     assert!(up.len() >= gate.len());
+    // (in wasm the SIMD part always runs and sets it)
+    #[allow(unused_assignments)]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if crate::quant::avx2::available() {

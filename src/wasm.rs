@@ -391,6 +391,16 @@ pub fn budget_refusals() -> f64 {
     crate::alloc::budget_refusals() as f64
 }
 
+/// One thread's memory read bandwidth in bytes per second over `mib` MiB, the best of 3 passes
+/// (the benchmark's decode bound: weight bytes ÷ this is the least time a token can take); `now` is
+/// a millisecond clock, `() => performance.now()`. The buffer stays in this instance's memory
+/// (which never shrinks): call it from an instance of its own, not the engine's.
+#[wasm_bindgen(js_name = readBandwidth)]
+pub fn read_bandwidth(mib: u32, now: &js_sys::Function) -> f64 {
+    let clock = || now.call0(&JsValue::NULL).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+    crate::membw::read_bandwidth((mib as usize) << 20, 3, clock)
+}
+
 /// Bytes of wasm linear memory right now (for the benchmark's peak-memory figure).
 #[wasm_bindgen(js_name = memoryBytes)]
 pub fn memory_bytes() -> f64 {

@@ -34,7 +34,14 @@
 //   shrinks, so that is its peak), read the same way for both engines (see www/bench/bench.js).
 // - wasm size: each engine's .wasm file, raw and gzip -9 (node's zlib).
 // - Native: ./target/release/hearth bench --threads N --json --repeat RUNS (its own 128-token
-//   prompt, context 257; medians over RUNS).
+//   prompt, context 257; medians over RUNS), and native llama.cpp where a llama-bench binary is
+//   found ($LLAMA_BENCH, else tools/reference/build-llama.sh's default build): llama-bench -p 128
+//   -n MAX_TOKENS -r RUNS at 1 and 2 threads, for the "browser ÷ native llama.cpp" table.
+// - Memory bound: after every timed run, one thread's read bandwidth in the browser
+//   (window.benchBandwidth: hearth's readBandwidth over 256 MiB, in an instance of its own on the
+//   page's main thread; median of 3 calls, each the best of 3 passes), and natively (hearth bench's
+//   figure). A decoded token reads every weight once, so weight bytes ÷ bandwidth bounds decode
+//   at one thread; the report gives each engine's decode as a share of that bound.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -52,6 +59,8 @@ const WLLAMA_DIR = join(BROWSER_DIR, 'node_modules/@wllama/wllama');
 const VENDOR_LINK = join(ROOT, 'www/vendor/wllama');
 const CLI = join(ROOT, 'target/release/hearth');
 const BASE_MODEL = 'SmolLM2-135M-Instruct.Q4_1.gguf';
+const DEFAULT_LLAMA_BENCH = '/work/llama/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin/llama-bench';
+const LLAMA_BENCH = process.env.LLAMA_BENCH || (existsSync(DEFAULT_LLAMA_BENCH) ? DEFAULT_LLAMA_BENCH : null);
 
 /** The same text for every engine: 128 tokens with SmolLM2's tokenizer. */
 const PROMPT =
@@ -362,6 +371,20 @@ async function main() {
       for (const cfg of configs) summarize(per.configs[cfg.id]);
       per.agreement = agreement(per.configs);
       if (NATIVE) per.native = native(model);
+      if (NATIVE && LLAMA_BENCH) per.llama = llamaNative(model);
+    }
+    say('  memory read bandwidth, one thread, in the browser');
+    const page = await b.context.newPage();
+    try {
+      await page.goto(server.isolated + 'bench/');
+      await page.waitForFunction(() => window.benchReady === true);
+      const samples = [];
+      for (let i = 0; i < 3; i++) samples.push(await page.evaluate(() => window.benchBandwidth()));
+      results.bandwidth = { browserBytesS: median(samples), samples };
+    } catch (e) {
+      results.bandwidth = { error: String(e?.message ?? e).split('\n')[0] };
+    } finally {
+      await page.close().catch(() => {});
     }
   } finally {
     clearInterval(sampler);
@@ -471,6 +494,32 @@ function native(model) {
   return rows;
 }
 
+/** Native llama.cpp (llama-bench) on the model at 1 and 2 threads: prefill/decode tok/s. */
+function llamaNative(model) {
+  const rows = {};
+  for (const t of [1, 2]) {
+    say(`  ${model.label} llama.cpp native --threads ${t}`);
+    const r = spawnSync(LLAMA_BENCH, ['-m', model.file, '-t', String(t), '-p', '128', '-n', String(MAX_TOKENS), '-r', String(RUNS), '-o', 'json'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      maxBuffer: 1 << 26,
+    });
+    if (r.status !== 0) {
+      rows[t] = { error: (r.stderr || '').trim().split('\n').pop() };
+      continue;
+    }
+    try {
+      const out = JSON.parse(r.stdout);
+      const pp = out.find((x) => x.n_prompt > 0 && x.n_gen === 0);
+      const tg = out.find((x) => x.n_gen > 0 && x.n_prompt === 0);
+      rows[t] = { threads: t, prefill_tok_s: pp?.avg_ts ?? null, decode_tok_s: tg?.avg_ts ?? null, build: out[0]?.build_commit ?? null };
+    } catch (e) {
+      rows[t] = { error: `unreadable llama-bench output: ${e.message}` };
+    }
+  }
+  return rows;
+}
+
 // ---- report -----------------------------------------------------------------------------------
 
 const f0 = (x) => (x == null ? '—' : Math.round(x).toString());
@@ -545,6 +594,50 @@ function markdown(rep) {
     }
   }
   L.push('');
+  const hasLlama = Object.values(rep.models).some((per) => per.llama);
+  if (hasLlama) {
+    L.push('### hearth in the browser ÷ llama.cpp native at equal threads (llama-bench, same machine, same run)');
+    L.push('');
+    L.push('| model | threads | llama.cpp prefill tok/s | llama.cpp decode tok/s | browser prefill ÷ native | browser decode ÷ native |');
+    L.push('|---|---:|---:|---:|---:|---:|');
+    for (const [label, per] of Object.entries(rep.models)) {
+      for (const [t, n] of Object.entries(per.llama ?? {})) {
+        const H = per.configs[`hearth-threads-${t}`];
+        const r = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '—');
+        if (n.error) {
+          L.push(`| ${label} | ${t} | n/a | n/a | n/a (${n.error}) | — |`);
+          continue;
+        }
+        const m = H && !H.na ? H.median : null;
+        L.push(`| ${label} | ${t} | ${f1(n.prefill_tok_s)} | ${f1(n.decode_tok_s)} | ${r(m?.prefillTokS, n.prefill_tok_s)} | ${r(m?.decodeTokS, n.decode_tok_s)} |`);
+      }
+    }
+    L.push('');
+  }
+  const bw = rep.bandwidth?.browserBytesS;
+  if (bw) {
+    L.push(`### Decode against the memory's bound (one thread reads ${(bw / 1e9).toFixed(1)} GB/s in the browser)`);
+    L.push('');
+    L.push('A decoded token reads every weight once: weight bytes ÷ that bandwidth is the least time a token can take at one thread.');
+    L.push('');
+    L.push('| model | weights MiB | bound tok/s | hearth 1 thread | share of bound | wllama 1 thread | share of bound |');
+    L.push('|---|---:|---:|---:|---:|---:|---:|');
+    for (const [label, per] of Object.entries(rep.models)) {
+      const hs = per.configs['hearth-threads-1'] ?? per.configs['hearth-simd'];
+      const ws = per.configs['wllama-1'];
+      const weights = hs?.runs?.[0]?.info?.weightBytes ?? per.sizeBytes;
+      const bound = bw / weights;
+      const h = hs && !hs.na ? hs.median?.decodeTokS : null;
+      const w = ws && !ws.na ? ws.median?.decodeTokS : null;
+      const pc = (x) => (x ? `${Math.round((100 * x) / bound)}%` : '—');
+      L.push(`| ${label} | ${f1(MiB(weights))} | ${f1(bound)} | ${f1(h)} | ${pc(h)} | ${f1(w)} | ${pc(w)} |`);
+    }
+    const nat = Object.values(rep.models).flatMap((per) => Object.values(per.native ?? {})).find((n) => n.read_bandwidth_bytes_s);
+    if (nat) L.push('', `Natively (hearth bench, same machine) one thread reads ${(nat.read_bandwidth_bytes_s / 1e9).toFixed(1)} GB/s.`);
+    L.push('');
+  } else if (rep.bandwidth?.error) {
+    L.push(`(memory bandwidth probe failed: ${rep.bandwidth.error})`, '');
+  }
   L.push('### Greedy outputs (informative): first generated tokens that agree with hearth simd');
   L.push('');
   for (const [label, per] of Object.entries(rep.models)) {

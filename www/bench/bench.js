@@ -190,4 +190,13 @@ window.benchRun = async (cfg) => {
   log(`  load ${Math.round(r.loadWallMs)} ms, prefill ${r.prefillTokens} tok in ${Math.round(r.prefillMs)} ms, decode ${r.decodeTokens} tok in ${Math.round(r.decodeMs)} ms`);
   return r;
 };
+// One thread's memory read bandwidth in this browser (bytes/s), from an instance of hearth's plain
+// simd128 build of its own on the page's main thread (so the probe's 256 MiB buffer is in no
+// engine's memory). tools/bench.mjs calls it once, after every timed run.
+window.benchBandwidth = async () => {
+  const mod = await import('../pkg/hearth.js');
+  await mod.default();
+  return mod.readBandwidth(256, () => performance.now());
+};
+
 window.benchReady = true;
