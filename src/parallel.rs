@@ -234,6 +234,11 @@ pub use imp::{helpers, thread_main};
 pub use imp::{run, set_threads, threads};
 
 const CHUNKS_PER_THREAD: usize = 4;
+/// Big jobs (a vocabulary's output projection: thousands of row tiles) go in more, smaller chunks:
+/// the last chunk is what a thread that finished early waits for, so it should be short.
+const CHUNKS_PER_THREAD_BIG: usize = 16;
+/// Units (row tiles) from which a job counts as big.
+const BIG_UNITS: usize = 1024;
 
 /// Calls `f` on disjoint ranges covering `0..n`, in parallel where threads exist. Ranges are
 /// multiples of `align` (except the last) so SIMD row groups stay whole.
@@ -242,7 +247,8 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
     let units = n.div_ceil(align.max(1));
     // A few chunks per thread, taken as threads come free: on a shared machine one thread is
     // often late, and equal shares would make every call wait for it.
-    let chunks = if threads == 1 { 1 } else { (threads * CHUNKS_PER_THREAD).min(units).max(1) };
+    let per_thread = if units >= BIG_UNITS { CHUNKS_PER_THREAD_BIG } else { CHUNKS_PER_THREAD };
+    let chunks = if threads == 1 { 1 } else { (threads * per_thread).min(units).max(1) };
     if chunks == 1 {
         return f(0..n);
     }
