@@ -350,44 +350,59 @@ fn batched_kernels_equal_the_reference_row_by_row() {
     }
 }
 
+/// Random K-quant weights — `weight_rows` rows of `nb` super-blocks, every bit pattern of quants
+/// and sub-block scales; with `nb == 6` special f16 scales (inf, NaN, subnormal, zero, −inf, a
+/// negative subnormal) in some blocks — and 8 Q8_K activation rows.
+fn k_case(ty: GgmlType, nb: usize, weight_rows: usize, rng: &mut Rng) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let bb = ty.block_bytes();
+    let mut w = random_blocks(ty, nb * weight_rows, rng);
+    if nb == 6 {
+        for (b, sp) in [(1usize, 0x7c00u16), (5, 0x7e01), (7, 0x0001), (9, 0x0000), (16, 0xfc00), (40, 0x83ff)] {
+            for &f in scale_fields(ty) {
+                w[b * bb + f..b * bb + f + 2].copy_from_slice(&sp.to_le_bytes());
+            }
+        }
+    }
+    let n = nb * 256;
+    let acts = (0..8).map(|_| quantized_act(ActType::Q8K, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+    (w, acts)
+}
+
+/// `out[t * weight_rows + r]` is row r of `w` · `acts[t]` as the scalar reference computes it, bit
+/// for bit (a NaN for a NaN), for the first `k` activation rows.
+fn assert_k_rows(what: &str, ty: GgmlType, nb: usize, w: &[u8], acts: &[Vec<u8>], k: usize, out: &[f32]) {
+    let rb = nb * ty.block_bytes();
+    let weight_rows = w.len() / rb;
+    for t in 0..k {
+        for r in 0..weight_rows {
+            let reference = scalar::vec_dot(ty, nb * 256, &w[r * rb..(r + 1) * rb], &acts[t]);
+            let got = out[t * weight_rows + r];
+            assert!(
+                got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
+                "{what} {ty:?}, {nb} super-blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
+            );
+        }
+    }
+}
+
 /// The K-quant kernels as the engine calls them (`dot_rows`, whichever SIMD the target has: wasm's
-/// four-row tiles, AVX2, AVX-512): random super-blocks (every bit pattern of quants and sub-block
-/// scales), 9 weight rows (whole groups of four and one left over), 1..8 activation rows, and
-/// special f16 scales (inf, NaN, subnormal, zero, −inf) in some blocks, each equal bit for bit to
-/// the scalar reference row by row.
+/// four-row tiles, AVX2, AVX-512): random super-blocks, 9 weight rows (whole groups of four and one
+/// left over), 1..8 activation rows, and special f16 scales in some blocks (`k_case`), each equal
+/// bit for bit to the scalar reference row by row.
 #[test]
 fn k_kernels_equal_the_reference_on_random_and_special_blocks() {
     let mut rng = Rng(77);
     for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS] {
-        let bb = ty.block_bytes();
         for nb in [1usize, 3, 6] {
-            let n = nb * 256;
             let weight_rows = 9;
-            let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
-            if nb == 6 {
-                for (b, sp) in [(1usize, 0x7c00u16), (5, 0x7e01), (7, 0x0001), (9, 0x0000), (16, 0xfc00), (40, 0x83ff)] {
-                    for &f in scale_fields(ty) {
-                        w[b * bb + f..b * bb + f + 2].copy_from_slice(&sp.to_le_bytes());
-                    }
-                }
-            }
-            let acts: Vec<Vec<u8>> = (0..8).map(|_| quantized_act(ActType::Q8K, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+            let (w, acts) = k_case(ty, nb, weight_rows, &mut rng);
             for k in [1usize, 2, 3, 4, 5, 8] {
                 let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
                 let mut out = vec![f32::NAN; k * weight_rows];
                 let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
                 // SAFETY: each pointer has room for `weight_rows` floats.
-                unsafe { quant::dot_rows(ty, n, &w, &refs, &ptrs) };
-                for t in 0..k {
-                    for r in 0..weight_rows {
-                        let reference = scalar::vec_dot(ty, n, &w[r * nb * bb..(r + 1) * nb * bb], &acts[t]);
-                        let got = out[t * weight_rows + r];
-                        assert!(
-                            got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
-                            "{ty:?}, {nb} super-blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
-                        );
-                    }
-                }
+                unsafe { quant::dot_rows(ty, nb * 256, &w, &refs, &ptrs) };
+                assert_k_rows("dot_rows", ty, nb, &w, &acts, k, &out);
             }
         }
     }
@@ -513,37 +528,17 @@ fn x86_k_kernels_are_bit_identical_to_the_reference_batched() {
     }
     let mut rng = Rng(2024);
     for ty in [GgmlType::Q4K, GgmlType::Q6K] {
-        let bb = ty.block_bytes();
         for nb in 1..=13 {
-            let n = nb * 256;
             // 19 rows: a group of 16 (the 16-row tiles) and 3 left over
             let weight_rows = 19;
-            let mut w = random_blocks(ty, nb * weight_rows, &mut rng);
-            if nb == 6 {
-                // special scales in some blocks: inf, NaN, subnormal, zero, -inf
-                for (b, sp) in [(1usize, 0x7c00u16), (5, 0x7e01), (7, 0x0001), (9, 0x0000), (16, 0xfc00)] {
-                    for &f in scale_fields(ty) {
-                        w[b * bb + f..b * bb + f + 2].copy_from_slice(&sp.to_le_bytes());
-                    }
-                }
-            }
-            let acts: Vec<Vec<u8>> = (0..8).map(|_| quantized_act(ActType::Q8K, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+            let (w, acts) = k_case(ty, nb, weight_rows, &mut rng);
             for k in [1usize, 2, 3, 4, 8] {
                 let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
                 for (name, f) in &kernels {
                     let mut out = vec![f32::NAN; k * weight_rows];
                     // SAFETY: the kernel's CPU features were checked; out has k × weight_rows floats.
                     unsafe { f(ty, &w, nb, &refs, &mut out) };
-                    for t in 0..k {
-                        for r in 0..weight_rows {
-                            let reference = scalar::vec_dot(ty, n, &w[r * nb * bb..(r + 1) * nb * bb], &acts[t]);
-                            let got = out[t * weight_rows + r];
-                            assert!(
-                                got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
-                                "{name} {ty:?}, {nb} super-blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
-                            );
-                        }
-                    }
+                    assert_k_rows(name, ty, nb, &w, &acts, k, &out);
                 }
             }
         }

@@ -162,6 +162,7 @@ fn act_parts(row: &[u8], nb: usize, block: usize) -> (*const f32, *const f32, *c
 /// Exact i32x4 partial sums of a prepared weight block (32 values as four i16x8) times 32 i16
 /// activation values at `q` (SAFETY: `q` points at 32 readable i16).
 #[inline(always)]
+#[cfg_attr(target_feature = "relaxed-simd", allow(dead_code))]
 unsafe fn mul_i16(p: &[v128; 4], q: *const i16) -> v128 {
     let d0 = i32x4_dot_i16x8(p[0], v128_load(q as *const v128));
     let d1 = i32x4_dot_i16x8(p[1], v128_load(q.add(8) as *const v128));
@@ -179,6 +180,7 @@ fn widen_u(lo: v128, hi: v128) -> [v128; 4] {
 
 /// Two i8x16 halves widened to four i16x8.
 #[inline(always)]
+#[cfg_attr(target_feature = "relaxed-simd", allow(dead_code))]
 fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
     [i16x8_extend_low_i8x16(lo), i16x8_extend_high_i8x16(lo), i16x8_extend_low_i8x16(hi), i16x8_extend_high_i8x16(hi)]
 }
