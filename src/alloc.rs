@@ -138,9 +138,9 @@ fn refuse(b: Budget) {
         // No allocation: a fixed buffer, written in one call.
         let mut buf = [0u8; 256];
         let mut w = &mut buf[..];
-        let _ = write!(
+        let _ = writeln!(
             w,
-            "hearth: {} needs more than {} MiB of memory (a broken or hostile file); stopping\n",
+            "hearth: {} needs more than {} MiB of memory (a broken or hostile file); stopping",
             b.what,
             b.limit >> 20
         );

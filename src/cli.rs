@@ -9,7 +9,7 @@ use hearth::session::{Engine, Session};
 use hearth::{Error, Result};
 use serde_json::json;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -483,7 +483,7 @@ fn bench(model: ModelArg, prompt_tokens: usize, gen_tokens: usize, repeat: usize
     Ok(())
 }
 
-fn quantize(input: PathBuf, ty: &str, out: &PathBuf) -> Result<()> {
+fn quantize(input: PathBuf, ty: &str, out: &Path) -> Result<()> {
     use hearth::quantize::Mix;
     let target = Mix::from_name(ty)
         .filter(|m| match m {

@@ -142,21 +142,24 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::BadConfig(m));
-        if self.n_head % self.n_head_kv != 0 {
+        if !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!("{} heads is not a multiple of {} kv heads", self.n_head, self.n_head_kv));
         }
-        if self.head_dim % 2 != 0 || self.rope_dim % 2 != 0 || self.rope_dim > self.head_dim {
+        if !self.head_dim.is_multiple_of(2) || !self.rope_dim.is_multiple_of(2) || self.rope_dim > self.head_dim {
             return bad(format!("head dim {} / rope dim {} must be even, rope ≤ head", self.head_dim, self.rope_dim));
         }
         for (name, v) in [("embedding length", self.n_embd), ("feed-forward length", self.n_ff), ("q dim", self.q_dim())] {
-            if v % 32 != 0 {
+            if !v.is_multiple_of(32) {
                 return bad(format!("{name} {v} is not a multiple of 32"));
             }
         }
         if self.vocab_size == 0 || self.vocab_size > MAX_VOCAB as usize {
             return bad(format!("vocabulary size {} is not in 1..={MAX_VOCAB}", self.vocab_size));
         }
-        if !(self.rms_eps > 0.0 && self.rms_eps < 1.0) || !(self.rope_base > 0.0) {
+        // written so that a NaN fails them too
+        #[allow(clippy::nonminimal_bool, clippy::neg_cmp_op_on_partial_ord)]
+        let bad_floats = !(self.rms_eps > 0.0 && self.rms_eps < 1.0) || !(self.rope_base > 0.0);
+        if bad_floats {
             return bad(format!("rms eps {} / rope base {} out of range", self.rms_eps, self.rope_base));
         }
         Ok(())

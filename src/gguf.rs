@@ -180,7 +180,7 @@ impl GgmlType {
     /// Bytes for `n` elements, or `None` when `n` is not a whole number of blocks or overflows.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let bl = self.block_len() as u64;
-        if n % bl != 0 {
+        if !n.is_multiple_of(bl) {
             return None;
         }
         (n / bl).checked_mul(self.block_bytes() as u64)
@@ -627,8 +627,8 @@ impl<'a, R: Read> Cursor<'a, R> {
         let min_size: u64 = match elem_type {
             0 | 1 | 7 => 1,
             2 | 3 => 2,
-            4 | 5 | 6 => 4,
-            8 | 10 | 11 | 12 => 8,
+            4..=6 => 4,
+            8 | 10..=12 => 8,
             9 => {
                 return Err(Error::LimitExceeded {
                     what: format!("array nesting of {key:?}"),

@@ -84,7 +84,7 @@ impl Mix {
     /// The type for the matrix `name` of a model with `n_layer` layers (`tied`: no `output.weight`).
     fn for_tensor(self, name: &str, n_layer: usize, tied: bool) -> GgmlType {
         let Mix::One(t) = self else {
-            let more_bits = |i: usize| i < n_layer / 8 || i >= 7 * n_layer / 8 || (i >= n_layer / 8 && (i - n_layer / 8) % 3 == 2);
+            let more_bits = |i: usize| i < n_layer / 8 || i >= 7 * n_layer / 8 || (i - n_layer / 8) % 3 == 2;
             let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
             let wide = name == "output.weight"
                 || (tied && name == "token_embd.weight")

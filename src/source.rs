@@ -101,7 +101,7 @@ impl Read for SeqReader<'_> {
             self.buf.resize(n, 0);
             self.src
                 .read_at(self.pos, &mut self.buf)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::Other, e.to_string()))?;
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
             self.buf_start = self.pos;
         }
         let off = (self.pos - self.buf_start) as usize;

@@ -113,7 +113,7 @@ impl ByteSource for JsSource {
     /// tensor (a 128k-token embedding is 200+ MB) in one would stand beside its copy in wasm memory
     /// until collected — the weights twice, for a moment, in the tab.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> crate::Result<()> {
-        let io = |m: String| Error::Io(std::io::Error::new(std::io::ErrorKind::Other, m));
+        let io = |m: String| Error::Io(std::io::Error::other(m));
         for (k, piece) in buf.chunks_mut(READ_SLICE).enumerate() {
             let at = offset + (k * READ_SLICE) as u64;
             let got = self

@@ -19,7 +19,7 @@ impl Rng {
     /// Mostly small values with occasional outliers, like real weights and activations.
     fn value(&mut self) -> f32 {
         let u = (self.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-        if self.next() % 50 == 0 {
+        if self.next().is_multiple_of(50) {
             u * 40.0
         } else {
             u * 2.0

@@ -61,7 +61,9 @@ impl Gemma3Config {
         let rope_base_local = g.opt_f32(&c.key("rope.freq_base_swa"))?.unwrap_or(10000.0);
         let final_logit_softcap = g.opt_f32(&c.key("final_logit_softcapping"))?.filter(|&v| v != 0.0);
         let query_scale = if c.n_layer == 62 { 1.0 / ((c.n_embd / c.n_head) as f32).sqrt() } else { 1.0 / (c.head_dim as f32).sqrt() };
-        if !(rope_base_local > 0.0) {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)] // a NaN fails it too
+        let bad_base = !(rope_base_local > 0.0);
+        if bad_base {
             return Err(Error::BadConfig(format!("local rope base {rope_base_local}")));
         }
         Ok(Gemma3Config { sliding_window: window, is_local, rope_base_local, query_scale, final_logit_softcap, embed_scale: (c.n_embd as f32).sqrt() })

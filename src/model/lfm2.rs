@@ -25,6 +25,7 @@ pub struct ShortConv {
     pub out_proj: QMatrix, // (n_embd, n_embd)
 }
 
+#[allow(clippy::large_enum_variant)] // one per layer: boxing would buy nothing
 pub enum Mixer {
     /// With its index among the cache's attention layers.
     Attention(Attention, usize),

@@ -59,14 +59,14 @@ pub struct BlockQ5_1 {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct BlockQ8_0 {
     pub d: [u8; 2],
     pub qs: [i8; 32],
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct BlockQ8_1 {
     pub d: [u8; 2],
     pub s: [u8; 2], // f16 of d * sum(qs)
@@ -189,16 +189,6 @@ macro_rules! zero_default {
 }
 zero_default!(BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockIQ4XS, BlockQ8K);
 
-impl Default for BlockQ8_0 {
-    fn default() -> Self {
-        BlockQ8_0 { d: [0; 2], qs: [0; 32] }
-    }
-}
-impl Default for BlockQ8_1 {
-    fn default() -> Self {
-        BlockQ8_1 { d: [0; 2], s: [0; 2], qs: [0; 32] }
-    }
-}
 
 // Every block type is made of byte arrays only (alignment 1), so any byte slice of the right length
 // can be viewed as a slice of blocks.
@@ -223,6 +213,10 @@ check_size!(BlockIQ4NL, 18);
 check_size!(BlockIQ4XS, 136);
 
 /// Marker for the block types above: plain old data of alignment 1.
+///
+/// # Safety
+/// An implementor must be made of byte arrays only (alignment 1, every bit pattern valid), so any
+/// byte slice of a whole number of blocks can be viewed as blocks (`as_blocks`).
 pub unsafe trait Block: Copy + Default {}
 unsafe impl Block for BlockQ4_0 {}
 unsafe impl Block for BlockQ4_1 {}

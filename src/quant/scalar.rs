@@ -151,6 +151,7 @@ fn idot<T: Copy + Into<i32>>(a: &[T; 32], b: &[i8; 32]) -> i32 {
 /// reproduces exactly (so the CLI and the browser compute bit-identical logits): block b's exact
 /// integer sum is scaled by (d_w·d_a) and added to accumulator b mod 4; formats with a minimum add
 /// m_w·s_a to a second set of four; the result is ((a0+a1)+(a2+a3)) + ((m0+m1)+(m2+m3)).
+#[derive(Default)]
 pub struct Acc4 {
     d: [f32; 4],
     m: [f32; 4],

@@ -1064,8 +1064,8 @@ pub fn quantize_q8_k(x: &[f32], out: &mut [BlockQ8K]) {
             unsafe { v128_store(b.qs.as_mut_ptr().add(16 * c) as *mut v128, i8x16_narrow_i16x8(lo, hi)) };
         }
         let sums: [v128; 16] = std::array::from_fn(|j| i32x4_add(i32x4_add(qi[4 * j], qi[4 * j + 1]), i32x4_add(qi[4 * j + 2], qi[4 * j + 3])));
-        for j in 0..16 {
-            b.bsums[j] = (total(sums[j]) as i16).to_le_bytes();
+        for (o, s) in b.bsums.iter_mut().zip(&sums) {
+            *o = (total(*s) as i16).to_le_bytes();
         }
         b.d = (1.0 / iscale).to_le_bytes();
     }
