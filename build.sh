@@ -6,7 +6,8 @@
 #   ./build.sh wasm     only the three wasm builds (simd128, relaxed SIMD, threaded)
 #   ./build.sh dist     … then the static site in dist/ for any host (tools/dist.mjs)
 #   ./build.sh pack     … then the npm package, hearth-llm-<version>.tgz (npm pack)
-#   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md)
+#   ./build.sh bench    … then hearth vs wllama in headless Chromium, plus the native CLI (docs/bench.md):
+#                       the default model as Q4_0/Q4_1/Q8_0, Gemma 3 270M and the synthetic 1B model
 #   ./build.sh fetch-gemma   only fetch Gemma 3 270M Q4_K_M (Gemma terms of use) for the gemma3 fixture tests
 #   ./build.sh tiny-models   only (re)generate models/tiny/tiny-*.gguf (tools/reference/gen_tiny.py)
 #   ./build.sh synth-1b      the synthetic 1B llama in the Q4_K_M mix, models/synth-1b-Q4_K_M.gguf (gen_synth.py + hearth quantize)
@@ -298,6 +299,9 @@ case "$cmd" in
     build_all
     need_chromium
     need_node_deps
+    # the models people bring, beside the default model's variants (bench.mjs's default --models)
+    fetch_gemma
+    gen_synth_1b
     log "browser benchmark: hearth vs wllama in headless Chromium, then the native CLI (docs/bench.md)"
     node tools/bench.mjs "${@:2}"
     ;;

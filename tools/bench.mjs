@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // hearth vs wllama (llama.cpp in wasm), side by side in one headless Chromium, plus the native CLI.
 //
-//   node tools/bench.mjs [--runs 3] [--models Q4_0,Q4_1,Q8_0] [--max-tokens 128] [--n-ctx 1024]
+//   node tools/bench.mjs [--runs 3] [--models Q4_0,Q4_1,Q8_0,gemma-3-270m-Q4_K_M.gguf,synth-1b-Q4_K_M.gguf]
+//                        [--max-tokens 128] [--n-ctx 1024]
 //                        [--configs hearth-simd,hearth-threads-1,wllama-1,hearth-threads-2,wllama-2]
 //                        [--no-native] [--out target/bench/latest.json]
 //
@@ -84,7 +85,7 @@ class Fatal extends Error {}
 const { values: opt } = parseArgs({
   options: {
     runs: { type: 'string', default: '3' },
-    models: { type: 'string', default: 'Q4_0,Q4_1,Q8_0' },
+    models: { type: 'string', default: 'Q4_0,Q4_1,Q8_0,gemma-3-270m-Q4_K_M.gguf,synth-1b-Q4_K_M.gguf' },
     'max-tokens': { type: 'string', default: '128' },
     'n-ctx': { type: 'string', default: '1024' },
     configs: { type: 'string', default: CONFIGS.map((c) => c.id).join(',') },
