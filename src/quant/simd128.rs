@@ -1,7 +1,11 @@
-//! wasm `simd128` dot products and activation quantizers. Products of 4-/5-/8-bit values are widened
-//! to i16 and summed exactly with `i32x4.dot_i16x8_s`; four blocks' sums are gathered into one
-//! vector and scaled and accumulated in the canonical order of `scalar::Acc4`, so the results are
-//! bit-identical to the scalar reference and to the native kernels.
+//! wasm `simd128` dot products and activation quantizers. Every product is summed exactly in
+//! integers: with relaxed SIMD by 8-bit dot products against a 7-bit operand (4-/5-/6-bit quants
+//! as stored; for 8-bit weights, the activations' 7-bit positive and negative parts), otherwise
+//! widened to i16 and summed with `i32x4.dot_i16x8_s`. The legacy formats gather four blocks'
+//! sums of one row into a vector (`rows_loop`); the K-quants go four weight rows at a time, one
+//! row per lane (`k_tiles`). Either way the float scaling and accumulation are the canonical order
+//! of `scalar::Acc4` lane by lane, so the results are bit-identical to the scalar reference and to
+//! the native kernels.
 
 use super::f16::to_le;
 use super::*;
