@@ -517,14 +517,16 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     rows_q6_k_each::<N>(w, nb, a, out)
 }
 
-/// Q8_K activation rows (as `quantize_act` lays them out) as blocks of `nb`.
+/// Q8_K's sixteen per-16 sums added in pairs (the 8 values Q4_K's minimums multiply), as four i32
+/// each holding two adjacent i16 pair sums: ready to splat against minimums packed the same way.
 #[inline(always)]
-pub(super) fn q8k_rows<const N: usize>(a: [&[u8]; N], nb: usize) -> [&[BlockQ8K]; N] {
-    let bytes = nb * std::mem::size_of::<BlockQ8K>();
-    std::array::from_fn(|t| {
-        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
-        as_blocks(&a[t][..bytes])
-    })
+pub(super) unsafe fn bsum_pairs(y: &BlockQ8K) -> [i32; 4] {
+    let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+    // exact: |sum of 32| ≤ 4064
+    let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
+    let mut pv = [0i32; 4];
+    _mm_storeu_si128(pv.as_mut_ptr() as *mut __m128i, pairs);
+    pv
 }
 
 /// Eight rows' 8 dwords (vector r: row r) transposed: vector k holds dword k of rows 0..8.
@@ -605,10 +607,7 @@ unsafe fn tile8_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8K
         }
         for t in 0..N {
             let y = &ys[t][b];
-            let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
-            let mut pv = [0i32; 4];
-            _mm_storeu_si128(pv.as_mut_ptr() as *mut __m128i, pairs);
+            let pv = bsum_pairs(y);
             let mut msum = _mm256_madd_epi16(mp[0], _mm256_set1_epi32(pv[0]));
             for k in 1..4 {
                 msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mp[k], _mm256_set1_epi32(pv[k])));

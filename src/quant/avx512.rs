@@ -70,16 +70,6 @@ unsafe fn load32(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
-/// Q8_K activation rows (as `quantize_act` lays them out) as blocks of `nb`.
-#[inline(always)]
-fn q8k_rows<const N: usize>(a: [&[u8]; N], nb: usize) -> [&[BlockQ8K]; N] {
-    let bytes = nb * std::mem::size_of::<BlockQ8K>();
-    std::array::from_fn(|t| {
-        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
-        as_blocks(&a[t][..bytes])
-    })
-}
-
 /// A super-block unpacked once for every activation row it meets: 4 vectors of 64 unsigned
 /// quants in element order, the sub-block scales laid out for `block_sums`' packed sums, and
 /// what the per-16 sums of the activations are multiplied by (`bs`: Q4_K's minimums per pair of
@@ -378,10 +368,7 @@ unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8
         for t in 0..N {
             let y = &ys[t][b];
             // the minimums against the pairs of per-16 sums
-            let bs = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
-            let mut pv = [0i32; 4];
-            _mm_storeu_si128(pv.as_mut_ptr() as *mut __m128i, pairs);
+            let pv = super::avx2::bsum_pairs(y);
             let mut msum = _mm512_madd_epi16(mp[0], _mm512_set1_epi32(pv[0]));
             for k in 1..4 {
                 msum = _mm512_add_epi32(msum, _mm512_madd_epi16(mp[k], _mm512_set1_epi32(pv[k])));

@@ -304,6 +304,17 @@ pub fn act_bytes(at: ActType, n: usize) -> usize {
     }
 }
 
+/// `N` Q8_K activation rows (as `quantize_act` lays them out) as blocks of `nb`, for the K-quant
+/// kernels; a row too short for `nb` blocks is a bug in the caller, and panics.
+#[inline(always)]
+pub fn q8k_rows<const N: usize>(a: [&[u8]; N], nb: usize) -> [&[BlockQ8K]; N] {
+    let bytes = nb * std::mem::size_of::<BlockQ8K>();
+    std::array::from_fn(|t| {
+        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
+        as_blocks(&a[t][..bytes])
+    })
+}
+
 /// Bytes of the 8-bit blocks alone at the start of an activation row.
 pub fn act_block_bytes(at: ActType, n: usize) -> usize {
     match at {

@@ -594,11 +594,7 @@ macro_rules! k_rows_kernel {
         /// # Safety
         /// Each `out[t]` valid for `w.len() / nb` writes.
         pub unsafe fn $name<const N: usize>(w: &[$B], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-            let bytes = nb * std::mem::size_of::<BlockQ8K>();
-            let ys: [&[BlockQ8K]; N] = std::array::from_fn(|t| {
-                assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
-                as_blocks(&a[t][..bytes])
-            });
+            let ys = q8k_rows::<N>(a, nb);
             let prep = $prep;
             let add = $add;
             for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
@@ -865,11 +861,7 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
     if nb == 0 {
         return;
     }
-    let bytes = nb * std::mem::size_of::<BlockQ8K>();
-    let ys: [&[BlockQ8K]; N] = std::array::from_fn(|t| {
-        assert!(a[t].len() >= bytes, "activation row too short: {} < {bytes}", a[t].len());
-        as_blocks(&a[t][..bytes])
-    });
+    let ys = q8k_rows::<N>(a, nb);
     let rows = w.len() / nb;
     let mut r0 = 0;
     while r0 < rows {
