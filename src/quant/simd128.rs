@@ -1,11 +1,11 @@
 //! wasm `simd128` dot products and activation quantizers. Every product is summed exactly in
 //! integers: with relaxed SIMD by 8-bit dot products against a 7-bit operand (4-/5-/6-bit quants
 //! as stored; for 8-bit weights, the activations' 7-bit positive and negative parts), otherwise
-//! widened to i16 and summed with `i32x4.dot_i16x8_s`. The legacy formats gather four blocks'
-//! sums of one row into a vector (`rows_loop`); the K-quants go four weight rows at a time, one
-//! row per lane (`k_tiles`). Either way the float scaling and accumulation are the canonical order
-//! of `scalar::Acc4` lane by lane, so the results are bit-identical to the scalar reference and to
-//! the native kernels.
+//! widened to i16 and summed with `i32x4.dot_i16x8_s`. Every format goes four weight rows at a
+//! time, one row per lane (`rows_loop` for the legacy formats, `k_tiles` for Q4_K and Q6_K), so
+//! the float scaling and accumulation — the canonical order of `scalar::Acc4`, lane by lane, which
+//! makes the results bit-identical to the scalar reference and to the native kernels — serve four
+//! rows at once.
 
 use super::f16::to_le;
 use super::*;
@@ -119,30 +119,6 @@ fn pairs_f32(p: v128) -> (v128, v128) {
     (f16_high_finite(i32x4_shl(p, 16)), f16_high_finite(p))
 }
 
-/// The weight scales of four blocks as f32x4, and with `$mw` their minimums (else `()`).
-macro_rules! scales4 {
-    ($w4:expr, $dw:expr) => {
-        (scales_f32(heads4($w4)), ())
-    };
-    ($w4:expr, $dw:expr, $mw:expr) => {{
-        pairs_f32(heads4($w4))
-    }};
-}
-
-/// The first four bytes of four blocks as u32 lanes: every legacy block starts with its f16 scale,
-/// and those with a minimum follow it with the minimum, so a lane is `d | m << 16` (`scales_f32`
-/// ignores the high half). One 32-bit load per block instead of two 16-bit ones and the packing.
-#[inline(always)]
-fn heads4<B: Block>(w4: &[B]) -> v128 {
-    assert!(w4.len() >= 4 && std::mem::size_of::<B>() >= 4);
-    let p = w4.as_ptr() as *const u8;
-    let at = |i: usize| {
-        // SAFETY: 4 bytes at the start of block i (i < 4 ≤ len, blocks of at least 4 bytes).
-        unsafe { (p.add(i * std::mem::size_of::<B>()) as *const u32).read_unaligned() }
-    };
-    u32x4(at(0), at(1), at(2), at(3))
-}
-
 #[inline(always)]
 fn h(b: [u8; 2]) -> u16 {
     u16::from_le_bytes(b)
@@ -189,66 +165,6 @@ fn widen_s(lo: v128, hi: v128) -> [v128; 4] {
     [i16x8_extend_low_i8x16(lo), i16x8_extend_high_i8x16(lo), i16x8_extend_low_i8x16(hi), i16x8_extend_high_i8x16(hi)]
 }
 
-/// The canonical accumulation of `scalar::Acc4` for one weight row against `N` activation rows,
-/// four blocks per vector step. Each weight block is widened to i16 once (`$prep`) and multiplied
-/// into every row's i16 values, so a batch pays for the unpacking once (and the activations were
-/// widened once, when quantized). `$dw` gives a weight block's f16 scale and `$mw` (optional) its
-/// minimum; activation scales and sums come from the row's f32 arrays. Each row's arithmetic is
-/// exactly the single-row order, so results do not depend on `N`.
-macro_rules! canonical_dot {
-    ($N:expr, $w:expr, $parts:expr, $blocks:expr, $prep:expr, $mul:expr, $fix:expr, $dw:expr $(, $mw:expr)?) => {{
-        let (w, parts, blocks) = ($w, $parts, $blocks);
-        let n = w.len();
-        let full = n / 4 * 4;
-        let mut acc = [f32x4_splat(0.0); $N];
-        #[allow(unused_mut)]
-        let mut accm = [f32x4_splat(0.0); $N];
-        let mut b = 0;
-        // SAFETY: every pointer read stays inside its row (checked by `act_parts`).
-        unsafe {
-            while b < full {
-                let w4 = &w[b..b + 4];
-                let p = [$prep(&w4[0]), $prep(&w4[1]), $prep(&w4[2]), $prep(&w4[3])];
-                #[allow(clippy::let_unit_value, unused_variables)]
-                let (dw, mw) = scales4!(w4, $dw $(, $mw)?);
-                for t in 0..$N {
-                    let (d, _s, q) = parts[t];
-                    let (q, y) = (q.add(b * QK), &blocks[t][b..b + 4]);
-                    let s = totals4($mul(&p[0], &y[0], q), $mul(&p[1], &y[1], q.add(QK)), $mul(&p[2], &y[2], q.add(2 * QK)), $mul(&p[3], &y[3], q.add(3 * QK)));
-                    // exact integer totals (|sum| < 2^24) as floats, after the kernel's own
-                    // integer correction (Q4_0/Q5_0 with relaxed SIMD: minus k·Σy)
-                    let s = f32x4_convert_i32x4($fix(s, _s.add(b) as *const v128));
-                    let da = v128_load(d.add(b) as *const v128);
-                    acc[t] = f32x4_add(acc[t], f32x4_mul(f32x4_mul(dw, da), s));
-                    $(
-                        let _ = $mw;
-                        accm[t] = f32x4_add(accm[t], f32x4_mul(mw, v128_load(_s.add(b) as *const v128)));
-                    )?
-                }
-                b += 4;
-            }
-            let mut out = [0f32; $N];
-            for t in 0..$N {
-                let (d, _s, q) = parts[t];
-                let mut ad = [f32x4_extract_lane::<0>(acc[t]), f32x4_extract_lane::<1>(acc[t]), f32x4_extract_lane::<2>(acc[t]), f32x4_extract_lane::<3>(acc[t])];
-                #[allow(unused_mut)]
-                let mut am = [f32x4_extract_lane::<0>(accm[t]), f32x4_extract_lane::<1>(accm[t]), f32x4_extract_lane::<2>(accm[t]), f32x4_extract_lane::<3>(accm[t])];
-                for b in full..n {
-                    let x = &w[b];
-                    let scale = super::f16::to_f32($dw(x)) * d.add(b).read_unaligned();
-                    let one = i32x4_replace_lane::<0>(i32x4_splat(0), total($mul(&$prep(x), &blocks[t][b], q.add(b * QK))));
-                    // the correction of one block: lane 0 of a vector whose other lanes are 0
-                    let sums = i32x4_replace_lane::<0>(i32x4_splat(0), (_s.add(b) as *const i32).read_unaligned());
-                    ad[b % 4] += scale * i32x4_extract_lane::<0>($fix(one, &sums as *const v128)) as f32;
-                    $( am[b % 4] += super::f16::to_f32($mw(x)) * _s.add(b).read_unaligned(); )?
-                }
-                out[t] = ((ad[0] + ad[1]) + (ad[2] + ad[3])) + ((am[0] + am[1]) + (am[2] + am[3]));
-            }
-            out
-        }
-    }};
-}
-
 /// With relaxed SIMD: exact i32x4 partial sums of 32 i8 activations times 32 weights in 0..=127
 /// (`lo`: elements 0..15, `hi`: 16..31). The weights are the instruction's 7-bit operand, so every
 /// engine computes the same exact integers (no pair sum comes near i16 saturation: |127·31·2| < 2^15).
@@ -265,22 +181,111 @@ fn exact(t: v128, _sums: *const v128) -> v128 {
     t
 }
 
-/// Every weight row in `w` (rows of `nb` blocks) against `N` activation rows: `out[t][r]` =
-/// row r · acts[t]. The activation layout is split once per call, not per row.
+/// The first four bytes of a legacy block as a u32: its f16 scale, then (formats with one) its
+/// f16 minimum.
+#[inline(always)]
+fn head<B: Block>(x: &B) -> u32 {
+    const { assert!(std::mem::size_of::<B>() >= 4) };
+    // SAFETY: 4 bytes at the start of the block.
+    unsafe { (x as *const B as *const u32).read_unaligned() }
+}
+
+/// The f32 scales (and minimums, with a second argument) of four blocks' `head`s.
+macro_rules! tile_scales {
+    ($heads:expr) => {
+        (scales_f32($heads), f32x4_splat(0.0))
+    };
+    ($heads:expr, $mw:expr) => {
+        pairs_f32($heads)
+    };
+}
+
+/// Every weight row in `w` (rows of `nb` blocks) against `N` activation rows, four weight rows at
+/// a time, one row per lane (a last partial group repeats its last row and keeps only its own
+/// lanes): the four rows' block b are unpacked (`$prep`) and multiplied into each activation
+/// row's block b (`$mul`, exact i32x4 partial sums), `totals4` gathers the four rows' sums into
+/// one vector and `$fix` applies the kernel's integer correction (given the block's Σy splatted);
+/// the scales, the conversion and the float accumulation then serve four rows at once, lane i
+/// being exactly `scalar::Acc4`'s order for row i. The activation block's loads are shared by the
+/// four rows and no row has a tail of blocks to sum one by one.
 macro_rules! rows_loop {
     ($N:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $prep:expr, $mul:expr, $fix:expr, $dw:expr $(, $mw:expr)?) => {{
         let (w, nb, a, out): (_, usize, [&[u8]; $N], [*mut f32; $N]) = ($w, $nb, $a, $out);
         let parts: [(*const f32, *const f32, *const i16); $N] =
             std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<$AB>()));
         let blocks: [&[$AB]; $N] = std::array::from_fn(|t| as_blocks(&a[t][..nb * std::mem::size_of::<$AB>()]));
-        for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
-            let v = canonical_dot!($N, row, parts, blocks, $prep, $mul, $fix, $dw $(, $mw)?);
+        let rows = if nb == 0 { 0 } else { w.len() / nb };
+        let mut r0 = 0;
+        while r0 < rows {
+            let rw: [&[_]; 4] = std::array::from_fn(|i| {
+                let r = (r0 + i).min(rows - 1);
+                &w[r * nb..(r + 1) * nb]
+            });
+            let mut acc = [[f32x4_splat(0.0); 4]; $N];
+            #[allow(unused_mut)]
+            let mut accm = [[f32x4_splat(0.0); 4]; $N];
+            let mut b0 = 0;
+            while b0 < nb {
+                for j in 0..4 {
+                    let b = b0 + j;
+                    if b >= nb {
+                        break;
+                    }
+                    let x = [&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]];
+                    let p = [$prep(x[0]), $prep(x[1]), $prep(x[2]), $prep(x[3])];
+                    #[allow(unused_variables)]
+                    let (dw, mw) = tile_scales!(u32x4(head(x[0]), head(x[1]), head(x[2]), head(x[3])) $(, $mw)?);
+                    for t in 0..$N {
+                        let (d, s, q) = parts[t];
+                        // SAFETY: every pointer read stays inside its row (checked by `act_parts`).
+                        unsafe {
+                            let (q, y) = (q.add(b * QK), &blocks[t][b]);
+                            let sums = v128_load32_splat(s.add(b) as *const u32);
+                            let ints = totals4($mul(&p[0], y, q), $mul(&p[1], y, q), $mul(&p[2], y, q), $mul(&p[3], y, q));
+                            // exact integer totals (|sum| < 2^24) as floats, after the kernel's
+                            // own integer correction (Q4_0/Q5_0 with relaxed SIMD: minus k·Σy)
+                            let is = f32x4_convert_i32x4($fix(ints, &sums as *const v128));
+                            let da = v128_load32_splat(d.add(b) as *const u32);
+                            acc[t][j] = f32x4_add(acc[t][j], f32x4_mul(f32x4_mul(dw, da), is));
+                            $(
+                                let _ = $mw;
+                                accm[t][j] = f32x4_add(accm[t][j], f32x4_mul(mw, sums));
+                            )?
+                        }
+                    }
+                }
+                b0 += 4;
+            }
+            let keep = (rows - r0).min(4);
             for t in 0..$N {
                 // SAFETY: the caller gives room for every row.
-                unsafe { *out[t].add(r) = v[t] };
+                unsafe { store_lanes(out[t].add(r0), acc4_sum(acc[t], accm[t]), keep) };
             }
+            r0 += 4;
         }
     }};
+}
+
+/// `scalar::Acc4::sum` lane by lane (the minimums' lanes are +0.0 for a format without them, as
+/// there).
+#[inline(always)]
+fn acc4_sum(d: [v128; 4], m: [v128; 4]) -> v128 {
+    let [a0, a1, a2, a3] = d;
+    let [m0, m1, m2, m3] = m;
+    f32x4_add(f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3)), f32x4_add(f32x4_add(m0, m1), f32x4_add(m2, m3)))
+}
+
+/// The first `keep` (1..=4) lanes of `v` stored at `o` (SAFETY: room for `keep` floats).
+#[inline(always)]
+unsafe fn store_lanes(o: *mut f32, v: v128, keep: usize) {
+    if keep == 4 {
+        v128_store(o as *mut v128, v);
+    } else {
+        let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
+        for (i, &x) in lanes.iter().enumerate().take(keep) {
+            *o.add(i) = x;
+        }
+    }
 }
 
 /// Q4_0 and Q5_0 store `q + k` with `q + k` in 0..2k: relaxed SIMD multiplies the stored value
@@ -843,6 +848,10 @@ fn sums_q6_k(p: &PrepQ6K, y: &BlockQ8K) -> (v128, v128) {
     (i32x4_sub(s, i32x4_shl(off, 5)), i32x4_splat(0))
 }
 
+/// Super-blocks of one weight row read in one run by `k_tiles` (their partial sums wait on the
+/// stack for the tile's other rows: `K_CHUNK`·4·32 bytes per activation row).
+const K_CHUNK: usize = 16;
+
 /// Every weight row of `w` (rows of `nb` super-blocks) against `N` Q8_K activation rows, four
 /// weight rows at a time (a last partial group repeats its last row and keeps only its own lanes).
 /// `prep` unpacks a super-block, `sums` gives one unpacked block's (scaled, minimum) integer
@@ -871,45 +880,42 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
         });
         let mut accd = [[f32x4_splat(0.0); 4]; N];
         let mut accm = [[f32x4_splat(0.0); 4]; N];
-        for b in 0..nb {
-            // each row's block unpacked and taken against every activation row before the next
-            // row's (one unpacked block live at a time)
-            let mut s = [[(i32x4_splat(0), i32x4_splat(0)); 4]; N];
-            for i in 0..4 {
-                let p = prep(&rw[i][b]);
+        let mut c0 = 0;
+        while c0 < nb {
+            let kb = (nb - c0).min(K_CHUNK);
+            // each row's run of `kb` blocks read front to back before the next row's: the reads
+            // stream through memory in order, which the hardware prefetchers follow (the four
+            // rows' blocks taken in turn were a pattern they did not, and decode waited on memory)
+            let mut s = [[[(i32x4_splat(0), i32x4_splat(0)); 4]; K_CHUNK]; N];
+            for (i, row) in rw.iter().enumerate() {
+                for (k, x) in row[c0..c0 + kb].iter().enumerate() {
+                    let p = prep(x);
+                    for t in 0..N {
+                        s[t][k][i] = sums(&p, &ys[t][c0 + k]);
+                    }
+                }
+            }
+            for k in 0..kb {
+                let b = c0 + k;
+                let (dw, dmin) = scales([&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]]);
                 for t in 0..N {
-                    s[t][i] = sums(&p, &ys[t][b]);
+                    let da = f32x4_splat(ys[t][b].d());
+                    let s = &s[t][k];
+                    // scalar::Acc4::add and (with a minimum) scalar::acc_k_min, lane by lane
+                    let is = f32x4_convert_i32x4(totals4(s[0].0, s[1].0, s[2].0, s[3].0));
+                    accd[t][b % 4] = f32x4_add(accd[t][b % 4], f32x4_mul(f32x4_mul(dw, da), is));
+                    if MIN {
+                        let ms = f32x4_convert_i32x4(totals4(s[0].1, s[1].1, s[2].1, s[3].1));
+                        accm[t][b % 4] = f32x4_add(accm[t][b % 4], f32x4_neg(f32x4_mul(f32x4_mul(dmin, da), ms)));
+                    }
                 }
             }
-            let (dw, dmin) = scales([&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]]);
-            for t in 0..N {
-                let da = f32x4_splat(ys[t][b].d());
-                let s = &s[t];
-                // scalar::Acc4::add and (with a minimum) scalar::acc_k_min, lane by lane
-                let is = f32x4_convert_i32x4(totals4(s[0].0, s[1].0, s[2].0, s[3].0));
-                accd[t][b % 4] = f32x4_add(accd[t][b % 4], f32x4_mul(f32x4_mul(dw, da), is));
-                if MIN {
-                    let ms = f32x4_convert_i32x4(totals4(s[0].1, s[1].1, s[2].1, s[3].1));
-                    accm[t][b % 4] = f32x4_add(accm[t][b % 4], f32x4_neg(f32x4_mul(f32x4_mul(dmin, da), ms)));
-                }
-            }
+            c0 += kb;
         }
         let keep = (rows - r0).min(4);
         for t in 0..N {
-            let [a0, a1, a2, a3] = accd[t];
-            let [m0, m1, m2, m3] = accm[t];
-            // scalar::Acc4::sum (the minimums' lanes are +0.0 for a format without them, as there)
-            let v = f32x4_add(f32x4_add(f32x4_add(a0, a1), f32x4_add(a2, a3)), f32x4_add(f32x4_add(m0, m1), f32x4_add(m2, m3)));
-            let o = out[t].add(r0);
-            if keep == 4 {
-                // SAFETY: the caller gives room for every row.
-                v128_store(o as *mut v128, v);
-            } else {
-                let lanes = [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
-                for (i, &x) in lanes.iter().enumerate().take(keep) {
-                    *o.add(i) = x;
-                }
-            }
+            // SAFETY: the caller gives room for every row.
+            store_lanes(out[t].add(r0), acc4_sum(accd[t], accm[t]), keep);
         }
         r0 += 4;
     }
