@@ -261,37 +261,42 @@ macro_rules! rows_loop {
             let mut acc = [[f32x4_splat(0.0); 4]; $N];
             #[allow(unused_mut)]
             let mut accm = [[f32x4_splat(0.0); 4]; $N];
-            let mut b0 = 0;
-            while b0 < nb {
-                for j in 0..4 {
-                    let b = b0 + j;
-                    if b >= nb {
-                        break;
-                    }
-                    let x = [&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]];
-                    let p = [$prep(x[0]), $prep(x[1]), $prep(x[2]), $prep(x[3])];
-                    #[allow(unused_variables)]
-                    let (dw, mw) = tile_scales!(u32x4(head(x[0]), head(x[1]), head(x[2]), head(x[3])) $(, $mw)?);
-                    for t in 0..$N {
-                        let (d, s, q) = parts[t];
-                        // SAFETY: every pointer read stays inside its row (checked by `act_parts`).
-                        unsafe {
-                            let (q, y) = (q.add(b * QK), &blocks[t][b]);
-                            let sums = v128_load32_splat(s.add(b) as *const u32);
-                            let ints = totals4($mul(&p[0], y, q), $mul(&p[1], y, q), $mul(&p[2], y, q), $mul(&p[3], y, q));
-                            // exact integer totals (|sum| < 2^24) as floats, after the kernel's
-                            // own integer correction (Q4_0/Q5_0 with relaxed SIMD: minus k·Σy)
-                            let is = f32x4_convert_i32x4($fix(ints, &sums as *const v128));
-                            let da = v128_load32_splat(d.add(b) as *const u32);
-                            acc[t][j] = f32x4_add(acc[t][j], f32x4_mul(f32x4_mul(dw, da), is));
-                            $(
-                                let _ = $mw;
-                                accm[t][j] = f32x4_add(accm[t][j], f32x4_mul(mw, sums));
-                            )?
-                        }
+            // block b = b0 + j into the accumulators of slot j (b % 4)
+            let mut step = |b: usize, j: usize| {
+                let x = [&rw[0][b], &rw[1][b], &rw[2][b], &rw[3][b]];
+                let p = [$prep(x[0]), $prep(x[1]), $prep(x[2]), $prep(x[3])];
+                #[allow(unused_variables)]
+                let (dw, mw) = tile_scales!(u32x4(head(x[0]), head(x[1]), head(x[2]), head(x[3])) $(, $mw)?);
+                for t in 0..$N {
+                    let (d, s, q) = parts[t];
+                    // SAFETY: every pointer read stays inside its row (checked by `act_parts`).
+                    unsafe {
+                        let (q, y) = (q.add(b * QK), &blocks[t][b]);
+                        let sums = v128_load32_splat(s.add(b) as *const u32);
+                        let ints = totals4($mul(&p[0], y, q), $mul(&p[1], y, q), $mul(&p[2], y, q), $mul(&p[3], y, q));
+                        // exact integer totals (|sum| < 2^24) as floats, after the kernel's
+                        // own integer correction (Q4_0/Q5_0 with relaxed SIMD: minus k·Σy)
+                        let is = f32x4_convert_i32x4($fix(ints, &sums as *const v128));
+                        let da = v128_load32_splat(d.add(b) as *const u32);
+                        acc[t][j] = f32x4_add(acc[t][j], f32x4_mul(f32x4_mul(dw, da), is));
+                        $(
+                            let _ = $mw;
+                            accm[t][j] = f32x4_add(accm[t][j], f32x4_mul(mw, sums));
+                        )?
                     }
                 }
+            };
+            // written out four times: with a constant slot the accumulators stay in registers
+            let mut b0 = 0;
+            while b0 + 4 <= nb {
+                step(b0, 0);
+                step(b0 + 1, 1);
+                step(b0 + 2, 2);
+                step(b0 + 3, 3);
                 b0 += 4;
+            }
+            for b in b0..nb {
+                step(b, b % 4);
             }
             let keep = (rows - r0).min(4);
             for t in 0..$N {
