@@ -804,6 +804,30 @@ fn bsums16(y: &BlockQ8K) -> (v128, v128) {
     unsafe { (load_ptr(y.bsums.as_ptr() as *const u8), load_ptr(y.bsums.as_ptr().add(8) as *const u8)) }
 }
 
+/// `step(k)` for k in 0..K (4 or 8): written out for one activation row (a loop here stays a loop
+/// in wasm, with the engine's stack check every turn), a loop for a batch (measured faster there:
+/// the 1B model's prefill in Chromium 27 tok/s against 22 with the batch's steps written out).
+#[inline(always)]
+fn pair_steps<const N: usize, const K: usize>(mut step: impl FnMut(usize)) {
+    const { assert!(K == 4 || K == 8) };
+    if N == 1 {
+        step(0);
+        step(1);
+        step(2);
+        step(3);
+        if K == 8 {
+            step(4);
+            step(5);
+            step(6);
+            step(7);
+        }
+    } else {
+        for k in 0..K {
+            step(k);
+        }
+    }
+}
+
 /// One unpacked Q4_K block · `N` Q8_K blocks: for each, (Σ_j sc_j·(q·y over sub-block j),
 /// Σ_j m_j·(its two per-16 sums)), as i32x4 partial sums. Every lane stays exact: a sub-block's
 /// partial sums are at most 8·15·128 in magnitude before they are scaled (and the integer sums
@@ -812,7 +836,7 @@ fn bsums16(y: &BlockQ8K) -> (v128, v128) {
 #[inline(always)]
 fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N]) -> [(v128, v128); N] {
     let mut s = [i32x4_splat(0); N];
-    let mut step = |k: usize| {
+    let step = |k: usize| {
         let (q0, q1, q2, q3, sc) = (p.q[4 * k], p.q[4 * k + 1], p.q[4 * k + 2], p.q[4 * k + 3], p.sc[k]);
         for t in 0..N {
             let a = dot32_u7(q0, q1, q8k_at(y[t], 64 * k), q8k_at(y[t], 64 * k + 16));
@@ -820,18 +844,7 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N]) -> [(v128, v128); N
             s[t] = i32x4_add(s[t], scale_pair(a, b, sc));
         }
     };
-    // written out for one row (a loop here stays a loop in wasm, with its stack check); for a batch
-    // the loop measured faster (Chromium, 1B model: prefill 27.6 tok/s against 22.1 written out)
-    if N == 1 {
-        step(0);
-        step(1);
-        step(2);
-        step(3);
-    } else {
-        for k in 0..4 {
-            step(k);
-        }
-    }
+    pair_steps::<N, 4>(step);
     std::array::from_fn(|t| {
         let (b0, b1) = bsums16(y[t]);
         (s[t], i32x4_add(i32x4_dot_i16x8(b0, p.mins[0]), i32x4_dot_i16x8(b1, p.mins[1])))
@@ -901,29 +914,14 @@ fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
 fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N]) -> [(v128, v128); N] {
     // a sub-block's partial sums: 4 products each, at most 4·63·128 < 2^15 in magnitude
     let mut s = [i32x4_splat(0); N];
-    let mut step = |k: usize| {
+    let step = |k: usize| {
         let (q0, q1, sc) = (p.q[2 * k], p.q[2 * k + 1], p.sc[k]);
         for t in 0..N {
             let pair = scale_pair(dot16_u7(q0, q8k_at(y[t], 32 * k)), dot16_u7(q1, q8k_at(y[t], 32 * k + 16)), sc);
             s[t] = i32x4_add(s[t], pair);
         }
     };
-    // written out for one row (a loop here stays a loop in wasm, with its stack check); for a batch
-    // the loop measured faster (Chromium, 1B model: prefill 27.6 tok/s against 22.1 written out)
-    if N == 1 {
-        step(0);
-        step(1);
-        step(2);
-        step(3);
-    } else {
-        for k in 0..4 {
-            step(k);
-        }
-    }
-    step(4);
-    step(5);
-    step(6);
-    step(7);
+    pair_steps::<N, 8>(step);
     std::array::from_fn(|t| {
         let (b0, b1) = bsums16(y[t]);
         let off = i32x4_add(i32x4_dot_i16x8(b0, p.sc16[0]), i32x4_dot_i16x8(b1, p.sc16[1]));
