@@ -197,7 +197,16 @@ build_native() {
 # products in one instruction) for the browsers that have it; the worker picks at run time.
 # wasm-bindgen writes a .d.ts beside each glue module: tsc --checkJs reads those for worker.js's
 # imports of the glue instead of checking the generated JS.
-RELAXED_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
+#
+# WASM_CODEGEN (also in .cargo/config.toml): V8 compiles wasm in the order it is written and does
+# not fold constant address offsets itself, so two LLVM passes that help native code hurt here.
+# LLVM's default pre-RA scheduling hoisted all 24 loads of a Q4_K super-block to the top of the
+# kernel, where their values overflowed x86's 16 vector registers and V8 spilled them; loop
+# strength reduction rewrote block addresses into plain adds, which keep each load from folding
+# its offset (an extra `lea` per load). With source order and no LSR the 1B model's decode in
+# Chromium went from 3.3 to 4.0 tok/s (Intel Xeon, alternating builds; docs/bench.md).
+WASM_CODEGEN="-C llvm-args=-pre-RA-sched=source -C llvm-args=-disable-lsr"
+RELAXED_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd $WASM_CODEGEN"
 build_wasm() {
   need_wasm_bindgen
   log "building the wasm module (simd128)"
@@ -213,7 +222,7 @@ build_wasm() {
 # The threaded build: wasm atomics + shared memory, so std is rebuilt with them (nightly, -Z
 # build-std). Its own target dir, so it never overwrites the simd build. Helper threads are Web
 # Workers (www/thread.js) started by the engine's worker; see src/parallel.rs.
-THREADS_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals \
+THREADS_RUSTFLAGS="$WASM_CODEGEN -C target-feature=+simd128,+relaxed-simd,+atomics,+bulk-memory,+mutable-globals \
  -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296 \
  -C link-arg=--export=__wasm_init_tls -C link-arg=--export=__tls_size -C link-arg=--export=__tls_align \
  -C link-arg=--export=__tls_base"

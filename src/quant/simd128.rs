@@ -737,27 +737,84 @@ unsafe fn load_ptr(p: *const u8) -> v128 {
 /// x86 `pshufb` without fixing the indices up first).
 const Z: u8 = 0x80;
 
+/// The swizzle that zero-extends bytes `j` and `j + 1` into i16 lanes 0..4 and 4..8.
+macro_rules! pair_bytes16 {
+    ($j:expr) => {
+        u8x16($j, Z, $j, Z, $j, Z, $j, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z)
+    };
+}
+
+/// `v`'s bytes picked by `idx`, whose indices are below 16 or 0x80 and up (`Z`: a zero byte). With
+/// relaxed SIMD that is `i8x16.relaxed_swizzle`, one x86 `pshufb` (the plain swizzle gives 0 for
+/// every index from 16, which costs V8 a saturating add to the indices first), exact for such
+/// indices on every engine.
+#[inline(always)]
+fn pick(v: v128, idx: v128) -> v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return i8x16_relaxed_swizzle(v, idx);
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    u8x16_swizzle(v, idx)
+}
+
+/// The swizzle that repeats i16 lanes `b / 2` and `b / 2 + 1` (bytes b .. b + 4) four times each.
+macro_rules! q6_pair {
+    ($b:expr) => {
+        u8x16($b, $b + 1, $b, $b + 1, $b, $b + 1, $b, $b + 1, $b + 2, $b + 3, $b + 2, $b + 3, $b + 2, $b + 3, $b + 2, $b + 3)
+    };
+}
+
+/// The constants of the Q4_K and Q6_K tiles' inner loops, made once per call and hidden from
+/// LLVM (`black_box`): otherwise it rematerializes each `v128.const` at its use, and V8 builds
+/// every one from immediates each time round the loop (three or four x86 instructions apiece),
+/// where a constant kept in a local costs a register or one load.
+struct KConsts {
+    m4: v128,
+    m3f: v128,
+    m03: v128,
+    m30: v128,
+    odd_words: v128,
+    even_words: v128,
+    /// swizzles: sub-blocks 2k and 2k+1's scales (u8 lanes 2k, 2k+1) into i16 lanes 0..4, 4..8
+    pair: [v128; 4],
+    /// swizzles: the minimums (u8 lanes 8..16) each twice as i16
+    mins: [v128; 2],
+    /// swizzles: i16 lanes 2j and 2j + 1, each four times (Q6_K's scales)
+    q6pair: [v128; 4],
+}
+
+impl KConsts {
+    #[inline(always)]
+    fn new() -> KConsts {
+        std::hint::black_box(KConsts {
+            m4: u8x16_splat(0x0f),
+            m3f: u8x16_splat(0x3f),
+            m03: u8x16_splat(0x03),
+            m30: u8x16_splat(0x30),
+            odd_words: u32x4(0, 0, 0, !0),
+            even_words: u32x4(!0, 0, !0, 0),
+            pair: [pair_bytes16!(0), pair_bytes16!(2), pair_bytes16!(4), pair_bytes16!(6)],
+            mins: [
+                u8x16(8, Z, 8, Z, 9, Z, 9, Z, 10, Z, 10, Z, 11, Z, 11, Z),
+                u8x16(12, Z, 12, Z, 13, Z, 13, Z, 14, Z, 14, Z, 15, Z, 15, Z),
+            ],
+            q6pair: [q6_pair!(0), q6_pair!(4), q6_pair!(8), q6_pair!(12)],
+        })
+    }
+}
+
 /// Q4_K's 8 scales and 8 minimums (`scalar::scales_mins_k4`) as u8 lanes sc0..sc7, m0..m7: ggml's
 /// 32-bit unpacking, on the three words in lanes 0..3 of one load.
 #[inline(always)]
-fn scales_mins_k4_lanes(x: &BlockQ4K) -> v128 {
+fn scales_mins_k4_lanes(x: &BlockQ4K, c: &KConsts) -> v128 {
     // SAFETY: 16 bytes from `scales`: its 12 and the first 4 of `qs`, inside the block.
     let v = unsafe { load_ptr(x.scales.as_ptr()) };
     let a = i32x4_shuffle::<0, 2, 1, 2>(v, v); // u0 u2 u1 u2
     let b = i32x4_shuffle::<0, 0, 1, 1>(v, v); // u0 u0 u1 u1
-    let k2 = u32x4_splat(0x0f0f_0f0f);
-    let lo = v128_and(a, u32x4_splat(0x3f3f_3f3f)); // lanes 0, 2: u0 & K1, u1 & K1
+    let lo = v128_and(a, c.m3f); // lanes 0, 2: u0 & K1, u1 & K1
     // lane 1: u2 & K2, lane 3: (u2 >> 4) & K2; both | ((u0|u1 >> 6) & K3) << 4
-    let low4 = v128_bitselect(v128_and(u32x4_shr(a, 4), k2), v128_and(a, k2), u32x4(0, 0, 0, !0));
-    let hi = v128_or(low4, u32x4_shl(v128_and(u32x4_shr(b, 6), u32x4_splat(0x0303_0303)), 4));
-    v128_bitselect(lo, hi, u32x4(!0, 0, !0, 0))
-}
-
-/// Bytes `j` and `j + 1` of `v` zero-extended into i16 lanes 0..4 and 4..8.
-macro_rules! pair_bytes16 {
-    ($v:expr, $j:expr) => {
-        u8x16_swizzle($v, u8x16($j, Z, $j, Z, $j, Z, $j, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z, $j + 1, Z))
-    };
+    let low4 = v128_and(v128_bitselect(u32x4_shr(a, 4), a, c.odd_words), c.m4);
+    let hi = v128_or(low4, u32x4_shl(v128_and(u32x4_shr(b, 6), c.m03), 4));
+    v128_bitselect(lo, hi, c.even_words)
 }
 
 /// Exact i32x4 partial sums of the 32 products of `q0`, `q1` (unsigned < 128) and `y0`, `y1` (i8),
@@ -778,26 +835,16 @@ fn scale_pair(a: v128, b: v128, sc: v128) -> v128 {
     i32x4_dot_i16x8(i16x8_narrow_i32x4(a, b), sc)
 }
 
-/// A Q4_K super-block unpacked: the quants in element order (vector v: elements 16v..16v+16),
-/// sub-blocks 2k and 2k+1's scales in i16 lanes 0..4 and 4..8 of `sc[k]`, and the minimums each
-/// twice as i16 (m0 m0 m1 m1 …, against Q8_K's sixteen per-16 sums).
+/// A Q4_K super-block made ready: its quants (unpacked pair by pair in `sums_q4_k`) and its
+/// scales and minimums as u8 lanes (`scales_mins_k4_lanes`).
 struct PrepQ4K {
-    q: [v128; 16],
-    sc: [v128; 4],
-    mins: [v128; 2],
+    qs: *const u8,
+    sm: v128,
 }
 
 #[inline(always)]
-fn prep_q4_k(x: &BlockQ4K) -> PrepQ4K {
-    let sm = scales_mins_k4_lanes(x);
-    PrepQ4K {
-        q: nibbles_k(&x.qs, u8x16_splat(0x0f)),
-        sc: [pair_bytes16!(sm, 0), pair_bytes16!(sm, 2), pair_bytes16!(sm, 4), pair_bytes16!(sm, 6)],
-        mins: [
-            u8x16_swizzle(sm, u8x16(8, Z, 8, Z, 9, Z, 9, Z, 10, Z, 10, Z, 11, Z, 11, Z)),
-            u8x16_swizzle(sm, u8x16(12, Z, 12, Z, 13, Z, 13, Z, 14, Z, 14, Z, 15, Z, 15, Z)),
-        ],
-    }
+fn prep_q4_k(x: &BlockQ4K, c: &KConsts) -> PrepQ4K {
+    PrepQ4K { qs: x.qs.as_ptr(), sm: scales_mins_k4_lanes(x, c) }
 }
 
 /// Q8_K's per-16 sums as two i16x8.
@@ -831,16 +878,24 @@ fn pair_steps<const N: usize, const K: usize>(mut step: impl FnMut(usize)) {
     }
 }
 
-/// One unpacked Q4_K block · `N` Q8_K blocks: for each, (Σ_j sc_j·(q·y over sub-block j),
+/// One Q4_K block · `N` Q8_K blocks: for each, (Σ_j sc_j·(q·y over sub-block j),
 /// Σ_j m_j·(its two per-16 sums)), as i32x4 partial sums. Every lane stays exact: a sub-block's
 /// partial sums are at most 8·15·128 in magnitude before they are scaled (and the integer sums
-/// are the same whatever their order). Two sub-blocks' quants and scales are taken against every
-/// activation block before the next two, so they stay in registers across the batch.
+/// are the same whatever their order). Two sub-blocks' quants (64 elements: 32 bytes, unpacked
+/// here) and scales are taken against every activation block before the next two, so they stay in
+/// registers across the batch; a compiler fence before each pair keeps LLVM from hoisting all
+/// the block's loads to the top, where their values would not fit in registers (V8 spilled them).
 #[inline(always)]
-fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N]) -> [(v128, v128); N] {
+fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
     let mut s = [i32x4_splat(0); N];
     let step = |k: usize| {
-        let (q0, q1, q2, q3, sc) = (p.q[4 * k], p.q[4 * k + 1], p.q[4 * k + 2], p.q[4 * k + 3], p.sc[k]);
+        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        // SAFETY: bytes 32k..32k + 32 of the 128 quant bytes.
+        let (b0, b1) = unsafe { (load_ptr(p.qs.add(32 * k)), load_ptr(p.qs.add(32 * k + 16))) };
+        let (q0, q1) = (v128_and(b0, c.m4), v128_and(b1, c.m4));
+        // the high nibbles: a 16-bit shift then the mask (wasm's 8-bit shift is several instructions)
+        let (q2, q3) = (v128_and(u16x8_shr(b0, 4), c.m4), v128_and(u16x8_shr(b1, 4), c.m4));
+        let sc = pick(p.sm, c.pair[k]);
         for t in 0..N {
             let a = dot32_u7(q0, q1, q8k_at(y[t], 64 * k), q8k_at(y[t], 64 * k + 16));
             let b = dot32_u7(q2, q3, q8k_at(y[t], 64 * k + 32), q8k_at(y[t], 64 * k + 48));
@@ -848,83 +903,69 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N]) -> [(v128, v128); N
         }
     };
     pair_steps::<N, 4>(step);
+    let (m0, m1) = (pick(p.sm, c.mins[0]), pick(p.sm, c.mins[1]));
     std::array::from_fn(|t| {
         let (b0, b1) = bsums16(y[t]);
-        (s[t], i32x4_add(i32x4_dot_i16x8(b0, p.mins[0]), i32x4_dot_i16x8(b1, p.mins[1])))
+        (s[t], i32x4_add(i32x4_dot_i16x8(b0, m0), i32x4_dot_i16x8(b1, m1)))
     })
 }
 
-/// A Q6_K super-block unpacked: the unsigned 6-bit quants in element order, sub-blocks 2k and
-/// 2k+1's scales in i16 lanes 0..4 and 4..8 of `sc[k]`, and the sixteen scales as i16 (for the
-/// −32, through the per-16 sums).
+/// A Q6_K super-block made ready: its quant bytes (unpacked pair by pair in `sums_q6_k`) and its
+/// sixteen scales as i16 (also for the −32, through the per-16 sums).
 struct PrepQ6K {
-    q: [v128; 16],
-    sc: [v128; 8],
+    ql: *const u8,
+    qh: *const u8,
     sc16: [v128; 2],
 }
 
 #[inline(always)]
 fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
-    // elements 128n + 32k + 16·half .. +16: a nibble of ql, bits 2k..2k+2 of qh as bits 4-5
-    // (written out: a loop here stays a loop in wasm)
-    let (m4, m30) = (u8x16_splat(0x0f), u8x16_splat(0x30));
-    let ql: [v128; 8] = [
-        load_at(&x.ql, 0), load_at(&x.ql, 16), load_at(&x.ql, 32), load_at(&x.ql, 48),
-        load_at(&x.ql, 64), load_at(&x.ql, 80), load_at(&x.ql, 96), load_at(&x.ql, 112),
-    ];
-    let qh: [v128; 4] = [load_at(&x.qh, 0), load_at(&x.qh, 16), load_at(&x.qh, 32), load_at(&x.qh, 48)];
-    // 16-bit shifts: the masks drop what crosses from the neighbouring byte
-    let lo = |v: v128| v128_and(v, m4);
-    let hi = |v: v128| v128_and(u16x8_shr(v, 4), m4);
-    let h0 = |v: v128| v128_and(u16x8_shl(v, 4), m30);
-    let h1 = |v: v128| v128_and(u16x8_shl(v, 2), m30);
-    let h2 = |v: v128| v128_and(v, m30);
-    let h3 = |v: v128| v128_and(u16x8_shr(v, 2), m30);
-    let q: [v128; 16] = [
-        v128_or(lo(ql[0]), h0(qh[0])), v128_or(lo(ql[1]), h0(qh[1])),
-        v128_or(lo(ql[2]), h1(qh[0])), v128_or(lo(ql[3]), h1(qh[1])),
-        v128_or(hi(ql[0]), h2(qh[0])), v128_or(hi(ql[1]), h2(qh[1])),
-        v128_or(hi(ql[2]), h3(qh[0])), v128_or(hi(ql[3]), h3(qh[1])),
-        v128_or(lo(ql[4]), h0(qh[2])), v128_or(lo(ql[5]), h0(qh[3])),
-        v128_or(lo(ql[6]), h1(qh[2])), v128_or(lo(ql[7]), h1(qh[3])),
-        v128_or(hi(ql[4]), h2(qh[2])), v128_or(hi(ql[5]), h2(qh[3])),
-        v128_or(hi(ql[6]), h3(qh[2])), v128_or(hi(ql[7]), h3(qh[3])),
-    ];
     // SAFETY: the 16 bytes of `scales`.
     let s = unsafe { load_ptr(x.scales.as_ptr() as *const u8) };
-    let sc16 = [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)];
-    // i16 lanes k and k + 1 of `v`, each four times
-    macro_rules! lanes16 {
-        ($v:expr, $k:expr) => {
-            i16x8_shuffle::<$k, $k, $k, $k, { $k + 1 }, { $k + 1 }, { $k + 1 }, { $k + 1 }>($v, $v)
-        };
-    }
-    let (a, b) = (sc16[0], sc16[1]);
-    PrepQ6K {
-        q,
-        sc: [
-            lanes16!(a, 0), lanes16!(a, 2), lanes16!(a, 4), lanes16!(a, 6),
-            lanes16!(b, 0), lanes16!(b, 2), lanes16!(b, 4), lanes16!(b, 6),
-        ],
-        sc16,
-    }
+    PrepQ6K { ql: x.ql.as_ptr(), qh: x.qh.as_ptr(), sc16: [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)] }
 }
 
-/// One unpacked Q6_K block · `N` Q8_K blocks: for each, Σ_j sc_j·((q − 32)·y over sub-block j)
-/// as i32x4 partial sums (the −32 as −32·Σ_j sc_j·bsum_j), and no minimum term. As `sums_q4_k`,
-/// two sub-blocks at a time against the whole batch.
+/// One Q6_K block · `N` Q8_K blocks: for each, Σ_j sc_j·((q − 32)·y over sub-block j) as i32x4
+/// partial sums (the −32 as −32·Σ_j sc_j·bsum_j), and no minimum term. As `sums_q4_k`, two
+/// sub-blocks (32 elements) at a time against the whole batch, unpacked just before: elements
+/// 128n + 32j + 16h .. +16 are a nibble of ql[64n + 32(j % 2) + 16h ..] (the low one for j < 2)
+/// with bits 2j..2j+2 of qh[32n + 16h ..] as bits 4-5.
 #[inline(always)]
-fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N]) -> [(v128, v128); N] {
+fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
     // a sub-block's partial sums: 4 products each, at most 4·63·128 < 2^15 in magnitude
     let mut s = [i32x4_splat(0); N];
-    let step = |k: usize| {
-        let (q0, q1, sc) = (p.q[2 * k], p.q[2 * k + 1], p.sc[k]);
+    let mut step = |n: usize, j: usize| {
+        let k = 4 * n + j;
+        let l = 64 * n + 32 * (j % 2);
+        // SAFETY: 32 bytes of the 128 of `ql` and 32 of the 64 of `qh`.
+        let (l0, l1, h0, h1) = unsafe {
+            (load_ptr(p.ql.add(l)), load_ptr(p.ql.add(l + 16)), load_ptr(p.qh.add(32 * n)), load_ptr(p.qh.add(32 * n + 16)))
+        };
+        // 16-bit shifts: the masks drop what crosses from the neighbouring byte
+        let nib = |v: v128| if j < 2 { v128_and(v, c.m4) } else { v128_and(u16x8_shr(v, 4), c.m4) };
+        let high = |v: v128| {
+            let v = match j {
+                0 => u16x8_shl(v, 4),
+                1 => u16x8_shl(v, 2),
+                2 => v,
+                _ => u16x8_shr(v, 2),
+            };
+            v128_and(v, c.m30)
+        };
+        let (q0, q1) = (v128_or(nib(l0), high(h0)), v128_or(nib(l1), high(h1)));
+        let sc = pick(p.sc16[n], c.q6pair[j]);
         for t in 0..N {
             let pair = scale_pair(dot16_u7(q0, q8k_at(y[t], 32 * k)), dot16_u7(q1, q8k_at(y[t], 32 * k + 16)), sc);
             s[t] = i32x4_add(s[t], pair);
         }
     };
-    pair_steps::<N, 8>(step);
+    // j written out (it picks the shifts), n a loop LLVM unrolls
+    for n in 0..2 {
+        step(n, 0);
+        step(n, 1);
+        step(n, 2);
+        step(n, 3);
+    }
     std::array::from_fn(|t| {
         let (b0, b1) = bsums16(y[t]);
         let off = i32x4_add(i32x4_dot_i16x8(b0, p.sc16[0]), i32x4_dot_i16x8(b1, p.sc16[1]));
@@ -1016,7 +1057,10 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-    k_tiles::<_, _, N, true>(w, nb, a, out, prep_q4_k, sums_q4_k, |x: [&BlockQ4K; 4]| {
+    let c = KConsts::new();
+    let prep = |x: &BlockQ4K| prep_q4_k(x, &c);
+    let sums = |p: &PrepQ4K, y: [&BlockQ8K; N]| sums_q4_k(p, y, &c);
+    k_tiles::<_, _, N, true>(w, nb, a, out, prep, sums, |x: [&BlockQ4K; 4]| {
         let pair = |x: &BlockQ4K| h(x.d) as u32 | (h(x.dmin) as u32) << 16;
         pairs_f32(u32x4(pair(x[0]), pair(x[1]), pair(x[2]), pair(x[3])))
     })
@@ -1025,7 +1069,9 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-    k_tiles::<_, _, N, false>(w, nb, a, out, prep_q6_k, sums_q6_k, |x: [&BlockQ6K; 4]| {
+    let c = KConsts::new();
+    let sums = |p: &PrepQ6K, y: [&BlockQ8K; N]| sums_q6_k(p, y, &c);
+    k_tiles::<_, _, N, false>(w, nb, a, out, prep_q6_k, sums, |x: [&BlockQ6K; 4]| {
         (scales_f32(u32x4(h(x[0].d) as u32, h(x[1].d) as u32, h(x[2].d) as u32, h(x[3].d) as u32)), f32x4_splat(0.0))
     })
 }

@@ -61,15 +61,15 @@ export async function startServer(env = {}) {
 }
 
 /**
- * Launches Chromium with a fresh (or the given) profile directory.
- * @param {{profile?: string, keepProfile?: boolean}} [opts]
+ * Launches Chromium with a fresh (or the given) profile directory; `args` adds flags.
+ * @param {{profile?: string, keepProfile?: boolean, args?: string[]}} [opts]
  */
 export async function launch(opts = {}) {
   const profile = opts.profile ?? (await mkdtemp(join(tmpdir(), 'hearth-profile-')));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: CHROMIUM_ARGS,
+    args: [...CHROMIUM_ARGS, ...(opts.args ?? [])],
     serviceWorkers: 'allow',
     viewport: { width: 1000, height: 800 },
   });
@@ -123,9 +123,9 @@ export function foreignRequests(requests) {
  * A test server (started with `env`), a browser and a blank page on the isolated origin (the bench
  * page, which loads nothing by itself); `close()` ends them.
  */
-export async function blankPage(env = {}) {
+export async function blankPage(env = {}, launchOpts = {}) {
   const server = await startServer(env);
-  const b = await launch();
+  const b = await launch(launchOpts);
   const page = await b.page();
   await page.goto(server.isolated + 'bench/');
   return {
