@@ -769,11 +769,12 @@ macro_rules! q6_pair {
 /// where a constant kept in a local costs a register or one load.
 struct KConsts {
     m4: v128,
-    m3f: v128,
-    m03: v128,
+    /// Q4_K's scale words (`scales_mins_k4_lanes`): 0x3f, 0x0f, 0x3f, 0 bytes, 0x0f bytes in word
+    /// 3, 0x30 bytes in words 1 and 3
+    k4_low: v128,
+    k4_high: v128,
+    k4_top: v128,
     m30: v128,
-    odd_words: v128,
-    even_words: v128,
     /// swizzles: sub-blocks 2k and 2k+1's scales (u8 lanes 2k, 2k+1) into i16 lanes 0..4, 4..8
     pair: [v128; 4],
     /// swizzles: the minimums (u8 lanes 8..16) each twice as i16
@@ -787,11 +788,10 @@ impl KConsts {
     fn new() -> KConsts {
         std::hint::black_box(KConsts {
             m4: u8x16_splat(0x0f),
-            m3f: u8x16_splat(0x3f),
-            m03: u8x16_splat(0x03),
+            k4_low: u32x4(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0),
+            k4_high: u32x4(0, 0, 0, 0x0f0f_0f0f),
+            k4_top: u32x4(0, 0x3030_3030, 0, 0x3030_3030),
             m30: u8x16_splat(0x30),
-            odd_words: u32x4(0, 0, 0, !0),
-            even_words: u32x4(!0, 0, !0, 0),
             pair: [pair_bytes16!(0), pair_bytes16!(2), pair_bytes16!(4), pair_bytes16!(6)],
             mins: [
                 u8x16(8, Z, 8, Z, 9, Z, 9, Z, 10, Z, 10, Z, 11, Z, 11, Z),
@@ -810,11 +810,10 @@ fn scales_mins_k4_lanes(x: &BlockQ4K, c: &KConsts) -> v128 {
     let v = unsafe { load_ptr(x.scales.as_ptr()) };
     let a = i32x4_shuffle::<0, 2, 1, 2>(v, v); // u0 u2 u1 u2
     let b = i32x4_shuffle::<0, 0, 1, 1>(v, v); // u0 u0 u1 u1
-    let lo = v128_and(a, c.m3f); // lanes 0, 2: u0 & K1, u1 & K1
-    // lane 1: u2 & K2, lane 3: (u2 >> 4) & K2; both | ((u0|u1 >> 6) & K3) << 4
-    let low4 = v128_and(v128_bitselect(u32x4_shr(a, 4), a, c.odd_words), c.m4);
-    let hi = v128_or(low4, u32x4_shl(v128_and(u32x4_shr(b, 6), c.m03), 4));
-    v128_bitselect(lo, hi, c.even_words)
+    // words: u0 & K1 | u2 & K2 | u1 & K1 | (u2 >> 4) & K2, the last two words then or'ed with
+    // (u0 >> 6 & K3) << 4 and (u1 >> 6 & K3) << 4, taken as (u >> 2) & 0x30 in each byte
+    let low = v128_or(v128_and(a, c.k4_low), v128_and(u32x4_shr(a, 4), c.k4_high));
+    v128_or(low, v128_and(u32x4_shr(b, 2), c.k4_top))
 }
 
 /// Exact i32x4 partial sums of the 32 products of `q0`, `q1` (unsigned < 128) and `y0`, `y1` (i8),
