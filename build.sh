@@ -203,8 +203,8 @@ build_native() {
 # LLVM's default pre-RA scheduling hoisted all 24 loads of a Q4_K super-block to the top of the
 # kernel, where their values overflowed x86's 16 vector registers and V8 spilled them; loop
 # strength reduction rewrote block addresses into plain adds, which keep each load from folding
-# its offset (an extra `lea` per load). With source order and no LSR the 1B model's decode in
-# Chromium went from 3.3 to 4.0 tok/s (Intel Xeon, alternating builds; docs/bench.md).
+# its offset (an extra `lea` per load). The two flags alone took the 1B model's decode in
+# Chromium from 3.3 to 3.8 tok/s (Intel Xeon, alternating builds; docs/bench.md).
 WASM_CODEGEN="-C llvm-args=-pre-RA-sched=source -C llvm-args=-disable-lsr"
 RELAXED_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd $WASM_CODEGEN"
 build_wasm() {

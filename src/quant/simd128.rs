@@ -853,25 +853,19 @@ fn bsums16(y: &BlockQ8K) -> (v128, v128) {
     unsafe { (load_ptr(y.bsums.as_ptr() as *const u8), load_ptr(y.bsums.as_ptr().add(8) as *const u8)) }
 }
 
-/// `step(k)` for k in 0..K (4 or 8): written out for one activation row (a loop here stays a loop
-/// in wasm, with the engine's stack check every turn), a loop for a batch (measured faster there:
-/// the 1B model's prefill in Chromium 27 tok/s against 22 with the batch's steps written out).
+/// `step(k)` for Q4_K's four sub-block pairs: written out for one activation row (a loop here
+/// stays a loop in wasm, with the engine's stack check every turn), a loop for a batch (measured
+/// faster there: the 1B model's prefill in Chromium 27 tok/s against 22 with the batch's steps
+/// written out).
 #[inline(always)]
-fn pair_steps<const N: usize, const K: usize>(mut step: impl FnMut(usize)) {
-    const { assert!(K == 4 || K == 8) };
+fn pair_steps<const N: usize>(mut step: impl FnMut(usize)) {
     if N == 1 {
         step(0);
         step(1);
         step(2);
         step(3);
-        if K == 8 {
-            step(4);
-            step(5);
-            step(6);
-            step(7);
-        }
     } else {
-        for k in 0..K {
+        for k in 0..4 {
             step(k);
         }
     }
@@ -882,13 +876,12 @@ fn pair_steps<const N: usize, const K: usize>(mut step: impl FnMut(usize)) {
 /// partial sums are at most 8·15·128 in magnitude before they are scaled (and the integer sums
 /// are the same whatever their order). Two sub-blocks' quants (64 elements: 32 bytes, unpacked
 /// here) and scales are taken against every activation block before the next two, so they stay in
-/// registers across the batch; a compiler fence before each pair keeps LLVM from hoisting all
-/// the block's loads to the top, where their values would not fit in registers (V8 spilled them).
+/// registers across the batch (with build.sh's `WASM_CODEGEN`, LLVM leaves each pair's loads
+/// beside their uses instead of hoisting the block's 24 to the top, where V8 spilled them).
 #[inline(always)]
 fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
     let mut s = [i32x4_splat(0); N];
     let step = |k: usize| {
-        std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
         // SAFETY: bytes 32k..32k + 32 of the 128 quant bytes.
         let (b0, b1) = unsafe { (load_ptr(p.qs.add(32 * k)), load_ptr(p.qs.add(32 * k + 16))) };
         let (q0, q1) = (v128_and(b0, c.m4), v128_and(b1, c.m4));
@@ -901,7 +894,7 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
             s[t] = i32x4_add(s[t], scale_pair(a, b, sc));
         }
     };
-    pair_steps::<N, 4>(step);
+    pair_steps::<N>(step);
     let (m0, m1) = (pick(p.sm, c.mins[0]), pick(p.sm, c.mins[1]));
     std::array::from_fn(|t| {
         let (b0, b1) = bsums16(y[t]);
