@@ -9,8 +9,9 @@
 // In node, V8 is older than Chromium's (node 20 lowers relaxed SIMD's dot product to five
 // instructions, Chromium 156 to one VNNI instruction): for kernel work, measure with --browser,
 // which runs the same loop in headless Chromium (the test server's isolated origin, one page),
-// each --pkg (a wasm-bindgen --target web directory under www/) in turn, round after round, so
-// the builds alternate under the same machine noise (±3% seen on a quiet 2-core VM).
+// each --pkg (a wasm-bindgen --target web directory under www/) in turn, round after round
+// (every other round in reverse order), so the builds alternate under the same machine noise, and
+// reports each build's medians and its median ratio to the first build's run in the same round.
 // `--chromium-arg=--js-flags=--perf-prof,--perf-prof-annotate-wasm` under `perf record` shows the
 // kernels' machine code (docs/bench.md).
 import { readFileSync, openSync, readSync, fstatSync } from 'node:fs';
@@ -95,9 +96,11 @@ if (!opt.browser) {
     await s.page.evaluate(async (url) => {
       globalThis.__model = new Uint8Array(await (await fetch(url)).arrayBuffer());
     }, modelUrl);
-    // one run per build per round: the builds alternate
+    // one run per build per round: the builds alternate, every other round in reverse order (A B
+    // B A …), so a build's place in the round and a drift of the host's speed weigh on every
+    // build alike
     for (let r = 0; r < runs; r++) {
-      for (const dir of pkgs) {
+      for (const dir of r % 2 ? [...pkgs].reverse() : pkgs) {
         const lines = await s.page.evaluate(
           async ([src, pkgUrl, nPrompt, nGen]) => {
             const measure = eval(`(${src})`);
@@ -117,9 +120,14 @@ if (!opt.browser) {
   } finally {
     await s.close();
   }
-  console.log('medians:');
+  console.log(`medians (and of each round's ratio to ${pkgs[0]}):`);
+  const base = results[pkgs[0]];
   for (const dir of pkgs) {
     const rs = results[dir];
-    console.log(`  ${dir}: prefill ${median(rs.map((x) => x.prefill)).toFixed(1)} tok/s, decode ${median(rs.map((x) => x.decode)).toFixed(2)} tok/s`);
+    const ratio = (k) => median(rs.map((x, i) => x[k] / base[i][k])).toFixed(3);
+    console.log(
+      `  ${dir}: prefill ${median(rs.map((x) => x.prefill)).toFixed(1)} tok/s (${ratio('prefill')}×), ` +
+        `decode ${median(rs.map((x) => x.decode)).toFixed(2)} tok/s (${ratio('decode')}×)`,
+    );
   }
 }

@@ -182,37 +182,36 @@ fn exact(t: v128, _sums: v128) -> v128 {
     t
 }
 
-/// At most this many bytes touched ahead at once.
-const TOUCH_MAX: usize = 16 << 10;
-
-/// One byte of every 64 of `x` (up to `max` bytes) read and dropped: the cache lines a kernel is
-/// about to use, requested while it works on the ones before.
+/// One byte of every 64 of `x` read and dropped: cache lines a kernel will use soon, requested
+/// while it works on earlier ones.
 ///
 /// Why: wasm has no prefetch instruction and (measured on an Intel Xeon host, natively with
 /// `tools/mlp-probe.c` and in Chromium with `perf`) the hardware prefetchers do not run ahead of a
 /// kernel's reads, so a line is only requested when the out-of-order window reaches its first
 /// load. A kernel that spends ~100 instructions per line then has ~5 lines in flight, a third of
-/// what the memory could serve, and decode waits on memory half of the time. These reads are a few instructions per line, so a tile's worth of
-/// lines is in flight at once while the previous tile is computed.
+/// what the memory could serve. These reads cost a few instructions per line and run ahead of the
+/// compute. They are spread through the work rather than issued in one run per tile: a read
+/// blocks retirement until its line arrives, so a dense run of them fills the window with
+/// nothing else to do, where reads spread out wait behind useful work (decode in Chromium,
+/// alternating builds, against one run per tile: the 1B model +23%, SmolLM2 +16%).
 #[inline(always)]
-fn touch<T>(x: &[T], max: usize) {
-    let len = std::mem::size_of_val(x).min(max);
+fn touch<T>(x: &[T]) {
+    let len = std::mem::size_of_val(x);
     let p = x.as_ptr() as *const u8;
     let mut o = 0;
     // SAFETY: every read is inside `x`.
     unsafe {
-        while o + 256 <= len {
-            std::ptr::read_volatile(p.add(o));
-            std::ptr::read_volatile(p.add(o + 64));
-            std::ptr::read_volatile(p.add(o + 128));
-            std::ptr::read_volatile(p.add(o + 192));
-            o += 256;
-        }
         while o < len {
             std::ptr::read_volatile(p.add(o));
             o += 64;
         }
     }
+}
+
+/// `touch` of the one line holding byte `o` of `p` (SAFETY: readable).
+#[inline(always)]
+unsafe fn touch_line(p: *const u8, o: usize) {
+    std::ptr::read_volatile(p.add(o));
 }
 
 /// The first four bytes of a legacy block as a u32: its f16 scale, then (formats with one) its
@@ -262,9 +261,8 @@ macro_rules! rows_loop {
                 let r = (r0 + i).min(rows - 1);
                 &w[r * nb..(r + 1) * nb]
             });
-            // the next tile's bytes, touched now in one dense run (see `touch`)
-            let next = (w.len().min((r0 + 4) * nb), w.len().min((r0 + 8) * nb));
-            touch(&w[next.0..next.1], TOUCH_MAX);
+            // the next tile's blocks (4·nb from (r0 + 4)·nb), touched 16 at a time (see `touch`)
+            let next = &w[w.len().min((r0 + 4) * nb)..w.len().min((r0 + 8) * nb)];
             let mut acc = [[f32x4_splat(0.0); 4]; $N];
             #[allow(unused_mut)]
             let mut accm = [[f32x4_splat(0.0); 4]; $N];
@@ -293,12 +291,14 @@ macro_rules! rows_loop {
             // written out four times: with a constant slot the accumulators stay in registers
             let mut b0 = 0;
             while b0 + 4 <= nb {
+                touch(&next[next.len().min(4 * b0)..next.len().min(4 * b0 + 16)]);
                 step(b0, 0);
                 step(b0 + 1, 1);
                 step(b0 + 2, 2);
                 step(b0 + 3, 3);
                 b0 += 4;
             }
+            touch(&next[next.len().min(4 * b0)..]);
             for b in b0..nb {
                 step(b, b % 4);
             }
@@ -834,16 +834,18 @@ fn scale_pair(a: v128, b: v128, sc: v128) -> v128 {
     i32x4_dot_i16x8(i16x8_narrow_i32x4(a, b), sc)
 }
 
-/// A Q4_K super-block made ready: its quants (unpacked pair by pair in `sums_q4_k`) and its
-/// scales and minimums as u8 lanes (`scales_mins_k4_lanes`).
+/// A Q4_K super-block made ready: its quants (unpacked pair by pair in `sums_q4_k`), its
+/// scales and minimums as u8 lanes (`scales_mins_k4_lanes`), and the block whose lines its pair
+/// steps touch (`k_tiles`).
 struct PrepQ4K {
     qs: *const u8,
     sm: v128,
+    ahead: *const u8,
 }
 
 #[inline(always)]
-fn prep_q4_k(x: &BlockQ4K, c: &KConsts) -> PrepQ4K {
-    PrepQ4K { qs: x.qs.as_ptr(), sm: scales_mins_k4_lanes(x, c) }
+fn prep_q4_k(x: &BlockQ4K, ahead: &BlockQ4K, c: &KConsts) -> PrepQ4K {
+    PrepQ4K { qs: x.qs.as_ptr(), sm: scales_mins_k4_lanes(x, c), ahead: ahead as *const BlockQ4K as *const u8 }
 }
 
 /// Q8_K's per-16 sums as two i16x8.
@@ -887,6 +889,10 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
         let (q0, q1) = (v128_and(b0, c.m4), v128_and(b1, c.m4));
         // the high nibbles: a 16-bit shift then the mask (wasm's 8-bit shift is several instructions)
         let (q2, q3) = (v128_and(u16x8_shr(b0, 4), c.m4), v128_and(u16x8_shr(b1, 4), c.m4));
+        if k < 3 {
+            // SAFETY: bytes 0, 64 and 128 of the 144 of a block.
+            unsafe { touch_line(p.ahead, 64 * k) };
+        }
         let sc = pick(p.sm, c.pair[k]);
         for t in 0..N {
             let a = dot32_u7(q0, q1, q8k_at(y[t], 64 * k), q8k_at(y[t], 64 * k + 16));
@@ -902,19 +908,26 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
     })
 }
 
-/// A Q6_K super-block made ready: its quant bytes (unpacked pair by pair in `sums_q6_k`) and its
-/// sixteen scales as i16 (also for the −32, through the per-16 sums).
+/// A Q6_K super-block made ready: its quant bytes (unpacked pair by pair in `sums_q6_k`), its
+/// sixteen scales as i16 (also for the −32, through the per-16 sums) and the block whose lines
+/// its first four pair steps touch (`k_tiles`).
 struct PrepQ6K {
     ql: *const u8,
     qh: *const u8,
     sc16: [v128; 2],
+    ahead: *const u8,
 }
 
 #[inline(always)]
-fn prep_q6_k(x: &BlockQ6K) -> PrepQ6K {
+fn prep_q6_k(x: &BlockQ6K, ahead: &BlockQ6K) -> PrepQ6K {
     // SAFETY: the 16 bytes of `scales`.
     let s = unsafe { load_ptr(x.scales.as_ptr() as *const u8) };
-    PrepQ6K { ql: x.ql.as_ptr(), qh: x.qh.as_ptr(), sc16: [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)] }
+    PrepQ6K {
+        ql: x.ql.as_ptr(),
+        qh: x.qh.as_ptr(),
+        sc16: [i16x8_extend_low_i8x16(s), i16x8_extend_high_i8x16(s)],
+        ahead: ahead as *const BlockQ6K as *const u8,
+    }
 }
 
 /// One Q6_K block · `N` Q8_K blocks: for each, Σ_j sc_j·((q − 32)·y over sub-block j) as i32x4
@@ -945,6 +958,10 @@ fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
             v128_and(v, c.m30)
         };
         let (q0, q1) = (v128_or(nib(l0), high(h0)), v128_or(nib(l1), high(h1)));
+        if n == 0 {
+            // SAFETY: bytes 0, 64, 128 and 192 of the 210 of a block.
+            unsafe { touch_line(p.ahead, 64 * j) };
+        }
         let sc = pick(p.sc16[n], c.q6pair[j]);
         for t in 0..N {
             let pair = scale_pair(dot16_u7(q0, q8k_at(y[t], 32 * k)), dot16_u7(q1, q8k_at(y[t], 32 * k + 16)), sc);
@@ -971,7 +988,8 @@ const K_CHUNK: usize = 16;
 
 /// Every weight row of `w` (rows of `nb` super-blocks) against `N` Q8_K activation rows, four
 /// weight rows at a time (a last partial group repeats its last row and keeps only its own lanes).
-/// `prep` unpacks a super-block, `sums` gives one unpacked block's (scaled, minimum) integer
+/// `prep` unpacks a super-block (given too the block whose lines `sums` touches: the same block of
+/// the row four below), `sums` gives one unpacked block's (scaled, minimum) integer
 /// partial sums against each activation row's block, `scales` the f32 (d, dmin) of four blocks; `MIN`:
 /// the format has a minimum term.
 #[inline(always)]
@@ -980,7 +998,7 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
     nb: usize,
     a: [&[u8]; N],
     out: [*mut f32; N],
-    prep: impl Fn(&B) -> P,
+    prep: impl Fn(&B, &B) -> P,
     sums: impl Fn(&P, [&BlockQ8K; N]) -> [(v128, v128); N],
     scales: impl Fn([&B; 4]) -> (v128, v128),
 ) {
@@ -1006,13 +1024,11 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
             // in the threaded build; every slot read below is written first)
             let mut s = [[[MaybeUninit::<(v128, v128)>::uninit(); 4]; K_CHUNK]; N];
             for (i, row) in rw.iter().enumerate() {
-                // the same blocks of the next tile's row i, requested now (see `touch`)
+                // block k of the next tile's row i has its lines touched during block k's pair
+                // steps (see `touch`); the last tile touches its own blocks again
                 let ahead = r0 + 4 + i;
-                if ahead < rows {
-                    touch(&w[ahead * nb + c0..ahead * nb + c0 + kb], TOUCH_MAX);
-                }
                 for (k, x) in row[c0..c0 + kb].iter().enumerate() {
-                    let p = prep(x);
+                    let p = prep(x, if ahead < rows { &w[ahead * nb + c0 + k] } else { x });
                     let r = sums(&p, std::array::from_fn(|t| &ys[t][c0 + k]));
                     for t in 0..N {
                         s[t][k][i].write(r[t]);
@@ -1050,7 +1066,7 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
 /// Each `out[t]` valid for `w.len() / nb` writes.
 pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let c = KConsts::new();
-    let prep = |x: &BlockQ4K| prep_q4_k(x, &c);
+    let prep = |x: &BlockQ4K, y: &BlockQ4K| prep_q4_k(x, y, &c);
     let sums = |p: &PrepQ4K, y: [&BlockQ8K; N]| sums_q4_k(p, y, &c);
     k_tiles::<_, _, N, true>(w, nb, a, out, prep, sums, |x: [&BlockQ4K; 4]| {
         let pair = |x: &BlockQ4K| h(x.d) as u32 | (h(x.dmin) as u32) << 16;
