@@ -190,10 +190,10 @@ fn exact(t: v128, _sums: v128) -> v128 {
 /// kernel's reads, so a line is only requested when the out-of-order window reaches its first
 /// load. A kernel that spends ~100 instructions per line then has ~5 lines in flight, a third of
 /// what the memory could serve. These reads cost a few instructions per line and run ahead of the
-/// compute. They are spread through the work rather than issued in one run per tile: a read
-/// blocks retirement until its line arrives, so a dense run of them fills the window with
-/// nothing else to do, where reads spread out wait behind useful work (decode in Chromium,
-/// alternating builds, against one run per tile: the 1B model +23%, SmolLM2 +16%).
+/// compute. They are spread through the work rather than issued in one run per tile: decode in
+/// Chromium, alternating builds, the 1B model +23%, SmolLM2 +16% (likely because a read blocks
+/// retirement until its line arrives, so a dense run of them fills the window with nothing else
+/// to do, where reads spread out wait behind useful work).
 #[inline(always)]
 fn touch<T>(x: &[T]) {
     let len = std::mem::size_of_val(x);
