@@ -691,7 +691,8 @@ async function loadUrl(url, opts) {
 
   // 2. From the network: first the header, to refuse a model that cannot fit before downloading
   // it; then into storage when it can hold it (one writer per model across tabs and embeds, by
-  // Web Lock; a second concurrent load runs from memory), else into memory.
+  // Web Lock; a second concurrent load waits a moment for it, then runs from memory), else into
+  // memory.
   const head = await fetchPrefix(url, job, HEADER_PREFIX, opts.stallMs);
   if (head?.total) {
     const prefix = async (n) =>
@@ -703,10 +704,18 @@ async function loadUrl(url, opts) {
     try {
       await sweep({ keepOnly: url });
     } catch {}
-    const key = await keyFor(url);
-    const stored = navigator.locks
-      ? await navigator.locks.request(lockName(key), { ifAvailable: true }, (lock) => (lock ? toStorage(url, opts) : 'busy'))
-      : await toStorage(url, opts);
+    const release = await holdLock(lockName(await keyFor(url)));
+    /** @type {Awaited<ReturnType<typeof toStorage>>} */
+    let stored = 'busy';
+    if (release) {
+      try {
+        // Whoever held the lock while this load waited may have stored the model meanwhile.
+        const entry = release.waited ? await getEntry(url).catch(() => null) : null;
+        stored = (entry && (!opts.expectSha || entry.record.sha256 === opts.expectSha) && (await fromStorage(url, entry, opts))) || (await toStorage(url, opts));
+      } finally {
+        release();
+      }
+    }
     if (stored === 'busy') warnings.push('another tab is storing this model right now: this one runs from memory');
     else if (stored) return stored;
   }
@@ -742,21 +751,36 @@ function splitUrls(url) {
 }
 
 /**
- * Holds the Web Lock `name` until the returned function is called; null when another tab holds it.
- * @param {string} name @returns {Promise<(() => void) | null>}
+ * How long a load waits for another context's store lock before it runs from memory. A worker
+ * that an abort has just ended still holds its lock for a moment (Chromium frees it when the
+ * worker's thread is gone), and the load right after it must not lose its store to that.
+ */
+const LOCK_WAIT_MS = 3000;
+
+/**
+ * Holds the Web Lock `name` until the returned function is called: at once when it is free, else
+ * after waiting up to LOCK_WAIT_MS for it (`waited` then says so: whoever held it may have stored
+ * what the caller was about to download); null when another tab still holds it.
+ * @param {string} name @returns {Promise<((() => void) & {waited?: boolean}) | null>}
  */
 async function holdLock(name) {
   if (!navigator.locks) return () => {};
-  /** @type {() => void} */
+  /** @type {(() => void) & {waited?: boolean}} */
   let release = () => {};
   const held = new Promise((ok) => (release = () => ok(undefined)));
-  const got = await new Promise((ok) => {
-    navigator.locks.request(name, { ifAvailable: true }, (lock) => {
-      ok(!!lock);
-      return lock ? held : undefined;
+  const take = (/** @type {LockOptions} */ options) =>
+    new Promise((ok) => {
+      navigator.locks
+        .request(name, options, (lock) => {
+          ok(!!lock);
+          return lock ? held : undefined;
+        })
+        .catch(() => ok(false)); // (the wait ran out: an AbortError before the lock was granted)
     });
-  });
-  return got ? release : null;
+  if (await take({ ifAvailable: true })) return release;
+  if (!(await take({ signal: AbortSignal.timeout(LOCK_WAIT_MS) }))) return null;
+  release.waited = true;
+  return release;
 }
 
 /**

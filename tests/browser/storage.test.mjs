@@ -125,14 +125,40 @@ describe('model storage', { timeout: 4 * LONG }, () => {
       const { Hearth } = await import('./hearth.js');
       const llm = await Hearth.load(url);
       const r = await llm.generate('One, two, three,', { raw: true, maxTokens: 4 });
-      const out = { source: llm.info.source, sha256: llm.info.sha256, tokens: r.tokens.length, entries: await Hearth.cache.list() };
+      const out = { source: llm.info.source, sha256: llm.info.sha256, tokens: r.tokens.length, entries: await Hearth.cache.list(), warnings: llm.info.warnings };
       await llm.unload();
       return out;
     }, MODEL_URL_PATH);
     assert.equal(next.source, 'network');
     assert.equal(next.sha256, sha256);
     assert.equal(next.tokens, 4);
-    assert.equal(next.entries.length, 1);
+    assert.equal(next.entries.length, 1, `stored again: ${JSON.stringify(next.warnings)}`);
+  });
+
+  it('waits a moment for a store lock another context still holds; runs from memory when it stays held', async () => {
+    // A worker that an abort has just ended keeps its lock for a moment: the load right after it
+    // must still store the model. A lock held for long (another tab downloading) is not waited out.
+    const r = await page.evaluate(async (path) => {
+      const { Hearth } = await import('./hearth.js');
+      const { keyFor, lockName } = await import('./storage.js');
+      const name = lockName(await keyFor(new URL(path, location.href).href));
+      const holdFor = (ms) =>
+        new Promise((held) => navigator.locks.request(name, () => (held(), new Promise((ok) => setTimeout(ok, ms)))));
+      const out = [];
+      for (const ms of [800, 6000]) {
+        await Hearth.cache.clear();
+        await holdFor(ms);
+        const llm = await Hearth.load(path);
+        out.push({ storage: llm.info.storage, warnings: llm.info.warnings ?? [], entries: (await Hearth.cache.list()).length });
+        await llm.unload();
+        await navigator.locks.request(name, () => {}); // (the long hold has ended)
+      }
+      return out;
+    }, MODEL_URL_PATH);
+    assert.deepEqual(r[0], { storage: 'opfs', warnings: [], entries: 1 }, JSON.stringify(r[0]));
+    assert.equal(r[1].storage, 'memory');
+    assert.equal(r[1].entries, 0);
+    assert.ok(r[1].warnings.some((w) => /another tab is storing this model/.test(w)), JSON.stringify(r[1].warnings));
   });
 
   it('rejects a download whose SHA-256 does not match, and stores nothing', async () => {
