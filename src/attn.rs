@@ -39,12 +39,15 @@ pub struct State {
     qg: Vec<f32>,
     acc: Vec<f32>,
     sum: Vec<f32>,
+    /// A second accumulator row (wasm: each step writes its result there, then the rows swap).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    spare: Vec<f32>,
 }
 
 impl State {
     /// Buffers for units of `heads` query heads of `hd` values.
     pub fn new(heads: usize, hd: usize) -> State {
-        State { hd, qg: vec![0.0; heads * hd], acc: vec![0.0; heads * hd], sum: vec![0.0; heads] }
+        State { hd, qg: vec![0.0; heads * hd], acc: vec![0.0; heads * hd], sum: vec![0.0; heads], spare: Vec::new() }
     }
 
     /// Makes room for units of `heads` heads of `hd` values (allocates only to grow).
@@ -247,15 +250,71 @@ unsafe fn attend_avx2(st: &mut State, u: &Unit<'_>) {
     attend_body!(st, u, dot, exp, scale, axpy)
 }
 
-/// wasm simd128: the rounding takes a short path for the ordinary range (see `round4_f16_fast`).
+/// wasm simd128. The value accumulator's step `acc = round(acc + v·vs)` is the loop's cost, and
+/// rounding to f16 has no instruction here: it is an integer add and mask on the bits, exact when
+/// every result is zero or in f16's normal range (see `round4_f16_fast`). So the steps run that
+/// short path and keep, over the whole row, the largest |result| and the smallest nonzero one;
+/// when one of them left the range (rarely: near-zero sums) the steps are done again from the
+/// untouched source with the general rounding. Steps write to a second row and the rows swap
+/// roles, so the source stays intact. Four keys whose scores did not move the running max are
+/// one pass over the row (the accumulator stays in a register between them). The constants are
+/// made once per call from opaque values: V8 would otherwise rebuild each `v128.const` at every
+/// use.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 fn attend_simd128(st: &mut State, u: &Unit<'_>) {
     use crate::quant::simd128::round4_f16_fast;
     use core::arch::wasm32::*;
-    // SAFETY (every pointer access below): slices of whole groups of 8 (hd % 8 == 0, bounds
-    // checked by the slicing in the loop).
+    use core::hint::black_box;
+    // SAFETY (every pointer access below): rows of `hd` values (a multiple of 8) inside the
+    // slices they come from, bounds checked by the slicing where they are taken.
     let ld = |p: *const f32| unsafe { v128_load(p as *const v128) };
     let st4 = |p: *mut f32, v: v128| unsafe { v128_store(p as *mut v128, v) };
+    let abs = u32x4_splat(black_box(0x7fff_ffff));
+    let (one, half, keep) = (u32x4_splat(black_box(1)), u32x4_splat(black_box(0x0fff)), u32x4_splat(black_box(!0x1fff)));
+    // f16's normal range, as bits of |x|: 2^-14 ..= 65504
+    const LO: u32 = 0x3880_0000;
+    const HI: u32 = 0x477f_e000;
+    // One short-path step on four lanes: `y` rounded; `mx` and `mn` track max |y| and min |y|-1
+    // (unsigned: a zero lane wraps to the top and never counts as small).
+    let step = |y: v128, mx: &mut v128, mn: &mut v128| {
+        let a = v128_and(y, abs);
+        *mx = i32x4_max(*mx, a);
+        *mn = u32x4_min(*mn, i32x4_sub(a, one));
+        let odd = v128_and(u32x4_shr(y, 13), one);
+        v128_and(i32x4_add(y, i32x4_add(odd, half)), keep)
+    };
+    let in_range = |mx: v128, mn: v128| {
+        !v128_any_true(v128_or(u32x4_gt(mx, u32x4_splat(HI)), u32x4_lt(mn, u32x4_splat(LO - 1))))
+    };
+    // src + v·vs rounded into dst by the short path; false when a lane needs the general one
+    let axpy_short = |src: *const f32, dst: *mut f32, v: *const f32, vs: f32, hd: usize| {
+        let v4 = f32x4_splat(vs);
+        let (mut mx, mut mn) = (u32x4_splat(0), u32x4_splat(u32::MAX));
+        for c in (0..hd).step_by(4) {
+            let y = unsafe { f32x4_add(ld(src.add(c)), f32x4_mul(ld(v.add(c)), v4)) };
+            st4(unsafe { dst.add(c) }, step(y, &mut mx, &mut mn));
+        }
+        in_range(mx, mn)
+    };
+    // four steps in one pass: src + v0·vs0, then + v1·vs1, ..., each rounded
+    let axpy4_short = |src: *const f32, dst: *mut f32, v: [*const f32; 4], vs: [f32; 4], hd: usize| {
+        let s = vs.map(|x| f32x4_splat(x));
+        let (mut mx, mut mn) = (u32x4_splat(0), u32x4_splat(u32::MAX));
+        for c in (0..hd).step_by(4) {
+            let mut y = ld(unsafe { src.add(c) });
+            for k in 0..4 {
+                y = step(f32x4_add(y, f32x4_mul(ld(unsafe { v[k].add(c) }), s[k])), &mut mx, &mut mn);
+            }
+            st4(unsafe { dst.add(c) }, y);
+        }
+        in_range(mx, mn)
+    };
+    let axpy_general = |src: *const f32, dst: *mut f32, v: *const f32, vs: f32, hd: usize| {
+        let v4 = f32x4_splat(vs);
+        for c in (0..hd).step_by(4) {
+            unsafe { st4(dst.add(c), round4_f16_fast(f32x4_add(ld(src.add(c)), f32x4_mul(ld(v.add(c)), v4)))) };
+        }
+    };
     let dot = |q: &[f32], k: &[f32]| {
         let (mut l0, mut l1) = (f32x4_splat(0.0), f32x4_splat(0.0));
         for c in (0..q.len()).step_by(8) {
@@ -266,25 +325,80 @@ fn attend_simd128(st: &mut State, u: &Unit<'_>) {
         let p = f32x4_add(l0, l1);
         ((f32x4_extract_lane::<0>(p) + f32x4_extract_lane::<1>(p)) + f32x4_extract_lane::<2>(p)) + f32x4_extract_lane::<3>(p)
     };
-    let exp = |a: &mut [f32; KB]| {
-        let p = a.as_mut_ptr();
-        st4(p, crate::vmath::expf4(ld(p)));
-        let p4 = unsafe { p.add(4) };
-        st4(p4, crate::vmath::expf4(ld(p4)));
-    };
-    let scale = |acc: &mut [f32], ms: f32| {
-        let m4 = f32x4_splat(ms);
-        for c in (0..acc.len()).step_by(4) {
-            let p = unsafe { acc.as_mut_ptr().add(c) };
-            st4(p, round4_f16_fast(f32x4_mul(ld(p), m4)));
+    let heads = st.start(u);
+    let hd = st.hd;
+    let scale = u.scale;
+    st.spare.resize(hd, 0.0);
+    for j in 0..heads {
+        let q = &st.qg[j * hd..(j + 1) * hd];
+        let acc = st.acc[j * hd..(j + 1) * hd].as_mut_ptr();
+        let (mut cur, mut other) = (acc, st.spare.as_mut_ptr());
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        let mut t0 = 0;
+        while t0 < u.len {
+            let nb = KB.min(u.len - t0);
+            // the same scores, exponent arguments and sums as `attend_body`
+            let mut arg = [0f32; KB];
+            let mut moved = [false; KB];
+            for i in 0..nb {
+                let base = (t0 + i) * u.kvd + u.off;
+                let s = dot(q, &u.keys[base..base + hd]) * scale;
+                if s > m {
+                    arg[i] = m - s;
+                    moved[i] = true;
+                    m = s;
+                } else {
+                    arg[i] = s - m;
+                }
+            }
+            let p = arg.as_mut_ptr();
+            st4(p, crate::vmath::expf4(ld(p)));
+            let p4 = unsafe { p.add(4) };
+            st4(p4, crate::vmath::expf4(ld(p4)));
+            let value = |i: usize| {
+                let base = (t0 + i) * u.kvd + u.off;
+                u.values[base..base + hd].as_ptr()
+            };
+            let mut i = 0;
+            while i < nb {
+                if i + 4 <= nb && !moved[i..i + 4].contains(&true) {
+                    // four steps as below with ms = 1 (`sum * 1.0` is `sum`)
+                    let (v, vs) = ([value(i), value(i + 1), value(i + 2), value(i + 3)], [arg[i], arg[i + 1], arg[i + 2], arg[i + 3]]);
+                    for x in vs {
+                        sum += x;
+                    }
+                    if !axpy4_short(cur, other, v, vs, hd) {
+                        axpy_general(cur, other, v[0], vs[0], hd);
+                        for k in 1..4 {
+                            axpy_general(other, other, v[k], vs[k], hd);
+                        }
+                    }
+                    core::mem::swap(&mut cur, &mut other);
+                    i += 4;
+                    continue;
+                }
+                let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
+                sum = sum * ms + vs;
+                if ms != 1.0 {
+                    let m4 = f32x4_splat(ms);
+                    for c in (0..hd).step_by(4) {
+                        let p = unsafe { cur.add(c) };
+                        st4(p, round4_f16_fast(f32x4_mul(ld(p), m4)));
+                    }
+                }
+                let v = value(i);
+                if !axpy_short(cur, other, v, vs, hd) {
+                    axpy_general(cur, other, v, vs, hd);
+                }
+                core::mem::swap(&mut cur, &mut other);
+                i += 1;
+            }
+            t0 += nb;
         }
-    };
-    let axpy = |acc: &mut [f32], v: &[f32], vs: f32| {
-        let v4 = f32x4_splat(vs);
-        for c in (0..acc.len()).step_by(4) {
-            let (p, vp) = unsafe { (acc.as_mut_ptr().add(c), v.as_ptr().add(c)) };
-            st4(p, round4_f16_fast(f32x4_add(ld(p), f32x4_mul(ld(vp), v4))));
+        if cur != acc {
+            // SAFETY: both rows hold `hd` values; `spare` and `acc` do not overlap.
+            unsafe { core::ptr::copy_nonoverlapping(cur, acc, hd) };
         }
-    };
-    attend_body!(st, u, dot, exp, scale, axpy)
+        st.sum[j] = sum;
+    }
 }

@@ -702,9 +702,15 @@ fn attention_case(rng: &mut Rng, heads: usize, hd: usize, kvd: usize, len: usize
 fn attention_is_bit_identical_to_the_reference() {
     use hearth::attn::{attend, attend_scalar, State, Unit};
     let mut rng = Rng(0x5eed_a77e);
-    for &(heads, hd, len) in &[(3usize, 64usize, 1usize), (3, 64, 37), (1, 64, 200), (2, 128, 65), (4, 8, 9), (3, 24, 17), (2, 12, 5)] {
+    // (the last two: values scaled down so the accumulator lives in f16's subnormal range, where
+    // wasm's short rounding path does not hold and each step is redone the general way)
+    let cases = [(3usize, 64usize, 1usize, 1f32), (3, 64, 37, 1.0), (1, 64, 200, 1.0), (2, 128, 65, 1.0), (4, 8, 9, 1.0), (3, 24, 17, 1.0), (2, 12, 5, 1.0), (2, 64, 40, 1e-5), (1, 64, 30, 3e-3)];
+    for &(heads, hd, len, v_scale) in &cases {
         let kvd = 2 * hd + 8;
-        let (q, k, v) = attention_case(&mut rng, heads, hd, kvd, len);
+        let (q, k, mut v) = attention_case(&mut rng, heads, hd, kvd, len);
+        if v_scale != 1.0 {
+            v.iter_mut().for_each(|h| *h = quant::f16::from_f32(quant::f16::to_f32(*h) * v_scale));
+        }
         let off = hd + 8;
         let (mut kf, mut vf) = (vec![0f32; k.len()], vec![0f32; v.len()]);
         hearth::attn::convert_rows(&k, &mut kf);

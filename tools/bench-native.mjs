@@ -11,8 +11,9 @@
 // - hearth: target/release/hearth bench --model M --threads T --repeat 1 --prompt-tokens P --gen-tokens G
 //   --json (its own text prompt; prefill = one batch of P tokens, decode = G single-token steps).
 // - llama.cpp (when $LLAMA_BENCH names a llama-bench binary, or one is at the default path of
-//   tools/reference/build-llama.sh): llama-bench -m M -t T -p P -n G -r 1 -o json (random prompt
-//   tokens; its pp and tg tests, each after its own warm-up run).
+//   tools/reference/build-llama.sh): llama-bench -m M -t T -p P -n G -d 0,P -r 1 -o json (random
+//   prompt tokens; its pp test into an empty cache and its tg test after P tokens of context, as
+//   hearth's decode follows its prompt; each after its own warm-up run).
 // - Rounds: for each run, for each model, for each thread count, hearth then llama.cpp — so both
 //   see the same machine state within a few seconds. Medians over the runs, and hearth ÷ llama.cpp
 //   per (model, threads) from those medians. Every process is started under `nice -n 10`.
@@ -76,10 +77,11 @@ function hearth(model, t) {
 }
 
 function llama(model, t) {
-  const out = run(LLAMA, ['-m', model, '-t', String(t), '-p', String(P), '-n', String(G), '-r', '1', '-o', 'json']);
+  // decode after P tokens of context (-d), as hearth's decode follows its P-token prompt
+  const out = run(LLAMA, ['-m', model, '-t', String(t), '-p', String(P), '-n', String(G), '-d', `0,${P}`, '-r', '1', '-o', 'json']);
   const rows = JSON.parse(out);
-  const pp = rows.find((r) => r.n_prompt > 0 && r.n_gen === 0);
-  const tg = rows.find((r) => r.n_gen > 0 && r.n_prompt === 0);
+  const pp = rows.find((r) => r.n_prompt > 0 && r.n_gen === 0 && !r.n_depth);
+  const tg = rows.find((r) => r.n_gen > 0 && r.n_prompt === 0 && r.n_depth === P);
   return { prefill: pp?.avg_ts, decode: tg?.avg_ts, build: rows[0]?.build_commit };
 }
 

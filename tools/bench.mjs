@@ -37,7 +37,10 @@
 // - Native: ./target/release/hearth bench --threads N --json --repeat RUNS (its own 128-token
 //   prompt, context 257; medians over RUNS), and native llama.cpp where a llama-bench binary is
 //   found ($LLAMA_BENCH, else tools/reference/build-llama.sh's default build): llama-bench -p 128
-//   -n MAX_TOKENS -r RUNS at 1 and 2 threads, for the "browser ÷ native llama.cpp" table.
+//   -n MAX_TOKENS -d 0,128 -r 1 (prefill into an empty cache, decode after 128 tokens of context,
+//   as hearth's runs do) at 1 and 2 threads once per round, between the browser's rounds (the
+//   host's speed drifts over minutes), for the "browser ÷ native llama.cpp" table: the median of
+//   each round's hearth-threads-T ÷ llama.cpp at T threads.
 // - Memory bound: after every timed run, one thread's read bandwidth in the browser
 //   (window.benchBandwidth: hearth's readBandwidth over 256 MiB, in an instance of its own on the
 //   page's main thread; median of 3 calls, each the best of 3 passes), and natively (hearth bench's
@@ -354,6 +357,8 @@ async function main() {
       }
       // Measured rounds, configurations alternating.
       const live = configs.filter((c) => !per.configs[c.id].na);
+      /** @type {Record<number, any>[]} */
+      const llamaRounds = [];
       for (let i = 0; i < RUNS; i++) {
         for (const cfg of live) {
           const slot = per.configs[cfg.id];
@@ -368,11 +373,14 @@ async function main() {
           if (bad) slot.na ??= `run ${i + 1}: ${bad}`;
           slot.runs.push(r);
         }
+        // Native llama.cpp once per round, between the browser's runs: the host's speed drifts
+        // over minutes, and a ratio of runs far apart in time would measure the drift.
+        if (NATIVE && LLAMA_BENCH) llamaRounds.push(llamaNative(model, 1, i + 1));
       }
       for (const cfg of configs) summarize(per.configs[cfg.id]);
       per.agreement = agreement(per.configs);
       if (NATIVE) per.native = native(model);
-      if (NATIVE && LLAMA_BENCH) per.llama = llamaNative(model);
+      if (NATIVE && LLAMA_BENCH) per.llama = llamaSummary(llamaRounds, per.configs);
     }
     say('  memory read bandwidth, one thread, in the browser');
     const page = await b.context.newPage();
@@ -495,12 +503,14 @@ function native(model) {
   return rows;
 }
 
-/** Native llama.cpp (llama-bench) on the model at 1 and 2 threads: prefill/decode tok/s. */
-function llamaNative(model) {
+/** Native llama.cpp (llama-bench, `reps` repetitions) on the model at 1 and 2 threads: prefill/decode tok/s. */
+function llamaNative(model, reps, round) {
   const rows = {};
   for (const t of [1, 2]) {
-    say(`  ${model.label} llama.cpp native --threads ${t}`);
-    const r = spawnSync(LLAMA_BENCH, ['-m', model.file, '-t', String(t), '-p', '128', '-n', String(MAX_TOKENS), '-r', String(RUNS), '-o', 'json'], {
+    say(`  ${model.label} run ${round}/${RUNS} llama.cpp native --threads ${t}`);
+    // prefill: 128 tokens into an empty cache; decode: MAX_TOKENS tokens after 128 (-d), as
+    // hearth's runs decode after their 128-token prompt (attention grows with the position)
+    const r = spawnSync(LLAMA_BENCH, ['-m', model.file, '-t', String(t), '-p', '128', '-n', String(MAX_TOKENS), '-d', '0,128', '-r', String(reps), '-o', 'json'], {
       cwd: ROOT,
       encoding: 'utf8',
       maxBuffer: 1 << 26,
@@ -511,12 +521,48 @@ function llamaNative(model) {
     }
     try {
       const out = JSON.parse(r.stdout);
-      const pp = out.find((x) => x.n_prompt > 0 && x.n_gen === 0);
-      const tg = out.find((x) => x.n_gen > 0 && x.n_prompt === 0);
+      const pp = out.find((x) => x.n_prompt > 0 && x.n_gen === 0 && !x.n_depth);
+      const tg = out.find((x) => x.n_gen > 0 && x.n_prompt === 0 && x.n_depth === 128);
       rows[t] = { threads: t, prefill_tok_s: pp?.avg_ts ?? null, decode_tok_s: tg?.avg_ts ?? null, build: out[0]?.build_commit ?? null };
     } catch (e) {
       rows[t] = { error: `unreadable llama-bench output: ${e.message}` };
     }
+  }
+  return rows;
+}
+
+/**
+ * llama.cpp's medians over the rounds, and hearth's browser speed ÷ llama.cpp's as the median of
+ * the ratios within each round (hearth-threads-T's run of that round ÷ llama.cpp at T threads).
+ */
+function llamaSummary(rounds, configs) {
+  const rows = {};
+  for (const t of [1, 2]) {
+    const ok = rounds.map((r) => r[t]).filter((n) => n && !n.error);
+    if (!ok.length) {
+      rows[t] = { error: rounds.map((r) => r[t]?.error).find(Boolean) ?? 'no run' };
+      continue;
+    }
+    const H = configs[`hearth-threads-${t}`];
+    const hearth = (i, key) => {
+      const run = H && !H.na ? H.runs[i] : null;
+      if (!run) return null;
+      return key === 'prefill' ? (run.prefillTokens / run.prefillMs) * 1000 : (run.decodeTokens / run.decodeMs) * 1000;
+    };
+    const ratios = (key, field) =>
+      rounds.flatMap((r, i) => (r[t] && !r[t].error && r[t][field] && hearth(i, key) ? [hearth(i, key) / r[t][field]] : []));
+    const pre = ratios('prefill', 'prefill_tok_s');
+    const dec = ratios('decode', 'decode_tok_s');
+    rows[t] = {
+      threads: t,
+      rounds: ok.length,
+      prefill_tok_s: median(ok.map((n) => n.prefill_tok_s)),
+      decode_tok_s: median(ok.map((n) => n.decode_tok_s)),
+      build: ok[0].build,
+      browserPrefillRatio: pre.length ? median(pre) : null,
+      browserDecodeRatio: dec.length ? median(dec) : null,
+      browserDecodeRatios: dec,
+    };
   }
   return rows;
 }
@@ -599,6 +645,8 @@ function markdown(rep) {
   if (hasLlama) {
     L.push('### hearth in the browser ÷ llama.cpp native at equal threads (llama-bench, same machine, same run)');
     L.push('');
+    L.push('llama-bench runs once per round between the browser runs; a ratio is the median of the ratios within each round. llama.cpp decodes after 128 tokens of context (-d 128), as hearth does after its prompt.');
+    L.push('');
     L.push('| model | threads | llama.cpp prefill tok/s | llama.cpp decode tok/s | browser prefill ÷ native | browser decode ÷ native |');
     L.push('|---|---:|---:|---:|---:|---:|');
     for (const [label, per] of Object.entries(rep.models)) {
@@ -610,7 +658,11 @@ function markdown(rep) {
           continue;
         }
         const m = H && !H.na ? H.median : null;
-        L.push(`| ${label} | ${t} | ${f1(n.prefill_tok_s)} | ${f1(n.decode_tok_s)} | ${r(m?.prefillTokS, n.prefill_tok_s)} | ${r(m?.decodeTokS, n.decode_tok_s)} |`);
+        // (per-round ratios when llama.cpp ran between the browser's rounds; older reports: medians)
+        const x = (v) => (v ? `${v.toFixed(2)}×` : '—');
+        const pre = n.rounds ? x(n.browserPrefillRatio) : r(m?.prefillTokS, n.prefill_tok_s);
+        const dec = n.rounds ? x(n.browserDecodeRatio) : r(m?.decodeTokS, n.decode_tok_s);
+        L.push(`| ${label} | ${t} | ${f1(n.prefill_tok_s)} | ${f1(n.decode_tok_s)} | ${pre} | ${dec} |`);
       }
     }
     L.push('');
