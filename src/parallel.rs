@@ -248,11 +248,15 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
     // A few chunks per thread, taken as threads come free: on a shared machine one thread is
     // often late, and equal shares would make every call wait for it.
     let per_thread = if units >= BIG_UNITS { CHUNKS_PER_THREAD_BIG } else { CHUNKS_PER_THREAD };
-    let chunks = if threads == 1 { 1 } else { (threads * per_thread).min(units).max(1) };
-    if chunks == 1 {
+    let want = if threads == 1 { 1 } else { (threads * per_thread).min(units).max(1) };
+    // Units per chunk rounded down, so every chunk has work: 9 units in (at most) 8 chunks are 9
+    // chunks of 1, not 5 of 2 (which two threads would share 3 to 2).
+    let per_units = (units / want).max(1);
+    let chunks = units.div_ceil(per_units);
+    if want == 1 || chunks == 1 {
         return f(0..n);
     }
-    let per = units.div_ceil(chunks) * align.max(1);
+    let per = per_units * align.max(1);
     imp::for_each_chunk(chunks, |i| {
         let start = (i * per).min(n);
         let end = ((i + 1) * per).min(n);
@@ -273,5 +277,31 @@ impl<T> SyncPtr<T> {
     #[inline(always)]
     pub fn get(self) -> *mut T {
         self.0
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Every index of 0..n lands in exactly one range, ranges start on `align`, and none is empty
+    /// (but the one call for n = 0).
+    #[test]
+    fn ranges_cover_each_index_once() {
+        set_threads(2);
+        for &(n, align) in &[(9usize, 1usize), (1, 1), (0, 4), (576, 4), (577, 4), (49152, 4), (17, 16), (100, 3)] {
+            let seen = Mutex::new(Vec::new());
+            run(|| for_each_range(n, align, |r| seen.lock().unwrap().push(r)));
+            let mut rs = seen.into_inner().unwrap();
+            rs.sort_by_key(|r| r.start);
+            assert!(rs.iter().all(|r| (n == 0 || !r.is_empty()) && r.start % align == 0), "n {n} align {align}: {rs:?}");
+            let flat: Vec<usize> = rs.iter().flat_map(|r| r.clone()).collect();
+            assert_eq!(flat, (0..n).collect::<Vec<_>>(), "n {n} align {align}");
+            if n == 9 {
+                assert_eq!(rs.len(), 9, "9 units at 2 threads: one chunk each: {rs:?}");
+            }
+        }
+        set_threads(0);
     }
 }
