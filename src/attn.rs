@@ -138,6 +138,29 @@ pub fn attend(st: &mut State, u: &Unit<'_>) {
     attend_scalar(st, u)
 }
 
+/// One block's scores, keys `t0..t0 + nb`: `dot(q, k)·scale` each, the running max `m` moved
+/// along, and each key's exponent argument with whether it moved the max.
+#[inline(always)]
+fn block_scores(q: &[f32], u: &Unit<'_>, t0: usize, nb: usize, m: &mut f32, dot: impl Fn(&[f32], &[f32]) -> f32) -> ([f32; KB], [bool; KB]) {
+    let hd = q.len();
+    let mut arg = [0f32; KB];
+    let mut moved = [false; KB];
+    for i in 0..nb {
+        let base = (t0 + i) * u.kvd + u.off;
+        let s = dot(q, &u.keys[base..base + hd]) * u.scale;
+        // the online softmax: a new max scales what was summed by e^(m-s), else this value is
+        // weighted by e^(s-m)
+        if s > *m {
+            arg[i] = *m - s;
+            moved[i] = true;
+            *m = s;
+        } else {
+            arg[i] = s - *m;
+        }
+    }
+    (arg, moved)
+}
+
 /// The common loop: per head, keys in blocks of `KB`: scores (`$dot(q, k) -> f32`), the running
 /// max and each step's exponent argument, the exponentials (`$exp(&mut [f32; KB])`), then the
 /// sequential steps: the accumulator scaled by `ms` (`$scale(acc, ms)`) when the max moved and
@@ -147,7 +170,6 @@ macro_rules! attend_body {
         let (st, u) = ($st, $u);
         let heads = st.start(u);
         let hd = st.hd;
-        let scale = u.scale;
         for j in 0..heads {
             let q = &st.qg[j * hd..(j + 1) * hd];
             let acc = &mut st.acc[j * hd..(j + 1) * hd];
@@ -155,21 +177,7 @@ macro_rules! attend_body {
             let mut t0 = 0;
             while t0 < u.len {
                 let nb = KB.min(u.len - t0);
-                let mut arg = [0f32; KB];
-                let mut moved = [false; KB];
-                for i in 0..nb {
-                    let base = (t0 + i) * u.kvd + u.off;
-                    let s = $dot(q, &u.keys[base..base + hd]) * scale;
-                    // the online softmax: a new max scales what was summed by e^(m-s), else this
-                    // value is weighted by e^(s-m)
-                    if s > m {
-                        arg[i] = m - s;
-                        moved[i] = true;
-                        m = s;
-                    } else {
-                        arg[i] = s - m;
-                    }
-                }
+                let (mut arg, moved) = block_scores(q, u, t0, nb, &mut m, $dot);
                 $exp(&mut arg);
                 for i in 0..nb {
                     let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
@@ -327,7 +335,6 @@ fn attend_simd128(st: &mut State, u: &Unit<'_>) {
     };
     let heads = st.start(u);
     let hd = st.hd;
-    let scale = u.scale;
     st.spare.resize(hd, 0.0);
     for j in 0..heads {
         let q = &st.qg[j * hd..(j + 1) * hd];
@@ -337,20 +344,8 @@ fn attend_simd128(st: &mut State, u: &Unit<'_>) {
         let mut t0 = 0;
         while t0 < u.len {
             let nb = KB.min(u.len - t0);
-            // the same scores, exponent arguments and sums as `attend_body`
-            let mut arg = [0f32; KB];
-            let mut moved = [false; KB];
-            for i in 0..nb {
-                let base = (t0 + i) * u.kvd + u.off;
-                let s = dot(q, &u.keys[base..base + hd]) * scale;
-                if s > m {
-                    arg[i] = m - s;
-                    moved[i] = true;
-                    m = s;
-                } else {
-                    arg[i] = s - m;
-                }
-            }
+            // the same scores, exponentials and sums as `attend_body`
+            let (mut arg, moved) = block_scores(q, u, t0, nb, &mut m, dot);
             let p = arg.as_mut_ptr();
             st4(p, crate::vmath::expf4(ld(p)));
             let p4 = unsafe { p.add(4) };
