@@ -253,7 +253,7 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
     // chunks of 1, not 5 of 2 (which two threads would share 3 to 2).
     let per_units = (units / want).max(1);
     let chunks = units.div_ceil(per_units);
-    if want == 1 || chunks == 1 {
+    if chunks <= 1 {
         return f(0..n);
     }
     let per = per_units * align.max(1);

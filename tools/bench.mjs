@@ -375,7 +375,7 @@ async function main() {
         }
         // Native llama.cpp once per round, between the browser's runs: the host's speed drifts
         // over minutes, and a ratio of runs far apart in time would measure the drift.
-        if (NATIVE && LLAMA_BENCH) llamaRounds.push(llamaNative(model, 1, i + 1));
+        if (NATIVE && LLAMA_BENCH) llamaRounds.push(llamaNative(model, i + 1));
       }
       for (const cfg of configs) summarize(per.configs[cfg.id]);
       per.agreement = agreement(per.configs);
@@ -503,14 +503,14 @@ function native(model) {
   return rows;
 }
 
-/** Native llama.cpp (llama-bench, `reps` repetitions) on the model at 1 and 2 threads: prefill/decode tok/s. */
-function llamaNative(model, reps, round) {
+/** One round of native llama.cpp (llama-bench, one repetition) on the model at 1 and 2 threads: prefill/decode tok/s. */
+function llamaNative(model, round) {
   const rows = {};
   for (const t of [1, 2]) {
     say(`  ${model.label} run ${round}/${RUNS} llama.cpp native --threads ${t}`);
     // prefill: 128 tokens into an empty cache; decode: MAX_TOKENS tokens after 128 (-d), as
     // hearth's runs decode after their 128-token prompt (attention grows with the position)
-    const r = spawnSync(LLAMA_BENCH, ['-m', model.file, '-t', String(t), '-p', '128', '-n', String(MAX_TOKENS), '-d', '0,128', '-r', String(reps), '-o', 'json'], {
+    const r = spawnSync(LLAMA_BENCH, ['-m', model.file, '-t', String(t), '-p', '128', '-n', String(MAX_TOKENS), '-d', '0,128', '-r', '1', '-o', 'json'], {
       cwd: ROOT,
       encoding: 'utf8',
       maxBuffer: 1 << 26,
@@ -651,18 +651,12 @@ function markdown(rep) {
     L.push('|---|---:|---:|---:|---:|---:|');
     for (const [label, per] of Object.entries(rep.models)) {
       for (const [t, n] of Object.entries(per.llama ?? {})) {
-        const H = per.configs[`hearth-threads-${t}`];
-        const r = (a, b) => (a && b ? `${(a / b).toFixed(2)}×` : '—');
         if (n.error) {
           L.push(`| ${label} | ${t} | n/a | n/a | n/a (${n.error}) | — |`);
           continue;
         }
-        const m = H && !H.na ? H.median : null;
-        // (per-round ratios when llama.cpp ran between the browser's rounds; older reports: medians)
         const x = (v) => (v ? `${v.toFixed(2)}×` : '—');
-        const pre = n.rounds ? x(n.browserPrefillRatio) : r(m?.prefillTokS, n.prefill_tok_s);
-        const dec = n.rounds ? x(n.browserDecodeRatio) : r(m?.decodeTokS, n.decode_tok_s);
-        L.push(`| ${label} | ${t} | ${f1(n.prefill_tok_s)} | ${f1(n.decode_tok_s)} | ${pre} | ${dec} |`);
+        L.push(`| ${label} | ${t} | ${f1(n.prefill_tok_s)} | ${f1(n.decode_tok_s)} | ${x(n.browserPrefillRatio)} | ${x(n.browserDecodeRatio)} |`);
       }
     }
     L.push('');

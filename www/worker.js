@@ -676,16 +676,8 @@ async function loadUrl(url, opts) {
   const canStore = opts.store && storageAvailable();
   // 1. From storage, when a complete entry exists and its bytes still check out.
   if (canStore) {
-    let entry = null;
-    try {
-      entry = await getEntry(url);
-    } catch (e) {
-      warnings.push(`the browser's storage could not be read (${e?.message ?? e})`);
-    }
-    if (entry && (!opts.expectSha || entry.record.sha256 === opts.expectSha)) {
-      const out = await fromStorage(url, entry, opts);
-      if (out) return out;
-    }
+    const out = await fromStoredEntry(url, opts);
+    if (out) return out;
   }
   if (job.aborted) throw aborted();
 
@@ -710,8 +702,7 @@ async function loadUrl(url, opts) {
     if (release) {
       try {
         // Whoever held the lock while this load waited may have stored the model meanwhile.
-        const entry = release.waited ? await getEntry(url).catch(() => null) : null;
-        stored = (entry && (!opts.expectSha || entry.record.sha256 === opts.expectSha) && (await fromStorage(url, entry, opts))) || (await toStorage(url, opts));
+        stored = (release.waited && (await fromStoredEntry(url, opts))) || (await toStorage(url, opts));
       } finally {
         release();
       }
@@ -726,6 +717,18 @@ async function loadUrl(url, opts) {
   const built = buildEngine(memoryReader(bytes), bytes.byteLength, { ...opts, hash: false, what });
   checked(built, sha256, opts.expectSha, what);
   return { built, sha256, size: bytes.byteLength, source: 'network', storage: 'memory' };
+}
+
+/** The model from its complete stored entry, when there is one (of the expected SHA-256) and it checks out; else null. */
+async function fromStoredEntry(url, opts) {
+  let entry = null;
+  try {
+    entry = await getEntry(url);
+  } catch (e) {
+    opts.warnings.push(`the browser's storage could not be read (${e?.message ?? e})`);
+  }
+  if (!entry || (opts.expectSha && entry.record.sha256 !== opts.expectSha)) return null;
+  return fromStorage(url, entry, opts);
 }
 
 // ---- split models -----------------------------------------------------------------------------
