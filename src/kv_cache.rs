@@ -96,6 +96,11 @@ impl KvCache {
         Ok(KvCache { n_ctx, n_batch: n_batch.max(1), kv_dim: layout.kv_dim, layers, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
     }
 
+    /// Values per key (and per value) row of an attention layer.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_dim
+    }
+
     pub fn capacity(&self) -> usize {
         self.n_ctx
     }

@@ -50,6 +50,11 @@ mod imp {
     pub fn current() -> usize {
         rayon::current_num_threads()
     }
+
+    /// rayon runs a call's chunks as tasks split by work stealing, each with its own cost: there a
+    /// few even chunks per thread are faster than guided ones (SmolLM2 decode at 2 threads on the
+    /// 3 December host, builds alternated: 69-78 tok/s even, 58-66 guided).
+    pub const GUIDED: bool = false;
 }
 
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
@@ -67,6 +72,7 @@ mod imp {
     pub fn current() -> usize {
         1
     }
+    pub const GUIDED: bool = false;
 }
 
 /// The threaded wasm build's pool: helper threads are Web Workers that the JS side starts on the
@@ -185,6 +191,9 @@ mod imp {
         f()
     }
 
+    /// Chunks are claimed from one shared counter: cheap, so they can shrink to single units.
+    pub const GUIDED: bool = true;
+
     pub fn current() -> usize {
         if BUSY.load(Relaxed) {
             1
@@ -233,37 +242,68 @@ pub use imp::{helpers, thread_main};
 
 pub use imp::{run, set_threads, threads};
 
-const CHUNKS_PER_THREAD: usize = 4;
-/// Big jobs (a vocabulary's output projection: thousands of row tiles) go in more, smaller chunks:
-/// the last chunk is what a thread that finished early waits for, so it should be short.
-const CHUNKS_PER_THREAD_BIG: usize = 16;
-/// Units (row tiles) from which a job counts as big.
-const BIG_UNITS: usize = 1024;
+/// Most chunks one call makes (its chunk bounds live on the stack).
+const MAX_CHUNKS: usize = 64;
 
 /// Calls `f` on disjoint ranges covering `0..n`, in parallel where threads exist. Ranges are
 /// multiples of `align` (except the last) so SIMD row groups stay whole.
+///
+/// Chunks are taken as threads come free (on a shared machine one thread is often late, and
+/// equal shares would make every call wait for it). In the wasm pool they shrink as the work runs
+/// out (guided scheduling, `guided_chunks`): the first are big (few claims on the shared counter)
+/// and the last small, so a thread that finished early waits for at most one small chunk at the
+/// end of the call (in Chromium on SmolLM2 at 2 threads that wait was 6% of a decoded token with 8
+/// even chunks, ~3.5% guided). With rayon, `even_chunks`.
 pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + Send) {
     let threads = imp::current().max(1);
-    let units = n.div_ceil(align.max(1));
-    // A few chunks per thread, taken as threads come free: on a shared machine one thread is
-    // often late, and equal shares would make every call wait for it.
-    let per_thread = if units >= BIG_UNITS { CHUNKS_PER_THREAD_BIG } else { CHUNKS_PER_THREAD };
-    let want = if threads == 1 { 1 } else { (threads * per_thread).min(units).max(1) };
-    // Units per chunk rounded down, so every chunk has work: 9 units in (at most) 8 chunks are 9
-    // chunks of 1, not 5 of 2 (which two threads would share 3 to 2).
-    let per_units = (units / want).max(1);
-    let chunks = units.div_ceil(per_units);
-    if chunks <= 1 {
+    let align = align.max(1);
+    let units = n.div_ceil(align);
+    if threads == 1 || units <= 1 {
         return f(0..n);
     }
-    let per = per_units * align.max(1);
-    imp::for_each_chunk(chunks, |i| {
-        let start = (i * per).min(n);
-        let end = ((i + 1) * per).min(n);
+    let ends = if imp::GUIDED { guided_chunks(units, threads) } else { even_chunks(units, threads) };
+    let ends = &ends.0[..ends.1];
+    imp::for_each_chunk(ends.len(), |i| {
+        let start = if i == 0 { 0 } else { ends[i - 1] * align };
+        let end = (ends[i] * align).min(n);
         if start < end {
             f(start..end)
         }
     });
+}
+
+/// The end (in units) of each chunk of an even split: a few chunks per thread (16 for big calls,
+/// such as a vocabulary's output projection), each of the same whole number of units.
+fn even_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
+    let per_thread = if units >= 1024 { 16 } else { 4 };
+    let want = (threads * per_thread).clamp(1, MAX_CHUNKS).min(units);
+    // units per chunk rounded down, so every chunk has work (9 units in 8 chunks: 9 chunks of 1)
+    let per = (units / want).max(1);
+    let chunks = units.div_ceil(per).min(MAX_CHUNKS);
+    let mut ends = [0; MAX_CHUNKS];
+    for (i, e) in ends.iter_mut().enumerate().take(chunks) {
+        *e = ((i + 1) * per).min(units);
+    }
+    ends[chunks - 1] = units;
+    (ends, chunks)
+}
+
+/// The end (in units) of each chunk of a guided split of `units` among `threads`: each chunk is
+/// 1/(2·threads) of what is left, but at least `units / (MAX_CHUNKS / 2)` (rounded up), which
+/// keeps the count within MAX_CHUNKS.
+fn guided_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
+    let div = 2 * threads;
+    let least = units.div_ceil(MAX_CHUNKS / 2).max(1);
+    let mut ends = [0; MAX_CHUNKS];
+    let (mut k, mut done) = (0, 0);
+    while done < units {
+        // the last slot takes whatever is left (not reached: see the test)
+        let size = if k + 1 == MAX_CHUNKS { units - done } else { ((units - done) / div).max(least) };
+        done = (done + size).min(units);
+        ends[k] = done;
+        k += 1;
+    }
+    (ends, k)
 }
 
 /// A raw pointer that may be shared across threads, for writing disjoint parts of one buffer.
@@ -285,6 +325,28 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// Guided chunks shrink to single units, never exceed 1/(2·threads) of what is left, cover
+    /// every unit, and stay within MAX_CHUNKS (its last-slot fallback is never needed).
+    #[test]
+    fn guided_chunks_shrink_and_fit() {
+        for threads in [2, 3, 4, 8, 16, 64, 256] {
+            for units in [2, 9, 36, 60, 96, 1000, 3072, 49152, 1 << 20] {
+                let (ends, k) = guided_chunks(units, threads);
+                assert!(k < MAX_CHUNKS && ends[k - 1] == units, "{units} units, {threads} threads: {k} chunks");
+                let least = units.div_ceil(MAX_CHUNKS / 2);
+                let mut start = 0;
+                for &end in &ends[..k] {
+                    let (size, left) = (end - start, units - start);
+                    assert!(size >= 1 && (size <= (left / (2 * threads)).max(least)), "{units}/{threads}: {:?}", &ends[..k]);
+                    start = end;
+                }
+                if units >= 36 && threads == 2 {
+                    assert!(ends[k - 1] - ends[k - 2] <= least, "{units}: ends on a smallest chunk: {:?}", &ends[..k]);
+                }
+            }
+        }
+    }
+
     /// Every index of 0..n lands in exactly one range, ranges start on `align`, and none is empty
     /// (but the one call for n = 0).
     #[test]
@@ -299,7 +361,8 @@ mod tests {
             let flat: Vec<usize> = rs.iter().flat_map(|r| r.clone()).collect();
             assert_eq!(flat, (0..n).collect::<Vec<_>>(), "n {n} align {align}");
             if n == 9 {
-                assert_eq!(rs.len(), 9, "9 units at 2 threads: one chunk each: {rs:?}");
+                // even chunks (rayon): one unit each, so two threads share them 5 to 4
+                assert_eq!(rs.len(), 9, "{rs:?}");
             }
         }
         set_threads(0);

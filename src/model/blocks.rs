@@ -4,6 +4,7 @@
 //! Each block reads its input from `Scratch::xb` (the normed residual) and leaves its output there.
 
 use super::{gate_up, matmuls, Activation, Loader, QMatrix};
+use std::ops::Range;
 use crate::attn;
 use crate::config::{Config, RopeStyle};
 use crate::error::{Error, Result};
@@ -177,6 +178,13 @@ impl Attention {
         for m in [&self.wq, &self.wk, &self.wv] {
             s.act.prepare(&s.xb[..n * e], e, m.act);
         }
+        // The keys and values the queries see, as f32 rows of kf/vf from position `lo`: the rows
+        // already cached are converted in the same parallel call as the projections (they do not
+        // depend on them), the batch's own rows once they are written.
+        let lo = call.window.map_or(0, |w| (p0 + 1).saturating_sub(w));
+        s.kf.resize((p0 + n - lo) * kvd, 0.0);
+        s.vf.resize((p0 + n - lo) * kvd, 0.0);
+        let cached = ToF32::new(kv, call.slot, lo..p0, &mut s.kf, &mut s.vf, 0);
         matmuls(
             [
                 (&self.wq, s.act.ready(self.wq.act), &mut s.q[..]),
@@ -184,6 +192,8 @@ impl Attention {
                 (&self.wv, s.act.ready(self.wv.act), &mut s.v[..]),
             ],
             n,
+            cached.units(),
+            |u| cached.run(u),
         );
         add_bias(&mut s.q[..n * qd], self.bq.as_deref());
         add_bias(&mut s.k[..n * kvd], self.bk.as_deref());
@@ -203,7 +213,9 @@ impl Attention {
         if let Some(k) = call.q_scale {
             s.q[..n * qd].iter_mut().for_each(|v| *v *= k);
         }
-        attention(c, call, kv, p0, n, &s.q[..n * qd], &mut s.att[..n * qd], &mut s.kf, &mut s.vf);
+        let fresh = ToF32::new(kv, call.slot, p0..p0 + n, &mut s.kf, &mut s.vf, p0 - lo);
+        parallel::for_each_range(fresh.units(), 1, |u| fresh.run(u));
+        attention(c, call, p0, n, &s.q[..n * qd], &mut s.att[..n * qd], &s.kf, &s.vf);
         s.act.reset();
         self.wo.matmul(s.act.get(&s.att[..n * qd], qd, self.wo.act), n, &mut s.xb);
     }
@@ -244,47 +256,74 @@ impl Ffn {
     }
 }
 
-/// Attention for the `n` queries at positions p0.. over cache positions up to each query's own
-/// (from `p - window + 1` with a sliding window), one pass with a running max (no score buffer):
-/// out = Σ softmax(q·k·kq_scale) v, at f16 precision as llama.cpp's CPU flash attention (see
-/// `attn`). The layer's cached keys and values in reach are first converted to f32 (`kf`, `vf`),
-/// once for all the queries; then each (query token, query head) is one unit of work, so even a
-/// single decoded token gives every thread heads to do.
-#[allow(clippy::too_many_arguments)]
-fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: &[f32], out: &mut [f32], kf: &mut Vec<f32>, vf: &mut Vec<f32>) {
-    let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
-    let group = nh / nkv;
-    // first position any of the queries sees
-    let lo = call.window.map_or(0, |w| (p0 + 1).saturating_sub(w));
-    let rows = p0 + n - lo;
-    kf.resize(rows * kvd, 0.0);
-    vf.resize(rows * kvd, 0.0);
-    // positions lo..p0+n: one run of cache rows, or two where a sliding window's ring wraps
-    let runs = kv.rows(call.slot, lo, p0 + n);
-    let split = runs[0].0.len() / kvd;
-    let (kp, vp) = (SyncPtr(kf.as_mut_ptr()), SyncPtr(vf.as_mut_ptr()));
-    parallel::for_each_range(rows, 16, |rr| {
-        for (ri, (k16, v16)) in runs.iter().enumerate() {
+/// Cache rows of one attention layer (positions `pos`) to convert into f32 rows of kf/vf from row
+/// `at` on, in units of `ToF32::UNIT` rows that may run on different threads.
+struct ToF32<'a> {
+    /// one run of cache rows, or two where a sliding window's ring wraps
+    runs: [(&'a [u16], &'a [u16]); 2],
+    /// rows in the first run
+    split: usize,
+    rows: usize,
+    at: usize,
+    kvd: usize,
+    kf: SyncPtr<f32>,
+    vf: SyncPtr<f32>,
+}
+
+impl<'a> ToF32<'a> {
+    const UNIT: usize = 16;
+
+    fn new(kv: &'a KvCache, slot: usize, pos: Range<usize>, kf: &mut [f32], vf: &mut [f32], at: usize) -> ToF32<'a> {
+        let kvd = kv.kv_dim();
+        let rows = pos.len();
+        assert!(kf.len() >= (at + rows) * kvd && vf.len() >= (at + rows) * kvd);
+        let runs = kv.rows(slot, pos.start, pos.end);
+        let split = runs[0].0.len() / kvd;
+        ToF32 { runs, split, rows, at, kvd, kf: SyncPtr(kf.as_mut_ptr()), vf: SyncPtr(vf.as_mut_ptr()) }
+    }
+
+    fn units(&self) -> usize {
+        self.rows.div_ceil(Self::UNIT)
+    }
+
+    /// Converts the rows of units `u` (each unit by one call only).
+    fn run(&self, u: Range<usize>) {
+        let (rr, kvd) = (u.start * Self::UNIT..(u.end * Self::UNIT).min(self.rows), self.kvd);
+        for (ri, (k16, v16)) in self.runs.iter().enumerate() {
             // the part of rows `rr` that lies in run ri (which starts at row `first`)
-            let (first, last) = if ri == 0 { (0, split) } else { (split, rows) };
+            let (first, last) = if ri == 0 { (0, self.split) } else { (self.split, self.rows) };
             let (a, b) = (rr.start.max(first), rr.end.min(last));
             if a >= b {
                 continue;
             }
-            let r = a * kvd..b * kvd;
-            // SAFETY: rows a..b ⊂ `rr` of kf and vf (len = rows·kvd), written by this call only.
+            let r = (self.at + a) * kvd..(self.at + b) * kvd;
+            // SAFETY: rows at+a..at+b of kf and vf (checked in `new` to lie inside them), written
+            // by this call only (units are disjoint).
             let (kd, vd) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(kp.get().add(r.start), r.len()),
-                    std::slice::from_raw_parts_mut(vp.get().add(r.start), r.len()),
+                    std::slice::from_raw_parts_mut(self.kf.get().add(r.start), r.len()),
+                    std::slice::from_raw_parts_mut(self.vf.get().add(r.start), r.len()),
                 )
             };
             let src = (a - first) * kvd..(b - first) * kvd;
             attn::convert_rows(&k16[src.clone()], kd);
             attn::convert_rows(&v16[src], vd);
         }
-    });
-    let (keys, values) = (&kf[..], &vf[..]);
+    }
+}
+
+/// Attention for the `n` queries at positions p0.. over cache positions up to each query's own
+/// (from `p - window + 1` with a sliding window), one pass with a running max (no score buffer):
+/// out = Σ softmax(q·k·kq_scale) v, at f16 precision as llama.cpp's CPU flash attention (see
+/// `attn`). `kf` and `vf` hold the layer's cached keys and values in reach as f32 rows (`ToF32`),
+/// made once for all the queries; each (query token, query head) is one unit of work, so even a
+/// single decoded token gives every thread heads to do.
+#[allow(clippy::too_many_arguments)]
+fn attention(c: &Config, call: &AttnCall, p0: usize, n: usize, q: &[f32], out: &mut [f32], keys: &[f32], values: &[f32]) {
+    let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
+    let group = nh / nkv;
+    // first position any of the queries sees (row 0 of kf and vf)
+    let lo = call.window.map_or(0, |w| (p0 + 1).saturating_sub(w));
     let out_ptr = SyncPtr(out.as_mut_ptr());
     thread_local! {
         /// Each thread's attention buffers, kept across calls (no allocation per call).
