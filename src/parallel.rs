@@ -276,15 +276,15 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
 /// such as a vocabulary's output projection), each of the same whole number of units.
 fn even_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
     let per_thread = if units >= 1024 { 16 } else { 4 };
-    let want = (threads * per_thread).clamp(1, MAX_CHUNKS).min(units);
+    // at most MAX_CHUNKS / 2 wanted: rounding `per` down below at most doubles the count
+    let want = (threads * per_thread).clamp(1, MAX_CHUNKS / 2).min(units);
     // units per chunk rounded down, so every chunk has work (9 units in 8 chunks: 9 chunks of 1)
     let per = (units / want).max(1);
-    let chunks = units.div_ceil(per).min(MAX_CHUNKS);
+    let chunks = units.div_ceil(per);
     let mut ends = [0; MAX_CHUNKS];
     for (i, e) in ends.iter_mut().enumerate().take(chunks) {
         *e = ((i + 1) * per).min(units);
     }
-    ends[chunks - 1] = units;
     (ends, chunks)
 }
 
@@ -342,6 +342,25 @@ mod tests {
                 }
                 if units >= 36 && threads == 2 {
                     assert!(ends[k - 1] - ends[k - 2] <= least, "{units}: ends on a smallest chunk: {:?}", &ends[..k]);
+                }
+            }
+        }
+    }
+
+    /// Even chunks are all of one size (the last may be smaller), cover every unit and stay
+    /// within MAX_CHUNKS, for any thread count (with 16 threads or more the wanted count is capped).
+    #[test]
+    fn even_chunks_are_even_and_fit() {
+        for threads in [1, 2, 3, 4, 8, 16, 64, 256] {
+            for units in [1, 2, 9, 36, 63, 64, 127, 1000, 1023, 1024, 3072, 49152, 1 << 20] {
+                let (ends, k) = even_chunks(units, threads);
+                assert!((1..=MAX_CHUNKS).contains(&k) && ends[k - 1] == units, "{units} units, {threads} threads: {k} chunks");
+                let per = ends[0];
+                let mut start = 0;
+                for (i, &end) in ends[..k].iter().enumerate() {
+                    let size = end - start;
+                    assert!(size >= 1 && (size == per || (i + 1 == k && size < per)), "{units}/{threads}: {:?}", &ends[..k]);
+                    start = end;
                 }
             }
         }

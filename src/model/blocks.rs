@@ -147,6 +147,13 @@ pub struct AttnCall {
     pub window: Option<usize>,
 }
 
+impl AttnCall {
+    /// The first cache position a query at `p` sees.
+    fn first_seen(&self, p: usize) -> usize {
+        self.window.map_or(0, |w| (p + 1).saturating_sub(w))
+    }
+}
+
 impl Attention {
     /// Layer `i`'s `attn_{q,k,v,output}` (biases if present); `qk_norm`: `attn_{q,k}_norm` required.
     pub fn load(l: &mut Loader<'_>, c: &Config, i: usize, qk_norm: bool) -> Result<Attention> {
@@ -181,7 +188,7 @@ impl Attention {
         // The keys and values the queries see, as f32 rows of kf/vf from position `lo`: the rows
         // already cached are converted in the same parallel call as the projections (they do not
         // depend on them), the batch's own rows once they are written.
-        let lo = call.window.map_or(0, |w| (p0 + 1).saturating_sub(w));
+        let lo = call.first_seen(p0);
         s.kf.resize((p0 + n - lo) * kvd, 0.0);
         s.vf.resize((p0 + n - lo) * kvd, 0.0);
         let cached = ToF32::new(kv, call.slot, lo..p0, &mut s.kf, &mut s.vf, 0);
@@ -323,13 +330,13 @@ fn attention(c: &Config, call: &AttnCall, p0: usize, n: usize, q: &[f32], out: &
     let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
     let group = nh / nkv;
     // first position any of the queries sees (row 0 of kf and vf)
-    let lo = call.window.map_or(0, |w| (p0 + 1).saturating_sub(w));
+    let lo = call.first_seen(p0);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     thread_local! {
         /// Each thread's attention buffers, kept across calls (no allocation per call).
         static STATE: std::cell::RefCell<attn::State> = std::cell::RefCell::new(attn::State::new(0, 0));
     }
-    let (window, scale) = (call.window, call.kq_scale);
+    let scale = call.kq_scale;
     parallel::for_each_range(n * nh, 1, |range| STATE.with_borrow_mut(|st| {
         let o = out_ptr.get();
         st.ensure(1, hd);
@@ -338,7 +345,7 @@ fn attention(c: &Config, call: &AttnCall, p0: usize, n: usize, q: &[f32], out: &
             let q0 = (i * nh + h) * hd;
             let p = p0 + i;
             // keys from `first` to p, as rows of kf (which start at `lo`)
-            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+            let first = call.first_seen(p);
             let (k, v) = (&keys[(first - lo) * kvd..], &values[(first - lo) * kvd..]);
             let u = attn::Unit { q: &q[q0..q0 + hd], keys: k, values: v, kvd, off: h / group * hd, len: p + 1 - first, scale };
             attn::attend(st, &u);
