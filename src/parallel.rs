@@ -3,6 +3,7 @@
 //! the nested splits are cheap.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod imp {
@@ -37,24 +38,22 @@ mod imp {
         }
     }
 
-    pub fn for_each_chunk(n_chunks: usize, f: impl Fn(usize) + Sync + Send) {
+    /// `f` on ranges covering `0..units`: a few even chunks per thread (`even_chunks`). rayon runs
+    /// each chunk as a task split by work stealing, each with its own cost: there few even chunks
+    /// were faster than guided ones (SmolLM2 decode at 2 threads on the 3 December host, builds
+    /// alternated: 69-78 tok/s even, 58-66 guided).
+    pub fn for_each_units(units: usize, threads: usize, f: impl Fn(std::ops::Range<usize>) + Sync + Send) {
         use rayon::prelude::*;
-        if n_chunks <= 1 {
-            (0..n_chunks).for_each(f)
-        } else {
-            (0..n_chunks).into_par_iter().for_each(f)
-        }
+        let (ends, chunks) = super::even_chunks(units, threads);
+        let ends = &ends[..chunks];
+        let range = |i: usize| if i == 0 { 0 } else { ends[i - 1] }..ends[i];
+        (0..chunks).into_par_iter().for_each(|i| f(range(i)));
     }
 
     /// Threads in the pool the caller runs in.
     pub fn current() -> usize {
         rayon::current_num_threads()
     }
-
-    /// rayon runs a call's chunks as tasks split by work stealing, each with its own cost: there a
-    /// few even chunks per thread are faster than guided ones (SmolLM2 decode at 2 threads on the
-    /// 3 December host, builds alternated: 69-78 tok/s even, 58-66 guided).
-    pub const GUIDED: bool = false;
 }
 
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
@@ -66,18 +65,17 @@ mod imp {
     pub fn run<T>(f: impl FnOnce() -> T) -> T {
         f()
     }
-    pub fn for_each_chunk(n_chunks: usize, f: impl Fn(usize)) {
-        (0..n_chunks).for_each(f)
+    pub fn for_each_units(units: usize, _threads: usize, f: impl Fn(std::ops::Range<usize>)) {
+        f(0..units)
     }
     pub fn current() -> usize {
         1
     }
-    pub const GUIDED: bool = false;
 }
 
 /// The threaded wasm build's pool: helper threads are Web Workers that the JS side starts on the
 /// same module and shared memory, each calling `thread_main` (which never returns). A parallel
-/// call publishes one job; helpers take chunk indices from a shared counter (so a slow or
+/// call publishes one job; helpers claim chunks from a shared counter (so a slow or
 /// descheduled thread leaves its chunks to the others) and check out when none are left. Waiting
 /// spins briefly (the next matmul is microseconds away) and then sleeps in `memory.atomic.wait32`.
 /// The caller is the engine's own worker, which may block; a call made while a job runs (nested,
@@ -88,8 +86,9 @@ mod imp {
     use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicUsize, Ordering::*};
 
     struct Job<'a> {
-        f: &'a (dyn Fn(usize) + Sync),
+        f: &'a (dyn Fn(core::ops::Range<usize>) + Sync),
         n: usize,
+        div: usize,
         next: AtomicUsize,
     }
 
@@ -146,12 +145,8 @@ mod imp {
     }
 
     fn work(job: &Job<'_>) {
-        loop {
-            let i = job.next.fetch_add(1, Relaxed);
-            if i >= job.n {
-                break;
-            }
-            (job.f)(i);
+        while let Some(r) = super::guided_claim(&job.next, job.n, job.div) {
+            (job.f)(r);
         }
     }
 
@@ -191,9 +186,6 @@ mod imp {
         f()
     }
 
-    /// Chunks are claimed from one shared counter: cheap, so they can shrink to single units.
-    pub const GUIDED: bool = true;
-
     pub fn current() -> usize {
         if BUSY.load(Relaxed) {
             1
@@ -202,12 +194,14 @@ mod imp {
         }
     }
 
-    pub fn for_each_chunk(n_chunks: usize, f: impl Fn(usize) + Sync) {
+    /// `f` on ranges covering `0..units`, claimed by the threads as they come free, guided
+    /// (`guided_claim`): big at first, single units at the end.
+    pub fn for_each_units(units: usize, threads: usize, f: impl Fn(core::ops::Range<usize>) + Sync) {
         let helpers = helpers();
-        if n_chunks <= 1 || helpers == 0 || threads() <= 1 || BUSY.swap(true, AcqRel) {
-            return (0..n_chunks).for_each(f);
+        if units <= 1 || helpers == 0 || threads <= 1 || BUSY.swap(true, AcqRel) {
+            return f(0..units);
         }
-        let job = Job { f: &f, n: n_chunks, next: AtomicUsize::new(0) };
+        let job = Job { f: &f, n: units, div: 2 * threads, next: AtomicUsize::new(0) };
         // Every helper wakes and checks out, so the job outlives all of its readers.
         ACTIVE.store(helpers as i32, Release);
         // SAFETY: only the lifetime is erased; `job` lives until ACTIVE is back to 0 below.
@@ -242,7 +236,8 @@ pub use imp::{helpers, thread_main};
 
 pub use imp::{run, set_threads, threads};
 
-/// Most chunks one call makes (its chunk bounds live on the stack).
+/// Most chunks one even split makes (its chunk bounds live on the stack).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 const MAX_CHUNKS: usize = 64;
 
 /// Calls `f` on disjoint ranges covering `0..n`, in parallel where threads exist. Ranges are
@@ -250,10 +245,10 @@ const MAX_CHUNKS: usize = 64;
 ///
 /// Chunks are taken as threads come free (on a shared machine one thread is often late, and
 /// equal shares would make every call wait for it). In the wasm pool they shrink as the work runs
-/// out (guided scheduling, `guided_chunks`): the first are big (few claims on the shared counter)
-/// and the last small, so a thread that finished early waits for at most one small chunk at the
-/// end of the call (in Chromium on SmolLM2 at 2 threads that wait was 6% of a decoded token with 8
-/// even chunks, ~3.5% guided). With rayon, `even_chunks`.
+/// out (guided scheduling, `guided_claim`): the first are big (few claims on the shared counter)
+/// and the last single units, so a thread that finished early waits for at most one small chunk
+/// at the end of the call (in Chromium on SmolLM2 at 2 threads that wait was 6% of a decoded
+/// token with 8 even chunks). With rayon, `even_chunks`.
 pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + Send) {
     let threads = imp::current().max(1);
     let align = align.max(1);
@@ -261,11 +256,8 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
     if threads == 1 || units <= 1 {
         return f(0..n);
     }
-    let ends = if imp::GUIDED { guided_chunks(units, threads) } else { even_chunks(units, threads) };
-    let ends = &ends.0[..ends.1];
-    imp::for_each_chunk(ends.len(), |i| {
-        let start = if i == 0 { 0 } else { ends[i - 1] * align };
-        let end = (ends[i] * align).min(n);
+    imp::for_each_units(units, threads, |u| {
+        let (start, end) = (u.start * align, (u.end * align).min(n));
         if start < end {
             f(start..end)
         }
@@ -274,6 +266,7 @@ pub fn for_each_range(n: usize, align: usize, f: impl Fn(Range<usize>) + Sync + 
 
 /// The end (in units) of each chunk of an even split: a few chunks per thread (16 for big calls,
 /// such as a vocabulary's output projection), each of the same whole number of units.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 fn even_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
     let per_thread = if units >= 1024 { 16 } else { 4 };
     // at most MAX_CHUNKS / 2 wanted: rounding `per` down below at most doubles the count
@@ -288,22 +281,22 @@ fn even_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
     (ends, chunks)
 }
 
-/// The end (in units) of each chunk of a guided split of `units` among `threads`: each chunk is
-/// 1/(2·threads) of what is left, but at least `units / (MAX_CHUNKS / 2)` (rounded up), which
-/// keeps the count within MAX_CHUNKS.
-fn guided_chunks(units: usize, threads: usize) -> ([usize; MAX_CHUNKS], usize) {
-    let div = 2 * threads;
-    let least = units.div_ceil(MAX_CHUNKS / 2).max(1);
-    let mut ends = [0; MAX_CHUNKS];
-    let (mut k, mut done) = (0, 0);
-    while done < units {
-        // the last slot takes whatever is left (not reached: see the test)
-        let size = if k + 1 == MAX_CHUNKS { units - done } else { ((units - done) / div).max(least) };
-        done = (done + size).min(units);
-        ends[k] = done;
-        k += 1;
+/// Claims the next chunk of `0..units` from the shared counter `next`: 1/`div` of the units left
+/// (`div` = 2 × threads), at least one; `None` once all are taken. A compare-and-swap, as the size
+/// depends on what is left: with two threads a retry is rare.
+#[cfg_attr(not(all(target_arch = "wasm32", target_feature = "atomics")), allow(dead_code))]
+fn guided_claim(next: &AtomicUsize, units: usize, div: usize) -> Option<Range<usize>> {
+    let mut start = next.load(Ordering::Relaxed);
+    loop {
+        if start >= units {
+            return None;
+        }
+        let end = start + ((units - start) / div).max(1);
+        match next.compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(start..end),
+            Err(now) => start = now,
+        }
     }
-    (ends, k)
 }
 
 /// A raw pointer that may be shared across threads, for writing disjoint parts of one buffer.
@@ -325,24 +318,26 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Guided chunks shrink to single units, never exceed 1/(2·threads) of what is left, cover
-    /// every unit, and stay within MAX_CHUNKS (its last-slot fallback is never needed).
+    /// Guided claims cover every unit once, never exceed 1/div of what is left, shrink to single
+    /// units at the end and stay few (about div·ln(units)).
     #[test]
-    fn guided_chunks_shrink_and_fit() {
-        for threads in [2, 3, 4, 8, 16, 64, 256] {
+    fn guided_claims_shrink_to_single_units() {
+        for threads in [2, 3, 4, 8, 16] {
+            let div = 2 * threads;
             for units in [2, 9, 36, 60, 96, 1000, 3072, 49152, 1 << 20] {
-                let (ends, k) = guided_chunks(units, threads);
-                assert!(k < MAX_CHUNKS && ends[k - 1] == units, "{units} units, {threads} threads: {k} chunks");
-                let least = units.div_ceil(MAX_CHUNKS / 2);
-                let mut start = 0;
-                for &end in &ends[..k] {
-                    let (size, left) = (end - start, units - start);
-                    assert!(size >= 1 && (size <= (left / (2 * threads)).max(least)), "{units}/{threads}: {:?}", &ends[..k]);
-                    start = end;
+                let next = AtomicUsize::new(0);
+                let mut got = Vec::new();
+                while let Some(r) = guided_claim(&next, units, div) {
+                    let left = units - r.start;
+                    assert!(!r.is_empty() && r.len() <= (left / div).max(1), "{units}/{threads}: {r:?}");
+                    got.push(r);
                 }
-                if units >= 36 && threads == 2 {
-                    assert!(ends[k - 1] - ends[k - 2] <= least, "{units}: ends on a smallest chunk: {:?}", &ends[..k]);
+                assert_eq!(got.iter().flat_map(|r| r.clone()).collect::<Vec<_>>(), (0..units).collect::<Vec<_>>());
+                if units >= div {
+                    assert!(got[got.len() - div..].iter().all(|r| r.len() == 1), "{units}/{threads}: ends {:?}", &got[got.len() - div..]);
                 }
+                let bound = (div as f64 * (units as f64).ln()).ceil() as usize + div;
+                assert!(got.len() <= bound, "{units}/{threads}: {} claims > {bound}", got.len());
             }
         }
     }
