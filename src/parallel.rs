@@ -322,7 +322,7 @@ mod tests {
     /// units at the end and stay few (about div·ln(units)).
     #[test]
     fn guided_claims_shrink_to_single_units() {
-        for threads in [2, 3, 4, 8, 16] {
+        for threads in [2, 3, 4, 8, 16, 64, 256] {
             let div = 2 * threads;
             for units in [2, 9, 36, 60, 96, 1000, 3072, 49152, 1 << 20] {
                 let next = AtomicUsize::new(0);
