@@ -26,8 +26,10 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Gguf, TensorInfo};
 use crate::kv_cache::{CacheLayout, KvCache};
 use crate::parallel::{self, SyncPtr};
+use crate::quant::layout::{self, Layout};
 use crate::quant::{self, act_bytes, act_type, ActType};
 use crate::source::ByteSource;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// One architecture family: its blocks' weights and how they run.
@@ -181,7 +183,7 @@ impl Model {
         // x: (n, n_embd) embeddings
         for (i, &t) in tokens.iter().enumerate() {
             let row = &mut s.x[i * e..(i + 1) * e];
-            quant::dequantize_row(self.tok_embd.ty, self.tok_embd.row(t as usize), row);
+            quant::dequantize_row(self.tok_embd.ty, &self.tok_embd.row(t as usize), row);
             if let Some(k) = self.family.embed_scale() {
                 row.iter_mut().for_each(|v| *v *= k);
             }
@@ -213,6 +215,8 @@ pub struct QMatrix {
     pub cols: usize,
     act: ActType,
     row_bytes: usize,
+    /// How `data`'s blocks lie (this build's kernels' choice, made at load)
+    layout: Layout,
     data: Vec<u8>,
 }
 
@@ -225,8 +229,9 @@ impl QMatrix {
         self.data.len()
     }
 
-    pub fn row(&self, r: usize) -> &[u8] {
-        &self.data[r * self.row_bytes..(r + 1) * self.row_bytes]
+    /// Row `r` as the file stores it.
+    pub fn row(&self, r: usize) -> Cow<'_, [u8]> {
+        layout::row(self.layout, self.ty, self.cols, &self.data, r)
     }
 
     /// out[(b, r)] = W[r] · x_b for the `n_tok` activation rows in `act` (quantized to `act_type`).
@@ -247,7 +252,7 @@ impl QMatrix {
         let w = &self.data[range.start * self.row_bytes..range.end * self.row_bytes];
         if n_tok == 1 {
             // SAFETY: this call's rows of a row of `out` (range ⊂ 0..rows).
-            unsafe { quant::dot_rows(self.ty, self.cols, w, &[&act[..ab]], &[o.add(range.start)]) };
+            unsafe { layout::dot_rows_in(self.layout, self.ty, self.cols, w, &[&act[..ab]], &[o.add(range.start)]) };
             return;
         }
         for (i, tile) in w.chunks(TILE_ROWS * self.row_bytes).enumerate() {
@@ -260,7 +265,7 @@ impl QMatrix {
                 // SAFETY: (t0+j)*rows + r0 + tile rows ≤ n_tok*rows ≤ out's length; rows of this
                 // call's range only.
                 let outs: [*mut f32; quant::MAX_ROWS] = std::array::from_fn(|j| o.wrapping_add((t0 + j) * self.rows + r0));
-                unsafe { quant::dot_rows(self.ty, self.cols, tile, &acts[..k], &outs[..k]) };
+                unsafe { layout::dot_rows_in(self.layout, self.ty, self.cols, tile, &acts[..k], &outs[..k]) };
                 t0 += k;
             }
         }
@@ -376,8 +381,10 @@ impl<'a> Loader<'a> {
             return Err(Error::TensorShape { name: t.name, found: t.dims, expected: vec![bl * (cols as u64).div_ceil(bl), rows as u64] });
         }
         let row_bytes = t.ty.bytes_for(cols as u64).unwrap_or(0) as usize;
-        let data = self.read(&t)?;
-        Ok(QMatrix { ty: t.ty, rows, cols, act, row_bytes, data })
+        let mut data = self.read(&t)?;
+        let layout = layout::for_build(t.ty, rows);
+        layout::arrange(layout, t.ty, cols, &mut data);
+        Ok(QMatrix { ty: t.ty, rows, cols, act, row_bytes, layout, data })
     }
 
     /// A vector of `n` f32 (stored as F32 or F16).

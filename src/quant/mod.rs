@@ -12,6 +12,7 @@
 
 pub mod bf16;
 pub mod f16;
+pub mod layout;
 pub mod quantize;
 pub mod scalar;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

@@ -1,0 +1,142 @@
+//! Where a weight matrix's blocks lie in memory. GGUF stores a matrix row after row; a kernel that
+//! takes four rows at a time (one row per vector lane) can read them with fewer instructions when
+//! the four rows' blocks are interleaved, so a build may rearrange a matrix once, when it loads.
+//!
+//! `Layout::Groups4` (Q4_1, wasm with relaxed SIMD): rows in groups of four; for each block index
+//! b, 80 bytes: the four rows' block heads (f16 scale and minimum, 4 bytes each, row 0 first),
+//! then their quants four bytes at a time — bytes 4j..4j+4 of rows 0, 1, 2, 3 for j = 0..4. In
+//! a 16-byte vector of those quants, the low nibbles are elements 4j..4j+4 of each row and the
+//! high nibbles elements 16+4j..16+4j+4, one row per 32-bit lane: an 8-bit dot product against
+//! four activations broadcast to every lane sums each row's products in its own lane, with no
+//! horizontal sums (`simd128::rows_q4_1_x4`).
+
+use super::{as_blocks, dot_rows, row_bytes, scalar, BlockQ4_1};
+use crate::gguf::GgmlType;
+use std::borrow::Cow;
+
+/// How a matrix's blocks lie in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// As in the file: row after row.
+    Rows,
+    /// Q4_1 in groups of four rows, interleaved block by block (see the module's comment).
+    Groups4,
+}
+
+/// Bytes of one block index of a `Groups4` group: four Q4_1 blocks.
+const GROUP_BLOCK: usize = 4 * std::mem::size_of::<BlockQ4_1>();
+
+/// The layout this build's kernels read fastest for a matrix of `rows` rows of `ty`.
+pub fn for_build(ty: GgmlType, rows: usize) -> Layout {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    if ty == GgmlType::Q4_1 && rows.is_multiple_of(4) {
+        return Layout::Groups4;
+    }
+    let _ = (ty, rows);
+    Layout::Rows
+}
+
+/// Whether a matrix of `rows` rows of `ty` can be held in `layout`.
+pub fn fits(layout: Layout, ty: GgmlType, rows: usize) -> bool {
+    match layout {
+        Layout::Rows => true,
+        Layout::Groups4 => ty == GgmlType::Q4_1 && rows.is_multiple_of(4),
+    }
+}
+
+/// Rearranges a matrix of `ty` with rows of `n` values, stored row after row in `data`, into
+/// `layout`, in place (one group of rows of scratch).
+///
+/// # Panics
+/// If the matrix cannot be held in `layout` (`fits`) or `data` is not whole rows.
+pub fn arrange(layout: Layout, ty: GgmlType, n: usize, data: &mut [u8]) {
+    let rb = row_bytes(ty, n);
+    if layout == Layout::Rows || rb == 0 {
+        return;
+    }
+    assert!(data.len().is_multiple_of(rb) && fits(layout, ty, data.len() / rb), "{ty:?} cannot be held in {layout:?}");
+    let nb = rb / std::mem::size_of::<BlockQ4_1>();
+    let mut rows4 = vec![0u8; 4 * rb];
+    for group in data.chunks_exact_mut(4 * rb) {
+        rows4.copy_from_slice(group);
+        for b in 0..nb {
+            let out = &mut group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
+            for k in 0..4 {
+                let x = &as_blocks::<BlockQ4_1>(&rows4[k * rb..(k + 1) * rb])[b];
+                out[4 * k..4 * k + 2].copy_from_slice(&x.d);
+                out[4 * k + 2..4 * k + 4].copy_from_slice(&x.m);
+                for j in 0..4 {
+                    let at = 16 + 16 * j + 4 * k;
+                    out[at..at + 4].copy_from_slice(&x.qs[4 * j..4 * j + 4]);
+                }
+            }
+        }
+    }
+}
+
+/// Row `r` of a matrix in `layout` (`ty`, rows of `n` values), as the file stores it.
+pub fn row(layout: Layout, ty: GgmlType, n: usize, data: &[u8], r: usize) -> Cow<'_, [u8]> {
+    let rb = row_bytes(ty, n);
+    match layout {
+        Layout::Rows => Cow::Borrowed(&data[r * rb..(r + 1) * rb]),
+        Layout::Groups4 => {
+            let (nb, k) = (rb / std::mem::size_of::<BlockQ4_1>(), r % 4);
+            let group = &data[(r - k) * rb..(r - k + 4) * rb];
+            let mut out = vec![0u8; rb];
+            for (b, x) in out.chunks_exact_mut(std::mem::size_of::<BlockQ4_1>()).enumerate().take(nb) {
+                let g = &group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
+                x[..4].copy_from_slice(&g[4 * k..4 * k + 4]);
+                for j in 0..4 {
+                    let at = 16 + 16 * j + 4 * k;
+                    x[4 + 4 * j..8 + 4 * j].copy_from_slice(&g[at..at + 4]);
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
+/// `dot_rows` for weights in `layout`: the rows in `w` (whole groups of the layout) against each
+/// activation row in `acts`, row r's result to `out[t].add(r)`.
+///
+/// # Safety
+/// As `dot_rows`: each `out[t]` valid for one write per weight row.
+// (the reference path is unreachable in the builds that have a kernel for every count)
+#[allow(unreachable_code)]
+pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[*mut f32]) {
+    if layout == Layout::Rows {
+        return dot_rows(ty, n, w, acts, out);
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    {
+        let nb = n / super::QK;
+        let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
+        use super::simd128::rows_q4_1_x4 as k;
+        match acts.len() {
+            1 => return k::<1>(w, nb, [a(0)], [o(0)]),
+            2 => return k::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
+            3 => return k::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
+            4 => return k::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
+            8 => return k::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
+            m => {
+                // any other count: in calls the kernel is compiled for
+                let mut t = 0;
+                while t < m {
+                    let c = super::rows_per_call(m - t);
+                    dot_rows_in(layout, ty, n, w, &acts[t..t + c], &out[t..t + c]);
+                    t += c;
+                }
+                return;
+            }
+        }
+    }
+    // any other build: row by row, through the reference
+    let rb = row_bytes(ty, n).max(1);
+    let bb = super::act_block_bytes(super::act_type(ty).expect("a quantized type"), n);
+    for r in 0..w.len() / rb {
+        let row = row(layout, ty, n, w, r);
+        for (a, o) in acts.iter().zip(out) {
+            *o.add(r) = scalar::vec_dot(ty, n, &row, &a[..bb.min(a.len())]);
+        }
+    }
+}
