@@ -109,10 +109,12 @@ pub fn convert_rows(src: &[u16], dst: &mut [f32]) {
     {
         use core::arch::wasm32::*;
         let n8 = src.len() / 8 * 8;
+        // (V8 would otherwise rebuild the conversion's three constants on every turn)
+        let c = crate::quant::simd128::F16Consts::new();
         for i in (0..n8).step_by(8) {
             // SAFETY: whole groups of 8 inside both slices.
             unsafe {
-                let (a, b) = crate::quant::simd128::f16x8_to_f32(v128_load(src.as_ptr().add(i) as *const v128));
+                let (a, b) = crate::quant::simd128::f16x8_to_f32(v128_load(src.as_ptr().add(i) as *const v128), &c);
                 v128_store(dst.as_mut_ptr().add(i) as *mut v128, a);
                 v128_store(dst.as_mut_ptr().add(i + 4) as *mut v128, b);
             }

@@ -770,7 +770,7 @@ fn simd_f16_helpers_match_the_scalar_ones() {
     for base in (0..=u16::MAX as u32).step_by(8) {
         let h: [u16; 8] = std::array::from_fn(|i| (base + i as u32) as u16);
         let v = u16x8(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
-        let (lo, hi) = simd128::f16x8_to_f32(v);
+        let (lo, hi) = simd128::f16x8_to_f32(v, &simd128::F16Consts::new());
         let got = [
             f32x4_extract_lane::<0>(lo), f32x4_extract_lane::<1>(lo), f32x4_extract_lane::<2>(lo), f32x4_extract_lane::<3>(lo),
             f32x4_extract_lane::<0>(hi), f32x4_extract_lane::<1>(hi), f32x4_extract_lane::<2>(hi), f32x4_extract_lane::<3>(hi),

@@ -94,7 +94,7 @@ fn f16_lanes(v: v128) -> v128 {
 /// 2^112 (`c.rebias`) rebiases the exponent (subnormals included). 4 operations, against
 /// `f16_lanes`' 9; inf and NaN (exponent all ones) are the caller's to exclude.
 #[inline(always)]
-fn f16_high_finite(x: v128, c: &LConsts) -> v128 {
+fn f16_high_finite(x: v128, c: &F16Consts) -> v128 {
     f32x4_mul(v128_and(i32x4_shr(x, 3), c.keep), c.rebias)
 }
 
@@ -105,17 +105,44 @@ fn scales_f32(v: v128, c: &LConsts) -> v128 {
     if v128_any_true(i32x4_eq(v128_and(v, e), e)) {
         return f16_lanes(v);
     }
-    f16_high_finite(i32x4_shl(v, 16), c)
+    f16_high_finite(i32x4_shl(v, 16), &c.f16)
 }
 
 /// Four (scale | minimum << 16) f16 pairs as two f32x4.
 #[inline(always)]
 fn pairs_f32(p: v128, c: &LConsts) -> (v128, v128) {
-    let e = c.exp16;
+    let e = c.f16.exp16;
     if v128_any_true(i16x8_eq(v128_and(p, e), e)) {
         return (f16_lanes(p), f16_lanes(u32x4_shr(p, 16)));
     }
-    (f16_high_finite(i32x4_shl(p, 16), c), f16_high_finite(p, c))
+    (f16_high_finite(i32x4_shl(p, 16), &c.f16), f16_high_finite(p, &c.f16))
+}
+
+/// The constants of the short f16 → f32 conversions, made once per call and hidden from LLVM
+/// (see `LConsts`).
+pub struct F16Consts {
+    /// f16's exponent bits in each u16
+    exp16: v128,
+    /// `f16_high_finite`'s mask and multiplier
+    keep: v128,
+    rebias: v128,
+}
+
+impl F16Consts {
+    #[inline(always)]
+    pub fn new() -> F16Consts {
+        std::hint::black_box(F16Consts {
+            exp16: u16x8_splat(0x7c00),
+            keep: u32x4_splat(0x8fff_e000),
+            rebias: f32x4_splat(f32::from_bits(0x7780_0000)),
+        })
+    }
+}
+
+impl Default for F16Consts {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// The constants of the legacy formats' loops and of the f16 scale conversions, made once per
@@ -125,12 +152,9 @@ fn pairs_f32(p: v128, c: &LConsts) -> (v128, v128) {
 struct LConsts {
     /// 0x0f bytes (`nibbles`)
     m4: v128,
-    /// f16's exponent bits in each u16 (`pairs_f32`) and in each u32 (`scales_f32`)
-    exp16: v128,
+    /// the short f16 conversion's (`pairs_f32`), and f16's exponent bits in each u32 (`scales_f32`)
+    f16: F16Consts,
     exp32: v128,
-    /// `f16_high_finite`'s mask and multiplier
-    keep: v128,
-    rebias: v128,
     /// `fifth_bits`: one bit per byte lane, the 0x10 bytes, the swizzles of qh's bytes 0, 1 and 2, 3
     bit: v128,
     m10: v128,
@@ -143,10 +167,12 @@ impl LConsts {
     fn new() -> LConsts {
         std::hint::black_box(LConsts {
             m4: u8x16_splat(0x0f),
-            exp16: u16x8_splat(0x7c00),
+            f16: F16Consts {
+                exp16: u16x8_splat(0x7c00),
+                keep: u32x4_splat(0x8fff_e000),
+                rebias: f32x4_splat(f32::from_bits(0x7780_0000)),
+            },
             exp32: u32x4_splat(0x7c00),
-            keep: u32x4_splat(0x8fff_e000),
-            rebias: f32x4_splat(f32::from_bits(0x7780_0000)),
             bit: u64x2_splat(0x8040_2010_0804_0201),
             m10: u8x16_splat(0x10),
             q5_lo: i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
@@ -1403,20 +1429,17 @@ pub fn round4_f16_fast(x: v128) -> v128 {
 /// Eight f16 values (bits) as two f32x4, exactly as `f16::to_f32` converts each. Without inf or
 /// NaN among them (exponent all ones), each value is placed in the high half of a 32-bit lane,
 /// shifted into f32's layout by an arithmetic shift (the sign stays on top) and rebiased by one
-/// exact multiplication by 2^112 (subnormals included).
+/// exact multiplication by 2^112 (subnormals included). `c`: made once per loop, not per call.
 #[inline(always)]
-pub fn f16x8_to_f32(h: v128) -> (v128, v128) {
-    let e = u16x8_splat(0x7c00);
+pub fn f16x8_to_f32(h: v128, c: &F16Consts) -> (v128, v128) {
+    let e = c.exp16;
     if v128_any_true(i16x8_eq(v128_and(h, e), e)) {
         return (f16_lanes(u32x4_extend_low_u16x8(h)), f16_lanes(u32x4_extend_high_u16x8(h)));
     }
     let z = u32x4_splat(0);
     let lo = i16x8_shuffle::<8, 0, 9, 1, 10, 2, 11, 3>(h, z);
     let hi = i16x8_shuffle::<12, 4, 13, 5, 14, 6, 15, 7>(h, z);
-    // (literal constants: the callers' loops are short enough to keep them in registers)
-    let (keep, rebias) = (u32x4_splat(0x8fff_e000), f32x4_splat(f32::from_bits(0x7780_0000)));
-    let f = |x: v128| f32x4_mul(v128_and(i32x4_shr(x, 3), keep), rebias);
-    (f(lo), f(hi))
+    (f16_high_finite(lo, c), f16_high_finite(hi, c))
 }
 
 /// Eight lanes rounded to f16 precision in place (attention's value accumulator).
