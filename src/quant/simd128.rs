@@ -2,7 +2,8 @@
 //! integers: with relaxed SIMD by 8-bit dot products against a 7-bit operand (4-/5-/6-bit quants
 //! as stored; for 8-bit weights, the activations' 7-bit positive and negative parts), otherwise
 //! widened to i16 and summed with `i32x4.dot_i16x8_s`. Every format goes four weight rows at a
-//! time, one row per lane (`rows_loop` for the legacy formats, `k_tiles` for Q4_K and Q6_K), so
+//! time, one row per lane (`rows_loop` for the legacy formats, `rows_q4_1_x4` for Q4_1 stored in
+//! four-row groups by `layout`, `k_tiles` for Q4_K and Q6_K), so
 //! the float scaling and accumulation — the canonical order of `scalar::Acc4`, lane by lane, which
 //! makes the results bit-identical to the scalar reference and to the native kernels — serve four
 //! rows at once.
