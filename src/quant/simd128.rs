@@ -472,7 +472,7 @@ min_kernel!(rows_q5_1, BlockQ5_1, |x: &BlockQ5_1, c: &LConsts| q5_values(&x.qs, 
 /// its own lane. The float scaling and accumulation are `rows_loop`'s: `scalar::Acc4`'s order,
 /// lane by lane. Against `rows_q4_1` on the same rows this saves the four rows' separate head
 /// loads, their address arithmetic and the horizontal sums: with `perf annotate` in Chromium
-/// (Intel Xeon, SmolLM2), ~95 → ~75 x86 instructions per block of four rows; the kernel's decode
+/// (Intel Xeon, SmolLM2), ~118 → ~75 x86 instructions per block of four rows; the kernel's decode
 /// samples fell 7% (memory latency is most of what is left, see `touch`), prefill ran 9–16%
 /// faster (alternating builds).
 ///
