@@ -26,13 +26,19 @@ pub enum Layout {
 /// Bytes of one block index of a `Groups4` group: four Q4_1 blocks.
 const GROUP_BLOCK: usize = 4 * std::mem::size_of::<BlockQ4_1>();
 
+/// Where, in a `Groups4` block index, row k's head (4 bytes) and its quant bytes 4j..4j+4 lie.
+fn head_at(k: usize) -> usize {
+    4 * k
+}
+fn quants_at(k: usize, j: usize) -> usize {
+    16 + 16 * j + 4 * k
+}
+
 /// The layout this build's kernels read fastest for a matrix of `rows` rows of `ty`.
 pub fn for_build(ty: GgmlType, rows: usize) -> Layout {
-    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    if ty == GgmlType::Q4_1 && rows.is_multiple_of(4) {
+    if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) && fits(Layout::Groups4, ty, rows) {
         return Layout::Groups4;
     }
-    let _ = (ty, rows);
     Layout::Rows
 }
 
@@ -63,10 +69,11 @@ pub fn arrange(layout: Layout, ty: GgmlType, n: usize, data: &mut [u8]) {
             let out = &mut group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
             for k in 0..4 {
                 let x = &as_blocks::<BlockQ4_1>(&rows4[k * rb..(k + 1) * rb])[b];
-                out[4 * k..4 * k + 2].copy_from_slice(&x.d);
-                out[4 * k + 2..4 * k + 4].copy_from_slice(&x.m);
+                let h = head_at(k);
+                out[h..h + 2].copy_from_slice(&x.d);
+                out[h + 2..h + 4].copy_from_slice(&x.m);
                 for j in 0..4 {
-                    let at = 16 + 16 * j + 4 * k;
+                    let at = quants_at(k, j);
                     out[at..at + 4].copy_from_slice(&x.qs[4 * j..4 * j + 4]);
                 }
             }
@@ -85,9 +92,9 @@ pub fn row(layout: Layout, ty: GgmlType, n: usize, data: &[u8], r: usize) -> Cow
             let mut out = vec![0u8; rb];
             for (b, x) in out.chunks_exact_mut(std::mem::size_of::<BlockQ4_1>()).enumerate().take(nb) {
                 let g = &group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
-                x[..4].copy_from_slice(&g[4 * k..4 * k + 4]);
+                x[..4].copy_from_slice(&g[head_at(k)..head_at(k) + 4]);
                 for j in 0..4 {
-                    let at = 16 + 16 * j + 4 * k;
+                    let at = quants_at(k, j);
                     x[4 + 4 * j..8 + 4 * j].copy_from_slice(&g[at..at + 4]);
                 }
             }
@@ -109,26 +116,9 @@ pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     {
-        let nb = n / super::QK;
-        let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
-        use super::simd128::rows_q4_1_x4 as k;
-        match acts.len() {
-            1 => return k::<1>(w, nb, [a(0)], [o(0)]),
-            2 => return k::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
-            3 => return k::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
-            4 => return k::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
-            8 => return k::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
-            m => {
-                // any other count: in calls the kernel is compiled for
-                let mut t = 0;
-                while t < m {
-                    let c = super::rows_per_call(m - t);
-                    dot_rows_in(layout, ty, n, w, &acts[t..t + c], &out[t..t + c]);
-                    t += c;
-                }
-                return;
-            }
-        }
+        let again = |a: &[&[u8]], o: &[*mut f32]| dot_rows_in(layout, ty, n, w, a, o);
+        by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again);
+        return;
     }
     // any other build: row by row, through the reference
     let rb = row_bytes(ty, n).max(1);

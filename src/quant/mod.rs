@@ -10,6 +10,32 @@
 //! Q6_K where the CPU has AVX-512 VNNI) are tested bit for bit against it on random blocks
 //! (tests/kernels.rs).
 
+/// Calls the kernel `$k::<N>(w, nb, acts, outs)` with the activation-row counts the kernels are
+/// compiled for (1, 2, 3, 4, 8); any other count in calls of those sizes, each through
+/// `$again(acts, outs)` (the caller's entry point on a slice of the rows).
+#[allow(unused_macros)]
+macro_rules! by_row_count {
+    ($($k:ident)::+, $w:expr, $nb:expr, $acts:expr, $out:expr, $again:expr) => {{
+        let (w, nb, acts, out): (_, usize, &[&[u8]], &[*mut f32]) = ($w, $nb, $acts, $out);
+        let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
+        match acts.len() {
+            1 => $($k)::+::<1>(w, nb, [a(0)], [o(0)]),
+            2 => $($k)::+::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
+            3 => $($k)::+::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
+            4 => $($k)::+::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
+            8 => $($k)::+::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
+            k => {
+                let mut t = 0;
+                while t < k {
+                    let c = $crate::quant::rows_per_call(k - t);
+                    $again(&acts[t..t + c], &out[t..t + c]);
+                    t += c;
+                }
+            }
+        }
+    }};
+}
+
 pub mod bf16;
 pub mod f16;
 pub mod layout;
@@ -437,25 +463,8 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             go!($m::$f, QK)
         };
         ($m:ident :: $f:ident, $block:expr) => {{
-            let nb = n / $block;
-            let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
-            let w = as_blocks(w);
-            match acts.len() {
-                1 => $m::$f::<1>(w, nb, [a(0)], [o(0)]),
-                2 => $m::$f::<2>(w, nb, [a(0), a(1)], [o(0), o(1)]),
-                3 => $m::$f::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
-                4 => $m::$f::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
-                8 => $m::$f::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
-                k => {
-                    // any other count: in calls the kernels are compiled for
-                    let mut t = 0;
-                    while t < k {
-                        let c = rows_per_call(k - t);
-                        dot_rows(ty, n, w_bytes, &acts[t..t + c], &out[t..t + c]);
-                        t += c;
-                    }
-                }
-            }
+            let again = |a: &[&[u8]], o: &[*mut f32]| dot_rows(ty, n, w_bytes, a, o);
+            by_row_count!($m::$f, as_blocks(w), n / $block, acts, out, again);
             return;
         }};
     }

@@ -503,20 +503,26 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
             let mut ints = [i32x4_splat(0); N];
             let mut lo = [i32x4_splat(0); 4];
             let mut hi = [i32x4_splat(0); 4];
-            // one row's activations: two vector loads, each 4-byte group broadcast by a shuffle
-            // (x86 `pshufd`; a 4-byte load-and-splat costs V8 three instructions); the low and
-            // the high nibbles' products in two chains, so the dot products overlap
-            // SAFETY: block b of the activation row (checked by `act_parts`).
-            let (a0, a1) = if N == 1 { load_q8(unsafe { &(*blocks[0].add(b)).qs }) } else { (lo[0], lo[0]) };
+            // an activation row's block: two vector loads, each 4-byte group broadcast by a shuffle
+            // (x86 `pshufd`; a 4-byte load-and-splat costs V8 three instructions); the low and the
+            // high nibbles' products in two chains, so the dot products overlap
             let (mut s0, mut s1) = (i32x4_splat(0), i32x4_splat(0));
+            macro_rules! products {
+                ($k:literal, $a0:expr, $a1:expr) => {
+                    s0 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>($a0, $a0), lo[$k], s0);
+                    s1 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>($a1, $a1), hi[$k], s1);
+                };
+            }
+            // SAFETY: block b of each activation row (checked by `act_parts`).
+            let act = |t: usize| load_q8(unsafe { &(*blocks[t].add(b)).qs });
+            let (a0, a1) = act(0);
             macro_rules! quarter {
                 ($k:literal) => {{
                     // SAFETY: inside this block's G bytes.
                     let p = unsafe { load_ptr(x.add(16 + 16 * $k)) };
                     (lo[$k], hi[$k]) = (v128_and(p, lc.m4), v128_and(u16x8_shr(p, 4), lc.m4));
                     if N == 1 {
-                        s0 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>(a0, a0), lo[$k], s0);
-                        s1 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>(a1, a1), hi[$k], s1);
+                        products!($k, a0, a1);
                     }
                 }};
             }
@@ -527,21 +533,14 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
             if N == 1 {
                 ints[0] = i32x4_add(s0, s1);
             } else {
-                for t in 0..N {
-                    // SAFETY: block b of each activation row (checked by `act_parts`).
-                    let (a0, a1) = load_q8(unsafe { &(*blocks[t].add(b)).qs });
-                    macro_rules! both {
-                        ($k:literal) => {
-                            s0 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>(a0, a0), lo[$k], s0);
-                            s1 = i32x4_relaxed_dot_i8x16_i7x16_add(i32x4_shuffle::<$k, $k, $k, $k>(a1, a1), hi[$k], s1);
-                        };
-                    }
+                for (t, total) in ints.iter_mut().enumerate() {
+                    let (a0, a1) = act(t);
                     (s0, s1) = (i32x4_splat(0), i32x4_splat(0));
-                    both!(0);
-                    both!(1);
-                    both!(2);
-                    both!(3);
-                    ints[t] = i32x4_add(s0, s1);
+                    products!(0, a0, a1);
+                    products!(1, a0, a1);
+                    products!(2, a0, a1);
+                    products!(3, a0, a1);
+                    *total = i32x4_add(s0, s1);
                 }
             }
             // SAFETY: the block's first 16 bytes.
