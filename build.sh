@@ -41,10 +41,11 @@ need_rust() {
   fi
 }
 
-# The wasm-bindgen CLI must be exactly the version in Cargo.lock.
+# The wasm-bindgen CLI must be exactly the version in Cargo.lock. The committed lock file is kept
+# as it is (regenerating it, even offline, picked up whatever newer crates the registry cache held).
 need_wasm_bindgen() {
   local want
-  cargo generate-lockfile --offline >/dev/null 2>&1 || [ -f Cargo.lock ] || cargo generate-lockfile
+  [ -f Cargo.lock ] || cargo generate-lockfile --offline >/dev/null 2>&1 || cargo generate-lockfile
   want=$(awk '/^name = "wasm-bindgen"$/{getline; gsub(/version = |"/,""); print; exit}' Cargo.lock)
   if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
     log "installing wasm-bindgen-cli $want (a few minutes, once)"
