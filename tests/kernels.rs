@@ -848,33 +848,43 @@ fn iq_and_low_bit_quantizers_round_trip() {
     }
 }
 
-/// Q4_1 in four-row groups (`layout::Layout::Groups4`, what wasm's relaxed-SIMD build loads): the
-/// rearrangement gives back every row as the file stores it, and the kernel for it (in the relaxed
-/// wasm build `simd128::rows_q4_1_x4`, elsewhere the reference row by row) gives, row for row and
-/// for every batch size, exactly the reference's bits — special scales and minimums included.
+/// Q4_1 and Q8_0 in four-row groups (`layout::Layout::Groups4`, what wasm's relaxed-SIMD build
+/// loads): the rearrangement gives back every row as the file stores it, and the kernel for it (in
+/// the relaxed wasm build `simd128::rows_q4_1_x4` and `rows_q8_0_x4`, elsewhere the reference row
+/// by row) gives, row for row and for every batch size, exactly the reference's bits — special
+/// scales and minimums included.
 #[test]
-fn q4_1_in_groups_of_four_rows_equals_the_reference() {
+fn legacy_formats_in_groups_of_four_rows_equal_the_reference() {
     use hearth::quant::layout::{self, Layout};
-    let ty = GgmlType::Q4_1;
+    assert!(!layout::fits(Layout::Groups4, GgmlType::Q4_1, 6) && !layout::fits(Layout::Groups4, GgmlType::Q4_0, 8));
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        grouped_equals_the_reference(ty);
+    }
+}
+
+fn grouped_equals_the_reference(ty: GgmlType) {
+    use hearth::quant::layout::{self, Layout};
     let at = act_type(ty).unwrap();
     let mut rng = Rng(41);
-    assert!(!layout::fits(Layout::Groups4, ty, 6) && !layout::fits(Layout::Groups4, GgmlType::Q8_0, 8));
+    let block = ty.bytes_for(32).unwrap() as usize;
     for blocks in [1, 3, 4, 5, 18] {
         let n = blocks * 32;
         let weight_rows = 8;
         let mut wq = random_blocks(ty, blocks * weight_rows, &mut rng);
         if blocks == 5 {
-            // inf, NaN and subnormal scales and minimums in some blocks
-            for (blk, at_byte, v) in [(1usize, 0usize, 0x7c00u16), (7, 2, 0x7e01), (12, 0, 0x0001), (33, 2, 0xfc00)] {
-                wq[blk * 20 + at_byte..blk * 20 + at_byte + 2].copy_from_slice(&v.to_le_bytes());
+            // inf, NaN and subnormal scales (and Q4_1's minimums) in some blocks
+            for (blk, at_byte, v) in [(1usize, 0usize, 0x7c00u16), (7, 2, 0x7e01), (12, 0, 0x0001), (33, 2, 0xfc00), (20, 0, 0xfe00)] {
+                // (Q8_0's byte 2 is a quant: its special values go at byte 0)
+                let at_byte = if ty == GgmlType::Q8_0 { 0 } else { at_byte };
+                wq[blk * block + at_byte..blk * block + at_byte + 2].copy_from_slice(&v.to_le_bytes());
             }
         }
         let rb = wq.len() / weight_rows;
         let mut grouped = wq.clone();
         layout::arrange(Layout::Groups4, ty, n, &mut grouped);
-        assert_ne!(grouped, wq, "{blocks} blocks: rearranged");
+        assert_ne!(grouped, wq, "{ty:?}, {blocks} blocks: rearranged");
         for r in 0..weight_rows {
-            assert_eq!(&*layout::row(Layout::Groups4, ty, n, &grouped, r), &wq[r * rb..(r + 1) * rb], "{blocks} blocks, row {r}");
+            assert_eq!(&*layout::row(Layout::Groups4, ty, n, &grouped, r), &wq[r * rb..(r + 1) * rb], "{ty:?}, {blocks} blocks, row {r}");
         }
         for k in (1..=quant::MAX_ROWS).chain([11]) {
             let rows: Vec<Vec<u8>> =
@@ -890,7 +900,7 @@ fn q4_1_in_groups_of_four_rows_equals_the_reference() {
                     let got = out[t * weight_rows + r];
                     assert!(
                         got.to_bits() == reference.to_bits() || (got.is_nan() && reference.is_nan()),
-                        "{blocks} blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
+                        "{ty:?}, {blocks} blocks, weight row {r}, act row {t} of {k}: {got} vs {reference}"
                     );
                 }
             }

@@ -2,15 +2,16 @@
 //! takes four rows at a time (one row per vector lane) can read them with fewer instructions when
 //! the four rows' blocks are interleaved, so a build may rearrange a matrix once, when it loads.
 //!
-//! `Layout::Groups4` (Q4_1, wasm with relaxed SIMD): rows in groups of four; for each block index
-//! b, 80 bytes: the four rows' block heads (f16 scale and minimum, 4 bytes each, row 0 first),
-//! then their quants four bytes at a time — bytes 4j..4j+4 of rows 0, 1, 2, 3 for j = 0..4. In
-//! a 16-byte vector of those quants, the low nibbles are elements 4j..4j+4 of each row and the
-//! high nibbles elements 16+4j..16+4j+4, one row per 32-bit lane: an 8-bit dot product against
-//! four activations broadcast to every lane sums each row's products in its own lane, with no
-//! horizontal sums (`simd128::rows_q4_1_x4`).
+//! `Layout::Groups4` (Q4_1 and Q8_0, wasm with relaxed SIMD): rows in groups of four; for each
+//! block index b, the four rows' blocks as one run of bytes: first their heads (row 0 first; Q4_1:
+//! f16 scale and minimum, 4 bytes each; Q8_0: the f16 scale, 2 bytes each), then their quants four
+//! bytes at a time — bytes 4j..4j+4 of rows 0, 1, 2, 3 for each j. In a 16-byte vector of those
+//! quants, one row per 32-bit lane, an 8-bit dot product against four activations broadcast to
+//! every lane sums each row's products in its own lane, with no horizontal sums
+//! (`simd128::rows_q4_1_x4`: the low nibbles are elements 4j..4j+4, the high nibbles 16+4j..;
+//! `simd128::rows_q8_0_x4`: the bytes are elements 4j..4j+4).
 
-use super::{as_blocks, dot_rows, row_bytes, scalar, BlockQ4_1};
+use super::{dot_rows, row_bytes, scalar};
 use crate::gguf::GgmlType;
 use std::borrow::Cow;
 
@@ -19,19 +20,40 @@ use std::borrow::Cow;
 pub enum Layout {
     /// As in the file: row after row.
     Rows,
-    /// Q4_1 in groups of four rows, interleaved block by block (see the module's comment).
+    /// Q4_1 or Q8_0 in groups of four rows, interleaved block by block (see the module's comment).
     Groups4,
 }
 
-/// Bytes of one block index of a `Groups4` group: four Q4_1 blocks.
-const GROUP_BLOCK: usize = 4 * std::mem::size_of::<BlockQ4_1>();
-
-/// Where, in a `Groups4` block index, row k's head (4 bytes) and its quant bytes 4j..4j+4 lie.
-fn head_at(k: usize) -> usize {
-    4 * k
+/// A `Groups4` type's block: its bytes and, of those, its head's (the rest are its quants).
+#[derive(Clone, Copy)]
+struct Grouped {
+    block: usize,
+    head: usize,
 }
-fn quants_at(k: usize, j: usize) -> usize {
-    16 + 16 * j + 4 * k
+
+impl Grouped {
+    fn of(ty: GgmlType) -> Option<Grouped> {
+        match ty {
+            GgmlType::Q4_1 => Some(Grouped { block: std::mem::size_of::<super::BlockQ4_1>(), head: 4 }),
+            GgmlType::Q8_0 => Some(Grouped { block: std::mem::size_of::<super::BlockQ8_0>(), head: 2 }),
+            _ => None,
+        }
+    }
+
+    /// Where, in a group's block index (4 · `block` bytes), row k's head and its quant bytes
+    /// 4j..4j+4 lie.
+    fn head_at(self, k: usize) -> usize {
+        self.head * k
+    }
+    fn quants_at(self, k: usize, j: usize) -> usize {
+        4 * self.head + 16 * j + 4 * k
+    }
+
+    /// Row k's block as (offset in the group's block index, offset in the block, length) pieces.
+    fn pieces(self, k: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        std::iter::once((self.head_at(k), 0, self.head))
+            .chain((0..(self.block - self.head) / 4).map(move |j| (self.quants_at(k, j), self.head + 4 * j, 4)))
+    }
 }
 
 /// The layout this build's kernels read fastest for a matrix of `rows` rows of `ty`.
@@ -46,7 +68,7 @@ pub fn for_build(ty: GgmlType, rows: usize) -> Layout {
 pub fn fits(layout: Layout, ty: GgmlType, rows: usize) -> bool {
     match layout {
         Layout::Rows => true,
-        Layout::Groups4 => ty == GgmlType::Q4_1 && rows.is_multiple_of(4),
+        Layout::Groups4 => Grouped::of(ty).is_some() && rows.is_multiple_of(4),
     }
 }
 
@@ -61,20 +83,17 @@ pub fn arrange(layout: Layout, ty: GgmlType, n: usize, data: &mut [u8]) {
         return;
     }
     assert!(data.len().is_multiple_of(rb) && fits(layout, ty, data.len() / rb), "{ty:?} cannot be held in {layout:?}");
-    let nb = rb / std::mem::size_of::<BlockQ4_1>();
+    let gt = Grouped::of(ty).expect("a grouped type");
+    let nb = rb / gt.block;
     let mut rows4 = vec![0u8; 4 * rb];
     for group in data.chunks_exact_mut(4 * rb) {
         rows4.copy_from_slice(group);
         for b in 0..nb {
-            let out = &mut group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
+            let g = &mut group[4 * b * gt.block..4 * (b + 1) * gt.block];
             for k in 0..4 {
-                let x = &as_blocks::<BlockQ4_1>(&rows4[k * rb..(k + 1) * rb])[b];
-                let h = head_at(k);
-                out[h..h + 2].copy_from_slice(&x.d);
-                out[h + 2..h + 4].copy_from_slice(&x.m);
-                for j in 0..4 {
-                    let at = quants_at(k, j);
-                    out[at..at + 4].copy_from_slice(&x.qs[4 * j..4 * j + 4]);
+                let x = &rows4[k * rb + b * gt.block..k * rb + (b + 1) * gt.block];
+                for (at, from, len) in gt.pieces(k) {
+                    g[at..at + len].copy_from_slice(&x[from..from + len]);
                 }
             }
         }
@@ -87,15 +106,14 @@ pub fn row(layout: Layout, ty: GgmlType, n: usize, data: &[u8], r: usize) -> Cow
     match layout {
         Layout::Rows => Cow::Borrowed(&data[r * rb..(r + 1) * rb]),
         Layout::Groups4 => {
-            let (nb, k) = (rb / std::mem::size_of::<BlockQ4_1>(), r % 4);
+            let gt = Grouped::of(ty).expect("a grouped type");
+            let k = r % 4;
             let group = &data[(r - k) * rb..(r - k + 4) * rb];
             let mut out = vec![0u8; rb];
-            for (b, x) in out.chunks_exact_mut(std::mem::size_of::<BlockQ4_1>()).enumerate().take(nb) {
-                let g = &group[b * GROUP_BLOCK..(b + 1) * GROUP_BLOCK];
-                x[..4].copy_from_slice(&g[head_at(k)..head_at(k) + 4]);
-                for j in 0..4 {
-                    let at = quants_at(k, j);
-                    x[4 + 4 * j..8 + 4 * j].copy_from_slice(&g[at..at + 4]);
+            for (b, x) in out.chunks_exact_mut(gt.block).enumerate() {
+                let g = &group[4 * b * gt.block..4 * (b + 1) * gt.block];
+                for (at, from, len) in gt.pieces(k) {
+                    x[from..from + len].copy_from_slice(&g[at..at + len]);
                 }
             }
             Cow::Owned(out)
@@ -117,7 +135,10 @@ pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     {
         let again = |a: &[&[u8]], o: &[*mut f32]| dot_rows_in(layout, ty, n, w, a, o);
-        by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again);
+        match ty {
+            GgmlType::Q4_1 => by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again),
+            _ => by_row_count!(super::simd128::rows_q8_0_x4, w, n / super::QK, acts, out, again),
+        }
         return;
     }
     // any other build: row by row, through the reference

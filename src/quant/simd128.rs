@@ -2,8 +2,8 @@
 //! integers: with relaxed SIMD by 8-bit dot products against a 7-bit operand (4-/5-/6-bit quants
 //! as stored; for 8-bit weights, the activations' 7-bit positive and negative parts), otherwise
 //! widened to i16 and summed with `i32x4.dot_i16x8_s`. Every format goes four weight rows at a
-//! time, one row per lane (`rows_loop` for the legacy formats, `rows_q4_1_x4` for Q4_1 stored in
-//! four-row groups by `layout`, `k_tiles` for Q4_K and Q6_K), so
+//! time, one row per lane (`rows_loop` for the legacy formats, `rows_q4_1_x4` and `rows_q8_0_x4`
+//! for Q4_1 and Q8_0 stored in four-row groups by `layout`, `k_tiles` for Q4_K and Q6_K), so
 //! the float scaling and accumulation — the canonical order of `scalar::Acc4`, lane by lane, which
 //! makes the results bit-identical to the scalar reference and to the native kernels — serve four
 //! rows at once.
@@ -296,8 +296,8 @@ fn touch_at<T>(x: &[T], from: usize, len: usize) {
     }
 }
 
-/// Tiles of four rows (in `rows_q4_1_x4`, groups) from the one a legacy kernel works on to the
-/// one it `touch`es. Two, not one: decode in Chromium, SmolLM2 (Q4_1 layers, Q8_0 output),
+/// Tiles of four rows (in `rows_q4_1_x4` and `rows_q8_0_x4`, groups) from the one a legacy
+/// kernel works on to the one it `touch`es. Two, not one: decode in Chromium, SmolLM2 (Q4_1 layers, Q8_0 output),
 /// alternating builds on one Intel Xeon host: 1.063× and 1.108× in two runs; four ahead 1.070×.
 const AHEAD: usize = 2;
 
@@ -603,6 +603,91 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                     // this costs (decode in Chromium, SmolLM2, with `touch_at`: 1.13-1.14x)
                     let pm = core::ptr::addr_of_mut!(accm[t][j]);
                     core::ptr::write_volatile(pm, f32x4_add(core::ptr::read_volatile(pm), f32x4_mul(mw, sums)));
+                }
+            }
+        };
+        // written out four times: with a constant slot the accumulators stay in registers
+        let mut b0 = 0;
+        while b0 + 4 <= nb {
+            touch_at(next, b0 * G, 4 * G);
+            step(b0, 0);
+            step(b0 + 1, 1);
+            step(b0 + 2, 2);
+            step(b0 + 3, 3);
+            b0 += 4;
+        }
+        touch(&next[next.len().min(b0 * G)..]);
+        for b in b0..nb {
+            step(b, b % 4);
+        }
+        for t in 0..N {
+            // SAFETY: the caller gives room for every row.
+            unsafe { store_lanes(out[t].add(4 * g), acc4_sum(acc[t], accm[t]), 4) };
+        }
+    }
+}
+
+/// Q8_0 weights in `layout::Layout::Groups4` (four rows interleaved block by block) against `N`
+/// activation rows, with relaxed SIMD. Per block of the four rows: one 8-byte load of the four
+/// f16 scales, eight of the quants (`w_j`: bytes 4j..4j+4 of each row, one row per lane), each
+/// multiplied by activations 4j..4j+4 of the row's 7-bit positive and negative parts (`widen_act`)
+/// broadcast to every lane: sixteen 8-bit dot products in four chains leave each row's exact
+/// integer total in its own lane. The float scaling and accumulation are `rows_loop`'s
+/// (`scalar::Acc4`'s order, lane by lane). Against `rows_q8_0` on the same rows this saves the
+/// four rows' separate scale loads, their address arithmetic and the horizontal sums (SmolLM2's
+/// output matrix, a third of the bytes a token reads, is Q8_0).
+///
+/// # Safety
+/// Each `out[t]` valid for `w.len() / (nb · 34)` writes.
+#[cfg(target_feature = "relaxed-simd")]
+pub unsafe fn rows_q8_0_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    const G: usize = 4 * std::mem::size_of::<BlockQ8_0>();
+    let lc = LConsts::new();
+    let parts: [(*const f32, *const f32, *const i16); N] =
+        std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<BlockQ8_0>()));
+    let gb = nb * G;
+    let groups = if nb == 0 { 0 } else { w.len() / gb };
+    assert!(groups * gb == w.len(), "Q8_0 groups of four rows: {} bytes", w.len());
+    // the groups between the first and the first one it touches
+    touch_from(w, gb, (AHEAD - 1) * gb);
+    for g in 0..groups {
+        let base = w[g * gb..].as_ptr();
+        // the group AHEAD on (touched 544 bytes per four blocks, see `touch`)
+        let next = &w[w.len().min((g + AHEAD) * gb)..w.len().min((g + AHEAD + 1) * gb)];
+        let mut acc = [[f32x4_splat(0.0); 4]; N];
+        let accm = [[f32x4_splat(0.0); 4]; N];
+        let mut step = |b: usize, j: usize| {
+            // SAFETY: block b < nb of this group: G bytes inside w.
+            let x = unsafe { base.add(b * G) };
+            // SAFETY: the four f16 scales, the block's first 8 bytes.
+            let dw = scales_f32(u32x4_extend_low_u16x8(unsafe { v128_load64_zero(x as *const u64) }), &lc);
+            for t in 0..N {
+                let (d, _, q) = parts[t];
+                // SAFETY: block b's 64 bytes of 7-bit parts and its scale (checked by `act_parts`);
+                // the quants inside this block's G bytes.
+                unsafe {
+                    let e = q.add(b * QK) as *const u8;
+                    let (p0, p1, n0, n1) = (load_ptr(e), load_ptr(e.add(16)), load_ptr(e.add(32)), load_ptr(e.add(48)));
+                    let (mut sp0, mut sn0, mut sp1, mut sn1) = (i32x4_splat(0), i32x4_splat(0), i32x4_splat(0), i32x4_splat(0));
+                    macro_rules! quarter {
+                        ($k:literal, $sp:ident, $sn:ident, $p:ident, $n:ident) => {{
+                            let wq = load_ptr(x.add(8 + 16 * $k));
+                            $sp = i32x4_relaxed_dot_i8x16_i7x16_add(wq, i32x4_shuffle::<{ $k % 4 }, { $k % 4 }, { $k % 4 }, { $k % 4 }>($p, $p), $sp);
+                            $sn = i32x4_relaxed_dot_i8x16_i7x16_add(wq, i32x4_shuffle::<{ $k % 4 }, { $k % 4 }, { $k % 4 }, { $k % 4 }>($n, $n), $sn);
+                        }};
+                    }
+                    quarter!(0, sp0, sn0, p0, n0);
+                    quarter!(1, sp0, sn0, p0, n0);
+                    quarter!(2, sp0, sn0, p0, n0);
+                    quarter!(3, sp0, sn0, p0, n0);
+                    quarter!(4, sp1, sn1, p1, n1);
+                    quarter!(5, sp1, sn1, p1, n1);
+                    quarter!(6, sp1, sn1, p1, n1);
+                    quarter!(7, sp1, sn1, p1, n1);
+                    // exact integer totals (|sum| < 2^24) as floats
+                    let is = f32x4_convert_i32x4(i32x4_sub(i32x4_add(sp0, sp1), i32x4_add(sn0, sn1)));
+                    let da = v128_load32_splat(d.add(b) as *const u32);
+                    acc[t][j] = f32x4_add(acc[t][j], f32x4_mul(f32x4_mul(dw, da), is));
                 }
             }
         };
