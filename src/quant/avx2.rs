@@ -149,6 +149,24 @@ unsafe fn mul_signed(p: (__m256i, __m256i), y: &[i8; 32]) -> __m256i {
     dot_u8_i8(p.0, _mm256_sign_epi8(load_q8(y), p.1))
 }
 
+/// Rows ahead of the one a legacy kernel works on whose lines it asks for (`prefetch_row`).
+const PREFETCH_ROWS: usize = 8;
+
+/// A prefetch of every line of elements `from..from + len` of `w` (clamped to `w`): on the Intel
+/// Xeon hosts the hardware prefetchers do not run ahead of a kernel's reads (`tools/mlp-probe.c`),
+/// so decode, which reads every weight once, waits on each line unless it is asked for early.
+#[inline(always)]
+fn prefetch_row<T>(w: &[T], from: usize, len: usize) {
+    let x = &w[w.len().min(from)..w.len().min(from + len)];
+    let p = x.as_ptr() as *const i8;
+    let mut o = 0;
+    while o < std::mem::size_of_val(x) {
+        // SAFETY: a prefetch of an address inside `x` (prefetches never fault anyway).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(o)) };
+        o += 64;
+    }
+}
+
 /// Defines `$name::<N>(w, nb, acts, out)`: every weight row in `w` (rows of `nb` blocks) against
 /// `N` activation rows, `out[t][r]` = row r · acts[t]. Dispatch, the activation layout and the
 /// loop are paid once per call, not per row.
@@ -161,6 +179,7 @@ macro_rules! rows_kernel {
             let with_sums = false $( || { let _ = $mw; true } )?;
             let parts: [(&[$AB], *const f32, *const f32); N] = std::array::from_fn(|t| act_parts::<$AB>(a[t], nb, with_sums));
             for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+                prefetch_row(w, (r + PREFETCH_ROWS) * nb, nb);
                 let v = canonical_dot!(N, row, parts, $prep, $mul, $dw $(, $mw)?);
                 for t in 0..N {
                     *out[t].add(r) = v[t];
