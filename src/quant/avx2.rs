@@ -156,7 +156,7 @@ const PREFETCH_ROWS: usize = 8;
 /// Xeon hosts the hardware prefetchers do not run ahead of a kernel's reads (`tools/mlp-probe.c`),
 /// so decode, which reads every weight once, waits on each line unless it is asked for early.
 #[inline(always)]
-fn prefetch_row<T>(w: &[T], from: usize, len: usize) {
+pub(super) fn prefetch_row<T>(w: &[T], from: usize, len: usize) {
     let x = &w[w.len().min(from)..w.len().min(from + len)];
     let p = x.as_ptr() as *const i8;
     let mut o = 0;

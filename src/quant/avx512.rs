@@ -165,6 +165,8 @@ macro_rules! k512_rows {
         let has_min = $dmin.is_some();
         let neg = _mm256_set1_ps(-0.0);
         for (r, row) in w.chunks_exact(nb.max(1)).enumerate() {
+            // the lines of the row four on, asked for early (see `avx2::prefetch_row`)
+            super::avx2::prefetch_row(w, (r + 4) * nb, nb);
             // lanes 0..4: token 2p's Acc4 lanes, 4..8: token 2p+1's (an odd last token in lanes 0..4
             // of the next pair)
             let mut accd = [_mm256_setzero_ps(); 4];
@@ -273,7 +275,7 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
     if N >= 1 && nb > 0 {
         let ys = q8k_rows::<N>(a, nb);
         while w.len() >= 16 * nb {
-            tile16_q4_k::<N>(&w[..16 * nb], nb, &ys, out);
+            tile16_q4_k::<N>(&w[..16 * nb], &w[16 * nb..w.len().min(32 * nb)], nb, &ys, out);
             w = &w[16 * nb..];
             out = out.map(|o| o.wrapping_add(16));
         }
@@ -310,7 +312,7 @@ unsafe fn transpose_8x16(z: [__m512i; 8]) -> [__m512i; 8] {
 /// 6-bit scales with `vpmulld` — no horizontal sums at all. Each lane's float arithmetic is the
 /// scalar reference's (`Acc4` lanes as four vectors), so every result is bit-identical to it.
 #[inline(always)]
-unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], next: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
     let m4 = _mm512_set1_epi8(0x0f);
     let lo8 = _mm512_set1_epi32(0xff);
     let negz = _mm512_set1_ps(-0.0);
@@ -320,6 +322,8 @@ unsafe fn tile16_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, ys: &[&[BlockQ8
         // per row: sc0..3, sc4..7, m0..3, m4..7 as bytes of four dwords (ggml's unpacking), d|dmin
         let mut u = [[0u32; 16]; 5];
         for r in 0..16 {
+            // block b of the next tile's row r, asked for early (see `avx2::prefetch_row`)
+            super::avx2::prefetch_row(next, r * nb + b, 1);
             let x = &w[r * nb + b];
             let s = &x.scales;
             let v = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
@@ -404,7 +408,7 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     if N >= 4 && nb > 0 {
         let ys = q8k_rows::<N>(a, nb);
         while w.len() >= 16 * nb {
-            tile16_q6_k::<N>(&w[..16 * nb], nb, &ys, out);
+            tile16_q6_k::<N>(&w[..16 * nb], &w[16 * nb..w.len().min(32 * nb)], nb, &ys, out);
             w = &w[16 * nb..];
             out = out.map(|o| o.wrapping_add(16));
         }
@@ -427,13 +431,15 @@ unsafe fn rows_dwords<B>(w: &[B], nb: usize, b: usize, field: impl Fn(&B) -> *co
 /// sub-blocks of 16 (4 `vpdpbusd` each) scaled by the rows' i8 scales, the −32 offset through
 /// the per-16 sums.
 #[inline(always)]
-unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
+unsafe fn tile16_q6_k<const N: usize>(w: &[BlockQ6K], next: &[BlockQ6K], nb: usize, ys: &[&[BlockQ8K]; N], out: [*mut f32; N]) {
     let (m4, m2) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x03));
     let mut accd = [[_mm512_setzero_ps(); 4]; N];
     for b in 0..nb {
         // per row: the 16 i8 scales as four dwords, and d
         let mut u = [[0u32; 16]; 5];
         for r in 0..16 {
+            // block b of the next tile's row r, asked for early (see `avx2::prefetch_row`)
+            super::avx2::prefetch_row(next, r * nb + b, 1);
             let x = &w[r * nb + b];
             for (q, uq) in u.iter_mut().take(4).enumerate() {
                 uq[r] = u32::from_le_bytes([x.scales[4 * q] as u8, x.scales[4 * q + 1] as u8, x.scales[4 * q + 2] as u8, x.scales[4 * q + 3] as u8]);
