@@ -297,8 +297,9 @@ fn touch_at<T>(x: &[T], from: usize, len: usize) {
 }
 
 /// Tiles of four rows (in `rows_q4_1_x4` and `rows_q8_0_x4`, groups) from the one a legacy
-/// kernel works on to the one it `touch`es. Two, not one: decode in Chromium, SmolLM2 (Q4_1 layers, Q8_0 output),
-/// alternating builds on one Intel Xeon host: 1.063× and 1.108× in two runs; four ahead 1.070×.
+/// kernel works on to the one it `touch`es. Two, not one: decode in Chromium, SmolLM2 (Q4_1
+/// layers, Q8_0 output), alternating builds on one Intel Xeon host: 1.063× and 1.108× in two
+/// runs; four ahead 1.070×.
 const AHEAD: usize = 2;
 
 /// `touch` of elements `from..from + len` of `w` (clamped to `w`), in one run: the tiles after a
