@@ -854,10 +854,10 @@ fn iq_and_low_bit_quantizers_round_trip() {
 /// by row) gives, row for row and for every batch size, exactly the reference's bits — special
 /// scales and minimums included.
 #[test]
-fn legacy_formats_in_groups_of_four_rows_equal_the_reference() {
+fn formats_in_groups_of_four_rows_equal_the_reference() {
     use hearth::quant::layout::{self, Layout};
     assert!(!layout::fits(Layout::Groups4, GgmlType::Q4_1, 6) && !layout::fits(Layout::Groups4, GgmlType::Q4_0, 8));
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
         grouped_equals_the_reference(ty);
     }
 }
@@ -866,9 +866,9 @@ fn grouped_equals_the_reference(ty: GgmlType) {
     use hearth::quant::layout::{self, Layout};
     let at = act_type(ty).unwrap();
     let mut rng = Rng(41);
-    let block = ty.bytes_for(32).unwrap() as usize;
+    let (len, block) = (block_len(ty), ty.block_bytes());
     for blocks in [1, 3, 4, 5, 18] {
-        let n = blocks * 32;
+        let n = blocks * len;
         let weight_rows = 8;
         let mut wq = random_blocks(ty, blocks * weight_rows, &mut rng);
         if blocks == 5 {

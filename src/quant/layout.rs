@@ -24,19 +24,33 @@ pub enum Layout {
     Groups4,
 }
 
-/// A `Groups4` type's block: its bytes and, of those, its head's (the rest are its quants).
+/// A `Groups4` type's block: its bytes and, of those, its head's and where the head starts in
+/// the block (the rest are taken four bytes at a time).
 #[derive(Clone, Copy)]
 struct Grouped {
     block: usize,
     head: usize,
+    head_from: usize,
 }
 
 impl Grouped {
     fn of(ty: GgmlType) -> Option<Grouped> {
+        use std::mem::size_of;
         match ty {
-            GgmlType::Q4_1 => Some(Grouped { block: std::mem::size_of::<super::BlockQ4_1>(), head: 4 }),
-            GgmlType::Q8_0 => Some(Grouped { block: std::mem::size_of::<super::BlockQ8_0>(), head: 2 }),
+            GgmlType::Q4_1 => Some(Grouped { block: size_of::<super::BlockQ4_1>(), head: 4, head_from: 0 }),
+            GgmlType::Q8_0 => Some(Grouped { block: size_of::<super::BlockQ8_0>(), head: 2, head_from: 0 }),
+            GgmlType::Q4K => Some(Grouped { block: size_of::<super::BlockQ4K>(), head: 4, head_from: 0 }),
             _ => None,
+        }
+    }
+
+    /// Where, in a block as the file stores it, its four-byte piece j (of the bytes after the head
+    /// is taken out) starts.
+    fn rest_from(self, j: usize) -> usize {
+        if 4 * j < self.head_from {
+            4 * j
+        } else {
+            4 * j + self.head
         }
     }
 
@@ -51,8 +65,8 @@ impl Grouped {
 
     /// Row k's block as (offset in the group's block index, offset in the block, length) pieces.
     fn pieces(self, k: usize) -> impl Iterator<Item = (usize, usize, usize)> {
-        std::iter::once((self.head_at(k), 0, self.head))
-            .chain((0..(self.block - self.head) / 4).map(move |j| (self.quants_at(k, j), self.head + 4 * j, 4)))
+        std::iter::once((self.head_at(k), self.head_from, self.head))
+            .chain((0..(self.block - self.head) / 4).map(move |j| (self.quants_at(k, j), self.rest_from(j), 4)))
     }
 }
 
@@ -138,6 +152,7 @@ pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts
         match ty {
             GgmlType::Q4_1 => by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again),
             GgmlType::Q8_0 => by_row_count!(super::simd128::rows_q8_0_x4, w, n / super::QK, acts, out, again),
+            GgmlType::Q4K => by_row_count!(super::simd128::rows_q4_k_x4, w, n / super::QK_K, acts, out, again),
             _ => unreachable!("{ty:?} is not held in groups (`fits`)"),
         }
         return;

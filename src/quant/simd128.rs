@@ -1075,6 +1075,13 @@ macro_rules! q6_pair {
     };
 }
 
+/// The swizzle that zero-extends byte `i` of each u32 lane into the lane.
+macro_rules! lane_byte {
+    ($i:expr) => {
+        u8x16($i, Z, Z, Z, 4 + $i, Z, Z, Z, 8 + $i, Z, Z, Z, 12 + $i, Z, Z, Z)
+    };
+}
+
 /// The constants of the Q4_K and Q6_K tiles' inner loops, made once per call and hidden from
 /// LLVM (`black_box`): otherwise it rematerializes each `v128.const` at its use, and V8 builds
 /// every one from immediates each time round the loop (three or four x86 instructions apiece),
@@ -1093,6 +1100,11 @@ struct KConsts {
     mins: [v128; 2],
     /// swizzles: i16 lanes 2j and 2j + 1, each four times (Q6_K's scales)
     q6pair: [v128; 4],
+    /// the grouped kernels: 0x3f bytes, 1 in each i16, and the swizzles that zero-extend byte i
+    /// of each u32 lane into that lane
+    m3f: v128,
+    one16: v128,
+    byte: [v128; 4],
 }
 
 impl KConsts {
@@ -1110,6 +1122,9 @@ impl KConsts {
                 u8x16(12, Z, 12, Z, 13, Z, 13, Z, 14, Z, 14, Z, 15, Z, 15, Z),
             ],
             q6pair: [q6_pair!(0), q6_pair!(4), q6_pair!(8), q6_pair!(12)],
+            m3f: u8x16_splat(0x3f),
+            one16: i16x8_splat(1),
+            byte: [lane_byte!(0), lane_byte!(1), lane_byte!(2), lane_byte!(3)],
         })
     }
 }
@@ -1194,6 +1209,12 @@ fn pair_steps<const N: usize>(mut step: impl FnMut(usize)) {
 /// beside their uses instead of hoisting the block's 24 to the top, where V8 spilled them).
 #[inline(always)]
 fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
+    // SAFETY: bytes 0, 64 and 128 of the 144 of a block.
+    unsafe {
+        touch_line(p.ahead, 0);
+        touch_line(p.ahead, 64);
+        touch_line(p.ahead, 128);
+    }
     let mut s = [i32x4_splat(0); N];
     let step = |k: usize| {
         // SAFETY: bytes 32k..32k + 32 of the 128 quant bytes.
@@ -1201,10 +1222,6 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
         let (q0, q1) = (v128_and(b0, c.m4), v128_and(b1, c.m4));
         // the high nibbles: a 16-bit shift then the mask (wasm's 8-bit shift is several instructions)
         let (q2, q3) = (v128_and(u16x8_shr(b0, 4), c.m4), v128_and(u16x8_shr(b1, 4), c.m4));
-        if k < 3 {
-            // SAFETY: bytes 0, 64 and 128 of the 144 of a block.
-            unsafe { touch_line(p.ahead, 64 * k) };
-        }
         let sc = pick(p.sm, c.pair[k]);
         for t in 0..N {
             let a = dot32_u7(q0, q1, q8k_at(y[t], 64 * k), q8k_at(y[t], 64 * k + 16));
@@ -1270,16 +1287,19 @@ fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
             v128_and(v, c.m30)
         };
         let (q0, q1) = (v128_or(nib(l0), high(h0)), v128_or(nib(l1), high(h1)));
-        if n == 0 {
-            // SAFETY: bytes 0, 64, 128 and 192 of the 210 of a block.
-            unsafe { touch_line(p.ahead, 64 * j) };
-        }
         let sc = pick(p.sc16[n], c.q6pair[j]);
         for t in 0..N {
             let pair = scale_pair(dot16_u7(q0, q8k_at(y[t], 32 * k)), dot16_u7(q1, q8k_at(y[t], 32 * k + 16)), sc);
             s[t] = i32x4_add(s[t], pair);
         }
     };
+    // SAFETY: bytes 0, 64, 128 and 192 of the 210 of a block.
+    unsafe {
+        touch_line(p.ahead, 0);
+        touch_line(p.ahead, 64);
+        touch_line(p.ahead, 128);
+        touch_line(p.ahead, 192);
+    }
     // j written out (it picks the shifts), n a loop LLVM unrolls
     for n in 0..2 {
         step(n, 0);
@@ -1397,6 +1417,128 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
     k_tiles::<_, _, N, false>(w, nb, a, out, prep_q6_k, sums, |x: [&BlockQ6K; 4]| {
         (scales_f32(u32x4(h(x[0].d) as u32, h(x[1].d) as u32, h(x[2].d) as u32, h(x[3].d) as u32), &lc), f32x4_splat(0.0))
     })
+}
+
+/// Q4_K weights in `layout::Layout::Groups4` (four rows interleaved super-block by super-block)
+/// against `N` Q8_K activation rows, with relaxed SIMD. A group's super-block: the four rows'
+/// (d, dmin) in one 16-byte load, their 12 scale bytes as three vectors (`v_j`: bytes 4j..4j+4 of
+/// each row, one row per u32 lane, so ggml's 32-bit unpacking of the 6-bit scales and minimums runs
+/// on all four rows at once), then 32 vectors of quants (bytes 4j..4j+4 of each row's `qs`): the
+/// low nibbles of quant vector 8i+m are elements 64i+4m.. of each row, the high nibbles elements
+/// 64i+32+4m.. Each is an 8-bit dot product against the activations broadcast to every lane, so a
+/// sub-block's sum for each row lands in its own lane, is multiplied by that row's scale
+/// (`i32x4.mul`) and summed: no horizontal sums, and the scales, the activations' loads and the
+/// float work are shared by four rows. The minimums' term takes `i32x4.dot_i16x8_s` of the four
+/// rows' minimums against the activations' per-32 sums. The integer totals are exact and the float
+/// accumulation is `k_tiles`' (`scalar::Acc4`'s order, lane by lane), so the results are the
+/// reference's bits.
+///
+/// # Safety
+/// Each `out[t]` valid for `w.len() / (nb · 144)` writes.
+#[cfg(target_feature = "relaxed-simd")]
+pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    const G: usize = 4 * std::mem::size_of::<BlockQ4K>();
+    let (c, lc) = (KConsts::new(), LConsts::new());
+    let ys = q8k_rows::<N>(a, nb);
+    let gb = nb * G;
+    let groups = if nb == 0 { 0 } else { w.len() / gb };
+    assert!(groups * gb == w.len(), "Q4_K groups of four rows: {} bytes", w.len());
+    for g in 0..groups {
+        let base = w[g * gb..].as_ptr();
+        // the next group, touched super-block by super-block (see `touch`)
+        let next = &w[w.len().min((g + 1) * gb)..w.len().min((g + 2) * gb)];
+        let mut accd = [[f32x4_splat(0.0); 4]; N];
+        let mut accm = [[f32x4_splat(0.0); 4]; N];
+        let mut step = |b: usize, j: usize| {
+            touch_at(next, b * G, G);
+            // SAFETY: super-block b < nb of this group: G bytes inside w.
+            let x = unsafe { base.add(b * G) };
+            // SAFETY: the heads and the three scale vectors, the block's first 64 bytes.
+            let (heads, v0, v1, v2) = unsafe { (load_ptr(x), load_ptr(x.add(16)), load_ptr(x.add(32)), load_ptr(x.add(48))) };
+            // each row's scales 0..4, 4..8 and minimums 0..4, 4..8 as the bytes of its u32 lane
+            // (`scalar::scales_mins_k4`)
+            let sc = [v128_and(v0, c.m3f), v128_or(v128_and(v2, c.m4), v128_and(u32x4_shr(v0, 2), c.m30))];
+            let mins = [v128_and(v1, c.m3f), v128_or(v128_and(u32x4_shr(v2, 4), c.m4), v128_and(u32x4_shr(v1, 2), c.m30))];
+            let mut isum = [i32x4_splat(0); N];
+            for i in 0..4 {
+                // sub-blocks 2i (low nibbles) and 2i + 1 (high nibbles): per activation row, four
+                // chains of products (two per sub-block), so the dot products overlap
+                let mut lo = [[i32x4_splat(0); 2]; N];
+                let mut hi = [[i32x4_splat(0); 2]; N];
+                let yv: [[v128; 4]; N] = std::array::from_fn(|t| {
+                    let y = ys[t][b].qs.as_ptr() as *const u8;
+                    // SAFETY: elements 64i..64i + 64 of the activation block.
+                    unsafe { [load_ptr(y.add(64 * i)), load_ptr(y.add(64 * i + 16)), load_ptr(y.add(64 * i + 32)), load_ptr(y.add(64 * i + 48))] }
+                });
+                macro_rules! piece {
+                    ($m:literal) => {{
+                        // SAFETY: quant vector 8i + m, inside this super-block's G bytes.
+                        let p = unsafe { load_ptr(x.add(64 + 16 * (8 * i + $m))) };
+                        let (ql, qh) = (v128_and(p, c.m4), v128_and(u16x8_shr(p, 4), c.m4));
+                        for t in 0..N {
+                            let (ya, yb) = (yv[t][$m / 4], yv[t][2 + $m / 4]);
+                            let l = i32x4_shuffle::<{ $m % 4 }, { $m % 4 }, { $m % 4 }, { $m % 4 }>(ya, ya);
+                            let h = i32x4_shuffle::<{ $m % 4 }, { $m % 4 }, { $m % 4 }, { $m % 4 }>(yb, yb);
+                            lo[t][$m / 4] = i32x4_relaxed_dot_i8x16_i7x16_add(l, ql, lo[t][$m / 4]);
+                            hi[t][$m / 4] = i32x4_relaxed_dot_i8x16_i7x16_add(h, qh, hi[t][$m / 4]);
+                        }
+                    }};
+                }
+                piece!(0);
+                piece!(1);
+                piece!(2);
+                piece!(3);
+                piece!(4);
+                piece!(5);
+                piece!(6);
+                piece!(7);
+                let (s_lo, s_hi) = (pick(sc[i / 2], c.byte[2 * (i % 2)]), pick(sc[i / 2], c.byte[2 * (i % 2) + 1]));
+                for t in 0..N {
+                    let l = i32x4_mul(i32x4_add(lo[t][0], lo[t][1]), s_lo);
+                    let h = i32x4_mul(i32x4_add(hi[t][0], hi[t][1]), s_hi);
+                    isum[t] = i32x4_add(isum[t], i32x4_add(l, h));
+                }
+            }
+            // the minimums as i16, rows 0 and 1 (minimums 0..4 of row 0, then of row 1) and rows 2, 3
+            let m01 = [u16x8_extend_low_u8x16(mins[0]), u16x8_extend_low_u8x16(mins[1])];
+            let m23 = [u16x8_extend_high_u8x16(mins[0]), u16x8_extend_high_u8x16(mins[1])];
+            let (dw, mw) = pairs_f32(heads, &lc);
+            for t in 0..N {
+                let y = &ys[t][b];
+                // the activations' per-32 sums, 0..4 and 4..8, each twice as i16
+                let (b0, b1) = bsums16(y);
+                let (s0, s1) = (i32x4_dot_i16x8(b0, c.one16), i32x4_dot_i16x8(b1, c.one16));
+                let (s0, s1) = (i16x8_narrow_i32x4(s0, s0), i16x8_narrow_i32x4(s1, s1));
+                let r01 = i32x4_add(i32x4_dot_i16x8(m01[0], s0), i32x4_dot_i16x8(m01[1], s1));
+                let r23 = i32x4_add(i32x4_dot_i16x8(m23[0], s0), i32x4_dot_i16x8(m23[1], s1));
+                let msum = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(r01, r23), i32x4_shuffle::<1, 3, 5, 7>(r01, r23));
+                // scalar::acc_k_min, lane by lane
+                let da = f32x4_splat(y.d());
+                accd[t][j] = f32x4_add(accd[t][j], f32x4_mul(f32x4_mul(dw, da), f32x4_convert_i32x4(isum[t])));
+                let pm = core::ptr::addr_of_mut!(accm[t][j]);
+                // SAFETY: a slot of `accm` (in memory, as in `k_tiles`).
+                unsafe {
+                    core::ptr::write_volatile(pm, f32x4_add(core::ptr::read_volatile(pm), f32x4_neg(f32x4_mul(f32x4_mul(mw, da), f32x4_convert_i32x4(msum)))));
+                }
+            }
+        };
+        // written out four times: with a constant slot the accumulators stay in registers
+        let mut b0 = 0;
+        while b0 + 4 <= nb {
+            step(b0, 0);
+            step(b0 + 1, 1);
+            step(b0 + 2, 2);
+            step(b0 + 3, 3);
+            b0 += 4;
+        }
+        for b in b0..nb {
+            step(b, b % 4);
+        }
+        for t in 0..N {
+            // SAFETY: the caller gives room for every row.
+            unsafe { store_lanes(out[t].add(4 * g), acc4_sum(accd[t], accm[t]), 4) };
+        }
+    }
 }
 
 /// One Q4_K row · one Q8_K row (for the tests).
