@@ -857,7 +857,7 @@ fn iq_and_low_bit_quantizers_round_trip() {
 fn formats_in_groups_of_four_rows_equal_the_reference() {
     use hearth::quant::layout::{self, Layout};
     assert!(!layout::fits(Layout::Groups4, GgmlType::Q4_1, 6) && !layout::fits(Layout::Groups4, GgmlType::Q4_0, 8));
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
         grouped_equals_the_reference(ty);
     }
 }
@@ -874,8 +874,9 @@ fn grouped_equals_the_reference(ty: GgmlType) {
         if blocks == 5 {
             // inf, NaN and subnormal scales (and Q4_1's minimums) in some blocks
             for (blk, at_byte, v) in [(1usize, 0usize, 0x7c00u16), (7, 2, 0x7e01), (12, 0, 0x0001), (33, 2, 0xfc00), (20, 0, 0xfe00)] {
-                // (Q8_0's byte 2 is a quant: its special values go at byte 0)
-                let at_byte = if ty == GgmlType::Q8_0 { 0 } else { at_byte };
+                // (byte 0: the scale's field, byte 2: the minimum's where the format has one)
+                let fields = scale_fields(ty);
+                let at_byte = if at_byte == 0 { fields[0] } else { *fields.get(1).unwrap_or(&fields[0]) };
                 wq[blk * block + at_byte..blk * block + at_byte + 2].copy_from_slice(&v.to_le_bytes());
             }
         }

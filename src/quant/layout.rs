@@ -40,6 +40,7 @@ impl Grouped {
             GgmlType::Q4_1 => Some(Grouped { block: size_of::<super::BlockQ4_1>(), head: 4, head_from: 0 }),
             GgmlType::Q8_0 => Some(Grouped { block: size_of::<super::BlockQ8_0>(), head: 2, head_from: 0 }),
             GgmlType::Q4K => Some(Grouped { block: size_of::<super::BlockQ4K>(), head: 4, head_from: 0 }),
+            GgmlType::Q6K => Some(Grouped { block: size_of::<super::BlockQ6K>(), head: 2, head_from: 208 }),
             _ => None,
         }
     }
@@ -153,6 +154,7 @@ pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts
             GgmlType::Q4_1 => by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again),
             GgmlType::Q8_0 => by_row_count!(super::simd128::rows_q8_0_x4, w, n / super::QK, acts, out, again),
             GgmlType::Q4K => by_row_count!(super::simd128::rows_q4_k_x4, w, n / super::QK_K, acts, out, again),
+            GgmlType::Q6K => by_row_count!(super::simd128::rows_q6_k_x4, w, n / super::QK_K, acts, out, again),
             _ => unreachable!("{ty:?} is not held in groups (`fits`)"),
         }
         return;

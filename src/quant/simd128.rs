@@ -1102,8 +1102,11 @@ struct KConsts {
     q6pair: [v128; 4],
     /// the grouped kernels: 0x3f bytes, 1 in each i16, and the swizzles that zero-extend byte i
     /// of each u32 lane into that lane
+    #[cfg_attr(not(target_feature = "relaxed-simd"), allow(dead_code))]
     m3f: v128,
+    #[cfg_attr(not(target_feature = "relaxed-simd"), allow(dead_code))]
     one16: v128,
+    #[cfg_attr(not(target_feature = "relaxed-simd"), allow(dead_code))]
     byte: [v128; 4],
 }
 
@@ -1537,6 +1540,142 @@ pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(accd[t], accm[t]), 4) };
+        }
+    }
+}
+
+/// Q6_K weights in `layout::Layout::Groups4` (four rows interleaved super-block by super-block)
+/// against `N` Q8_K activation rows, with relaxed SIMD. A group's super-block: the four rows' f16
+/// scales (8 bytes), then four-byte pieces of each row (one row per u32 lane): 32 of `ql`, 16 of
+/// `qh`, 4 of the sub-block scales. Bytes 4u..4u+4 of `ql` half n (A), of its second 32 (B) and of
+/// `qh` half n give each row's elements 128n+4u.. (A's low nibbles with bits 0-1 of qh), +32
+/// (B's, bits 2-3), +64 (A's high nibbles, bits 4-5) and +96 (B's, bits 6-7): four 8-bit dot
+/// products against the activations broadcast to every lane, so each sub-block's sum for a row
+/// lands in its own lane, multiplied by that row's scale (`i32x4.mul`). The −32 is taken as
+/// −32·Σ_j sc_j·(the activations' sum over sub-block j), one `i32x4.dot_i16x8_s` per two rows and
+/// four sub-blocks. Exact integers and `k_tiles`' float order (`scalar::Acc4`'s, lane by lane):
+/// the reference's bits.
+///
+/// # Safety
+/// Each `out[t]` valid for `w.len() / (nb · 210)` writes.
+#[cfg(target_feature = "relaxed-simd")]
+pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    const G: usize = 4 * std::mem::size_of::<BlockQ6K>();
+    // where the pieces of `ql`, `qh` and the scales start in a group's super-block
+    const QL: usize = 8;
+    const QH: usize = QL + 16 * 32;
+    const SC: usize = QH + 16 * 16;
+    let (c, lc) = (KConsts::new(), LConsts::new());
+    let ys = q8k_rows::<N>(a, nb);
+    let gb = nb * G;
+    let groups = if nb == 0 { 0 } else { w.len() / gb };
+    assert!(groups * gb == w.len(), "Q6_K groups of four rows: {} bytes", w.len());
+    for g in 0..groups {
+        let base = w[g * gb..].as_ptr();
+        // the next group (the last touches itself again), touched super-block by super-block
+        // (see `touch`)
+        let next = if g + 1 < groups { base.wrapping_add(gb) } else { base };
+        let mut accd = [[f32x4_splat(0.0); 4]; N];
+        let mut step = |b: usize, j: usize| {
+            // SAFETY: super-block b < nb of this group and of the next: G bytes inside w.
+            let (x, ahead) = unsafe { (base.add(b * G), next.add(b * G)) };
+            // SAFETY: the four scale pieces, inside the super-block.
+            let scp: [v128; 4] = unsafe { [load_ptr(x.add(SC)), load_ptr(x.add(SC + 16)), load_ptr(x.add(SC + 32)), load_ptr(x.add(SC + 48))] };
+            let mut isum = [i32x4_splat(0); N];
+            // n, h written out (loops here stayed loops, their indexing arithmetic at run time)
+            macro_rules! quarter {
+                ($n:literal, $h:literal) => {{
+                    let (n, h): (usize, usize) = ($n, $h);
+                    // a quarter of the lines of the next group's super-block (spread through
+                    // the work, see `touch`): lines 4q..4q + 4 of its 14
+                    let q = 2 * n + h;
+                    for line in 4 * q..(4 * q + 4).min(G.div_ceil(64)) {
+                        // SAFETY: byte 64·line < G of that super-block.
+                        unsafe { touch_line(ahead, 64 * line) };
+                    }
+                    // sub-blocks 8n + h + 2k (k < 4): elements 128n + 32k + 16h .. + 16
+                    let mut acc = [[i32x4_splat(0); 4]; N];
+                    let yv: [[v128; 4]; N] = std::array::from_fn(|t| {
+                        let y = ys[t][b].qs.as_ptr() as *const u8;
+                        // SAFETY: inside the activation block's 256 values.
+                        std::array::from_fn(|k| unsafe { load_ptr(y.add(128 * n + 32 * k + 16 * h)) })
+                    });
+                    macro_rules! quad {
+                        ($v:literal) => {{
+                            let u = 4 * h + $v;
+                            // SAFETY: pieces of this super-block.
+                            let (pa, pb, ph) = unsafe {
+                                (load_ptr(x.add(QL + 16 * (16 * n + u))), load_ptr(x.add(QL + 16 * (16 * n + 8 + u))), load_ptr(x.add(QH + 16 * (8 * n + u))))
+                            };
+                            let q = [
+                                v128_or(v128_and(pa, c.m4), v128_and(u16x8_shl(ph, 4), c.m30)),
+                                v128_or(v128_and(pb, c.m4), v128_and(u16x8_shl(ph, 2), c.m30)),
+                                v128_or(v128_and(u16x8_shr(pa, 4), c.m4), v128_and(ph, c.m30)),
+                                v128_or(v128_and(u16x8_shr(pb, 4), c.m4), v128_and(u16x8_shr(ph, 2), c.m30)),
+                            ];
+                            for t in 0..N {
+                                for k in 0..4 {
+                                    let yb = i32x4_shuffle::<$v, $v, $v, $v>(yv[t][k], yv[t][k]);
+                                    acc[t][k] = i32x4_relaxed_dot_i8x16_i7x16_add(yb, q[k], acc[t][k]);
+                                }
+                            }
+                        }};
+                    }
+                    quad!(0);
+                    quad!(1);
+                    quad!(2);
+                    quad!(3);
+                    for k in 0..4 {
+                        // sub-block 8n + h + 2k's scale (i8, byte (h + 2k) % 4 of piece 2n + (h + 2k) / 4)
+                        let sb = h + 2 * k;
+                        let v = scp[2 * n + sb / 4];
+                        let sc = match sb % 4 {
+                            0 => i32x4_shr(i32x4_shl(v, 24), 24),
+                            1 => i32x4_shr(i32x4_shl(v, 16), 24),
+                            2 => i32x4_shr(i32x4_shl(v, 8), 24),
+                            _ => i32x4_shr(v, 24),
+                        };
+                        for t in 0..N {
+                            isum[t] = i32x4_add(isum[t], i32x4_mul(acc[t][k], sc));
+                        }
+                    }
+                }};
+            }
+            quarter!(0, 0);
+            quarter!(0, 1);
+            quarter!(1, 0);
+            quarter!(1, 1);
+            // the −32: Σ_j sc_j · bsum_j, rows 0 and 1 from the pieces' low halves, rows 2 and 3
+            // from their high halves (scales 4p..4p+4 of each row as i16)
+            let lo: [v128; 4] = scp.map(|v| i16x8_extend_low_i8x16(v));
+            let hi: [v128; 4] = scp.map(|v| i16x8_extend_high_i8x16(v));
+            // SAFETY: the four f16 scales, the super-block's first 8 bytes.
+            let dw = scales_f32(u32x4_extend_low_u16x8(unsafe { v128_load64_zero(x as *const u64) }), &lc);
+            for t in 0..N {
+                let y = &ys[t][b];
+                let (b0, b1) = bsums16(y);
+                // sums 4p..4p+4, twice
+                let bs = [i64x2_shuffle::<0, 0>(b0, b0), i64x2_shuffle::<1, 1>(b0, b0), i64x2_shuffle::<0, 0>(b1, b1), i64x2_shuffle::<1, 1>(b1, b1)];
+                let mut r01 = i32x4_dot_i16x8(lo[0], bs[0]);
+                let mut r23 = i32x4_dot_i16x8(hi[0], bs[0]);
+                for p in 1..4 {
+                    r01 = i32x4_add(r01, i32x4_dot_i16x8(lo[p], bs[p]));
+                    r23 = i32x4_add(r23, i32x4_dot_i16x8(hi[p], bs[p]));
+                }
+                let off = i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(r01, r23), i32x4_shuffle::<1, 3, 5, 7>(r01, r23));
+                let is = i32x4_sub(isum[t], i32x4_shl(off, 5));
+                let da = f32x4_splat(y.d());
+                accd[t][j] = f32x4_add(accd[t][j], f32x4_mul(f32x4_mul(dw, da), f32x4_convert_i32x4(is)));
+            }
+        };
+        // one call site, so LLVM inlines the step (written out four times, it did not)
+        for b in 0..nb {
+            step(b, b % 4);
+        }
+        let zero = [f32x4_splat(0.0); 4];
+        for t in 0..N {
+            // SAFETY: the caller gives room for every row.
+            unsafe { store_lanes(out[t].add(4 * g), acc4_sum(accd[t], zero), 4) };
         }
     }
 }
