@@ -2,14 +2,17 @@
 //! takes four rows at a time (one row per vector lane) can read them with fewer instructions when
 //! the four rows' blocks are interleaved, so a build may rearrange a matrix once, when it loads.
 //!
-//! `Layout::Groups4` (Q4_1 and Q8_0, wasm with relaxed SIMD): rows in groups of four; for each
-//! block index b, the four rows' blocks as one run of bytes: first their heads (row 0 first; Q4_1:
-//! f16 scale and minimum, 4 bytes each; Q8_0: the f16 scale, 2 bytes each), then their quants four
-//! bytes at a time — bytes 4j..4j+4 of rows 0, 1, 2, 3 for each j. In a 16-byte vector of those
-//! quants, one row per 32-bit lane, an 8-bit dot product against four activations broadcast to
-//! every lane sums each row's products in its own lane, with no horizontal sums
+//! `Layout::Groups4` (Q4_1, Q8_0, Q4_K and Q6_K, wasm with relaxed SIMD): rows in groups of four;
+//! for each block index b (a super-block for the K-quants), the four rows' blocks as one run of
+//! bytes: first their heads (row 0 first; Q4_1 and Q4_K: f16 scale and minimum, 4 bytes each;
+//! Q8_0 and Q6_K: the f16 scale, 2 bytes each — Q6_K's is the last field of its block), then the
+//! rest of each block four bytes at a time — bytes 4j..4j+4 of rows 0, 1, 2, 3 for each j. In a
+//! 16-byte vector of those, one row per 32-bit lane, an 8-bit dot product against four activations
+//! broadcast to every lane sums each row's products in its own lane, with no horizontal sums
 //! (`simd128::rows_q4_1_x4`: the low nibbles are elements 4j..4j+4, the high nibbles 16+4j..;
-//! `simd128::rows_q8_0_x4`: the bytes are elements 4j..4j+4).
+//! `simd128::rows_q8_0_x4`: the bytes are elements 4j..4j+4; `simd128::rows_q4_k_x4` and
+//! `rows_q6_k_x4` say where their scales and quants fall), and a K-quant's sub-block scales of
+//! four rows unpack as one vector.
 
 use super::{dot_rows, row_bytes, scalar};
 use crate::gguf::GgmlType;
@@ -20,7 +23,8 @@ use std::borrow::Cow;
 pub enum Layout {
     /// As in the file: row after row.
     Rows,
-    /// Q4_1 or Q8_0 in groups of four rows, interleaved block by block (see the module's comment).
+    /// Q4_1, Q8_0, Q4_K or Q6_K in groups of four rows, interleaved block by block (see the
+    /// module's comment).
     Groups4,
 }
 

@@ -260,8 +260,8 @@ fn exact(t: v128, _sums: v128) -> v128 {
 /// How far ahead: in the legacy tiles and the grouped Q4_1 kernel, `AHEAD` tiles of four rows. One
 /// tile ahead, a line touched at block b of a tile is used at block b of the next, one tile's work
 /// later — on SmolLM2's rows of 18 blocks ~170 ns by instruction count, about the memory's
-/// latency, so many lines still arrived late. The K-quant tiles touch the next tile: their tiles
-/// take far longer (two ahead: 0.925× decode on the 1B model).
+/// latency, so many lines still arrived late. The K-quant tiles and groups touch the next tile or
+/// group: theirs take far longer (two ahead: 0.925× decode on the 1B model).
 #[inline(always)]
 fn touch<T>(x: &[T]) {
     let len = std::mem::size_of_val(x);
@@ -341,6 +341,28 @@ macro_rules! tile_scales {
     };
 }
 
+/// `$step(b, b % 4)` for each block b < `$nb`, written out four times so that every call's slot is
+/// a constant (accumulators indexed by it then stay in registers): `$each` runs before each four
+/// blocks with `$b` the first of them, `$last` before the blocks left over with `$b` the first of
+/// those.
+macro_rules! by_fours {
+    ($nb:expr, $step:ident, $b:ident => $each:expr, $last:expr) => {{
+        let mut $b = 0;
+        while $b + 4 <= $nb {
+            $each;
+            $step($b, 0);
+            $step($b + 1, 1);
+            $step($b + 2, 2);
+            $step($b + 3, 3);
+            $b += 4;
+        }
+        $last;
+        for b in $b..$nb {
+            $step(b, b % 4);
+        }
+    }};
+}
+
 /// Every weight row in `w` (rows of `nb` blocks) against `N` activation rows, four weight rows at
 /// a time, one row per lane (a last partial group repeats its last row and keeps only its own
 /// lanes): the four rows' block b are unpacked (`$prep`, given the loop's constants) and
@@ -394,20 +416,7 @@ macro_rules! rows_loop {
                     }
                 }
             };
-            // written out four times: with a constant slot the accumulators stay in registers
-            let mut b0 = 0;
-            while b0 + 4 <= nb {
-                touch_at(next, 4 * b0, 16);
-                step(b0, 0);
-                step(b0 + 1, 1);
-                step(b0 + 2, 2);
-                step(b0 + 3, 3);
-                b0 += 4;
-            }
-            touch(&next[next.len().min(4 * b0)..]);
-            for b in b0..nb {
-                step(b, b % 4);
-            }
+            by_fours!(nb, step, b0 => touch_at(next, 4 * b0, 16), touch(&next[next.len().min(4 * b0)..]));
             let keep = (rows - r0).min(4);
             for t in 0..$N {
                 // SAFETY: the caller gives room for every row.
@@ -607,20 +616,7 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                 }
             }
         };
-        // written out four times: with a constant slot the accumulators stay in registers
-        let mut b0 = 0;
-        while b0 + 4 <= nb {
-            touch_at(next, b0 * G, 4 * G);
-            step(b0, 0);
-            step(b0 + 1, 1);
-            step(b0 + 2, 2);
-            step(b0 + 3, 3);
-            b0 += 4;
-        }
-        touch(&next[next.len().min(b0 * G)..]);
-        for b in b0..nb {
-            step(b, b % 4);
-        }
+        by_fours!(nb, step, b0 => touch_at(next, b0 * G, 4 * G), touch(&next[next.len().min(b0 * G)..]));
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(acc[t], accm[t]), 4) };
@@ -692,20 +688,7 @@ pub unsafe fn rows_q8_0_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                 }
             }
         };
-        // written out four times: with a constant slot the accumulators stay in registers
-        let mut b0 = 0;
-        while b0 + 4 <= nb {
-            touch_at(next, b0 * G, 4 * G);
-            step(b0, 0);
-            step(b0 + 1, 1);
-            step(b0 + 2, 2);
-            step(b0 + 3, 3);
-            b0 += 4;
-        }
-        touch(&next[next.len().min(b0 * G)..]);
-        for b in b0..nb {
-            step(b, b % 4);
-        }
+        by_fours!(nb, step, b0 => touch_at(next, b0 * G, 4 * G), touch(&next[next.len().min(b0 * G)..]));
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(acc[t], accm[t]), 4) };
@@ -1025,7 +1008,10 @@ k_rows_kernel!(
 
 // ---- Q4_K and Q6_K in tiles of four weight rows ----
 //
-// The Q4_K_M formats, where a 1B model spends its time. Four weight rows go through at once: each
+// The Q4_K_M formats, where a 1B model spends its time. The relaxed-SIMD builds load these into
+// four-row groups (`rows_q4_k_x4`, `rows_q6_k_x4`) where a matrix's rows allow it; the tiles
+// here serve the other builds and any matrix whose rows are not a multiple of four. Four weight
+// rows go through at once: each
 // row's super-block is unpacked once (`prep`: the quants in element order, the sub-block scales
 // already splatted to i16 lanes) for every activation row it meets; one row's exact integer sums
 // against one activation block are left as i32x4 partial sums, and the four rows' partials are
@@ -1165,8 +1151,8 @@ fn scale_pair(a: v128, b: v128, sc: v128) -> v128 {
 }
 
 /// A Q4_K super-block made ready: its quants (unpacked pair by pair in `sums_q4_k`), its
-/// scales and minimums as u8 lanes (`scales_mins_k4_lanes`), and the block whose lines its pair
-/// steps touch (`k_tiles`).
+/// scales and minimums as u8 lanes (`scales_mins_k4_lanes`), and the block whose lines `sums_q4_k`
+/// touches (`k_tiles`).
 struct PrepQ4K {
     qs: *const u8,
     sm: v128,
@@ -1212,6 +1198,9 @@ fn pair_steps<const N: usize>(mut step: impl FnMut(usize)) {
 /// beside their uses instead of hoisting the block's 24 to the top, where V8 spilled them).
 #[inline(always)]
 fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
+    // the next tile's lines, before the pair steps: read inside them, LLVM hoisted each step's
+    // loads up to its read, above the work, and V8 spilled them (the 1B model's decode in Chromium
+    // 1.03x with the reads here, alternating builds)
     // SAFETY: bytes 0, 64 and 128 of the 144 of a block.
     unsafe {
         touch_line(p.ahead, 0);
@@ -1242,7 +1231,7 @@ fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
 
 /// A Q6_K super-block made ready: its quant bytes (unpacked pair by pair in `sums_q6_k`), its
 /// sixteen scales as i16 (also for the −32, through the per-16 sums) and the block whose lines
-/// its first four pair steps touch (`k_tiles`).
+/// `sums_q6_k` touches (`k_tiles`).
 struct PrepQ6K {
     ql: *const u8,
     qh: *const u8,
@@ -1296,6 +1285,7 @@ fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
             s[t] = i32x4_add(s[t], pair);
         }
     };
+    // before the pair steps, as in `sums_q4_k`
     // SAFETY: bytes 0, 64, 128 and 192 of the 210 of a block.
     unsafe {
         touch_line(p.ahead, 0);
@@ -1525,18 +1515,7 @@ pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                 }
             }
         };
-        // written out four times: with a constant slot the accumulators stay in registers
-        let mut b0 = 0;
-        while b0 + 4 <= nb {
-            step(b0, 0);
-            step(b0 + 1, 1);
-            step(b0 + 2, 2);
-            step(b0 + 3, 3);
-            b0 += 4;
-        }
-        for b in b0..nb {
-            step(b, b % 4);
-        }
+        by_fours!(nb, step, b0 => (), ());
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(accd[t], accm[t]), 4) };
