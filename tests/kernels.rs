@@ -848,10 +848,10 @@ fn iq_and_low_bit_quantizers_round_trip() {
     }
 }
 
-/// Q4_1 and Q8_0 in four-row groups (`layout::Layout::Groups4`, what wasm's relaxed-SIMD build
-/// loads): the rearrangement gives back every row as the file stores it, and the kernel for it (in
-/// the relaxed wasm build `simd128::rows_q4_1_x4` and `rows_q8_0_x4`, elsewhere the reference row
-/// by row) gives, row for row and for every batch size, exactly the reference's bits — special
+/// Q4_1, Q8_0, Q4_K and Q6_K in four-row groups (`layout::Layout::Groups4`, what wasm's
+/// relaxed-SIMD build loads): the rearrangement gives back every row as the file stores it, and the
+/// kernel for it (in the relaxed wasm build `simd128::rows_q4_1_x4`, `rows_q8_0_x4`,
+/// `rows_q4_k_x4` and `rows_q6_k_x4`, elsewhere the reference row by row) gives, row for row and for every batch size, exactly the reference's bits — special
 /// scales and minimums included.
 #[test]
 fn formats_in_groups_of_four_rows_equal_the_reference() {
@@ -872,7 +872,7 @@ fn grouped_equals_the_reference(ty: GgmlType) {
         let weight_rows = 8;
         let mut wq = random_blocks(ty, blocks * weight_rows, &mut rng);
         if blocks == 5 {
-            // inf, NaN and subnormal scales (and Q4_1's minimums) in some blocks
+            // inf, NaN and subnormal scales (and minimums, where the format has them) in some blocks
             for (blk, at_byte, v) in [(1usize, 0usize, 0x7c00u16), (7, 2, 0x7e01), (12, 0, 0x0001), (33, 2, 0xfc00), (20, 0, 0xfe00)] {
                 // (byte 0: the scale's field, byte 2: the minimum's where the format has one)
                 let fields = scale_fields(ty);

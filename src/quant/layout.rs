@@ -59,8 +59,8 @@ impl Grouped {
         }
     }
 
-    /// Where, in a group's block index (4 · `block` bytes), row k's head and its quant bytes
-    /// 4j..4j+4 lie.
+    /// Where, in a group's block index (4 · `block` bytes), row k's head and its piece j (bytes
+    /// 4j..4j+4 of the rest) lie.
     fn head_at(self, k: usize) -> usize {
         self.head * k
     }
