@@ -516,6 +516,19 @@ offset_kernel!(rows_q5_0, BlockQ5_0, 16, |x: &BlockQ5_0, c: &LConsts| q5_values(
 min_kernel!(rows_q4_1, BlockQ4_1, |x: &BlockQ4_1, c: &LConsts| nibbles(&x.qs, c.m4));
 min_kernel!(rows_q5_1, BlockQ5_1, |x: &BlockQ5_1, c: &LConsts| q5_values(&x.qs, x.qh, c));
 
+/// A grouped matrix's (`layout::Layout::Groups4`) bytes per group of four rows, of `nb` blocks of
+/// `g` bytes (four rows' blocks), and its number of groups.
+///
+/// # Panics
+/// If `w` is not whole groups.
+#[cfg(target_feature = "relaxed-simd")]
+fn groups_in(w: &[u8], nb: usize, g: usize, format: &str) -> (usize, usize) {
+    let gb = nb * g;
+    let groups = if nb == 0 { 0 } else { w.len() / gb };
+    assert!(groups * gb == w.len(), "{format} groups of four rows: {} bytes", w.len());
+    (gb, groups)
+}
+
 /// Q4_1 weights in `layout::Layout::Groups4` (four rows interleaved block by block) against `N`
 /// activation rows, with relaxed SIMD. Per block of the four rows: one load of the four heads,
 /// four of the quants (`p[j]`: bytes 4j..4j+4 of each row, one row per lane); the low nibbles of
@@ -538,9 +551,7 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
         std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<BlockQ8_1>()));
     let blocks: [*const BlockQ8_1; N] =
         std::array::from_fn(|t| as_blocks::<BlockQ8_1>(&a[t][..nb * std::mem::size_of::<BlockQ8_1>()]).as_ptr());
-    let gb = nb * G;
-    let groups = if nb == 0 { 0 } else { w.len() / gb };
-    assert!(groups * gb == w.len(), "Q4_1 groups of four rows: {} bytes", w.len());
+    let (gb, groups) = groups_in(w, nb, G, "Q4_1");
     // the groups between the first and the first one it touches
     touch_from(w, gb, (AHEAD - 1) * gb);
     for g in 0..groups {
@@ -642,9 +653,7 @@ pub unsafe fn rows_q8_0_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
     let lc = LConsts::new();
     let parts: [(*const f32, *const f32, *const i16); N] =
         std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<BlockQ8_0>()));
-    let gb = nb * G;
-    let groups = if nb == 0 { 0 } else { w.len() / gb };
-    assert!(groups * gb == w.len(), "Q8_0 groups of four rows: {} bytes", w.len());
+    let (gb, groups) = groups_in(w, nb, G, "Q8_0");
     // the groups between the first and the first one it touches
     touch_from(w, gb, (AHEAD - 1) * gb);
     for g in 0..groups {
@@ -1433,9 +1442,7 @@ pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
     const G: usize = 4 * std::mem::size_of::<BlockQ4K>();
     let (c, lc) = (KConsts::new(), LConsts::new());
     let ys = q8k_rows::<N>(a, nb);
-    let gb = nb * G;
-    let groups = if nb == 0 { 0 } else { w.len() / gb };
-    assert!(groups * gb == w.len(), "Q4_K groups of four rows: {} bytes", w.len());
+    let (gb, groups) = groups_in(w, nb, G, "Q4_K");
     for g in 0..groups {
         let base = w[g * gb..].as_ptr();
         // the next group, touched super-block by super-block (see `touch`)
@@ -1546,9 +1553,7 @@ pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
     const SC: usize = QH + 16 * 16;
     let (c, lc) = (KConsts::new(), LConsts::new());
     let ys = q8k_rows::<N>(a, nb);
-    let gb = nb * G;
-    let groups = if nb == 0 { 0 } else { w.len() / gb };
-    assert!(groups * gb == w.len(), "Q6_K groups of four rows: {} bytes", w.len());
+    let (gb, groups) = groups_in(w, nb, G, "Q6_K");
     for g in 0..groups {
         let base = w[g * gb..].as_ptr();
         // the next group (the last touches itself again), touched super-block by super-block
