@@ -349,6 +349,7 @@ macro_rules! by_fours {
     ($nb:expr, $step:ident, $b:ident => $each:expr, $last:expr) => {{
         let mut $b = 0;
         while $b + 4 <= $nb {
+            #[allow(clippy::no_effect)]
             $each;
             $step($b, 0);
             $step($b + 1, 1);
@@ -356,6 +357,7 @@ macro_rules! by_fours {
             $step($b + 3, 3);
             $b += 4;
         }
+        #[allow(clippy::no_effect)]
         $last;
         for b in $b..$nb {
             $step(b, b % 4);
