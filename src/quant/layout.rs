@@ -44,7 +44,7 @@ impl Grouped {
             GgmlType::Q4_1 => Some(Grouped { block: size_of::<super::BlockQ4_1>(), head: 4, head_from: 0 }),
             GgmlType::Q8_0 => Some(Grouped { block: size_of::<super::BlockQ8_0>(), head: 2, head_from: 0 }),
             GgmlType::Q4K => Some(Grouped { block: size_of::<super::BlockQ4K>(), head: 4, head_from: 0 }),
-            GgmlType::Q6K => Some(Grouped { block: size_of::<super::BlockQ6K>(), head: 2, head_from: 208 }),
+            GgmlType::Q6K => Some(Grouped { block: size_of::<super::BlockQ6K>(), head: 2, head_from: size_of::<super::BlockQ6K>() - 2 }),
             _ => None,
         }
     }
