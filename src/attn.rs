@@ -1,11 +1,15 @@
-//! Attention of one query position against one KV head: the online-softmax loop over the cached
-//! keys and values, at llama.cpp's CPU flash-attention precision (queries, keys and values are f16;
-//! the value accumulator is kept at f16 precision, rounded after every step, as its f16 V path
-//! does with `VKQ16`). Each step rounds, so the loop over keys stays sequential; speed comes from
-//! doing it in vectors and from taking keys 8 at a time: their 8 scores first, then the 8
-//! exponentials of the running-max updates in one vector call, then the 8 accumulator steps.
-//! The cache's f16 rows of a layer are converted to f32 once per forward pass (`convert_rows`),
-//! not once per query.
+//! Attention against one KV head: the online-softmax loop over the cached keys and values, at
+//! llama.cpp's CPU flash-attention precision (queries, keys and values are f16; the value
+//! accumulator is kept at f16 precision, rounded after every step, as its f16 V path does with
+//! `VKQ16`). Each step rounds, so a query's loop over keys stays sequential; speed comes from doing
+//! it in vectors and from taking keys 8 at a time: their 8 scores first, then the 8 exponentials
+//! of the running-max updates in one vector call, then the 8 accumulator steps.
+//!
+//! A unit is every query that reads one KV head: the query heads of its group (GQA), for one or a
+//! few consecutive tokens — its lanes. The cache's f16 rows are converted to f32 a block of 8 keys
+//! at a time into a small buffer, once for all the lanes: no f32 copy of the cache is written to
+//! memory, and the thread that runs a unit reads only the cache itself (each lane's results do not
+//! depend on where blocks start, so lanes with different key ranges share the blocks).
 //!
 //! One scalar reference (`attend_scalar`) fixes the float order; the AVX2+F16C and wasm simd128
 //! versions compute the same bits (tests/kernels.rs checks them on random data, natively and in
@@ -14,116 +18,163 @@
 //! one), exponentials are `libm::expf`'s bits (`vmath`).
 
 use crate::quant::f16;
+use std::ops::Range;
 
 /// Keys 8 at a time.
 const KB: usize = 8;
 
-/// What one unit reads: f32 key and value rows `0..len` of `kvd` values each (as `convert_rows`
-/// makes them), this head's `hd` values starting at `off`.
+/// One unit of attention work: `tokens` consecutive query tokens × `heads` query heads (its lanes,
+/// lane `t * heads + j`), all over the same KV head.
 pub struct Unit<'a> {
-    /// The unit's query heads, `heads × hd` values (rounded to f16 here).
+    /// Token t's queries: `heads × hd` values from `t * q_stride` (rounded to f16 here).
     pub q: &'a [f32],
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
+    pub q_stride: usize,
+    pub tokens: usize,
+    pub heads: usize,
+    /// The cache rows in reach, `kvd` f16 values each, in position order: one run, or two where a
+    /// ring wraps (`[run, &[]]` for one).
+    pub keys: [&'a [u16]; 2],
+    pub values: [&'a [u16]; 2],
     pub kvd: usize,
+    /// This KV head's `hd` values start at `off` in each row.
     pub off: usize,
-    pub len: usize,
+    /// Token t sees rows `(end + t).saturating_sub(window)..end + t` (`window`: `usize::MAX` for
+    /// none).
+    pub end: usize,
+    pub window: usize,
     /// Multiplies each score q·k (1/√head_dim for most models; 1 when the caller scaled q).
     pub scale: f32,
 }
 
-/// Per-thread buffers: for each query head its f16-rounded query, softmax sum and value
-/// accumulator; a block's scores and exponentials.
+impl Unit<'_> {
+    /// The rows token `t` sees.
+    fn span(&self, t: usize) -> Range<usize> {
+        let e = self.end + t;
+        e.saturating_sub(self.window)..e
+    }
+}
+
+/// One KV head's `hd` values in each cache row of one run pair (the keys' or the values'), with
+/// the first run's row count worked out once per unit, not per row.
+struct Rows<'a> {
+    runs: [&'a [u16]; 2],
+    split: usize,
+    kvd: usize,
+    off: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn new(runs: [&'a [u16]; 2], kvd: usize, off: usize) -> Rows<'a> {
+        Rows { runs, split: runs[0].len() / kvd, kvd, off }
+    }
+
+    /// Row `r`'s `hd` values.
+    #[inline(always)]
+    fn get(&self, r: usize, hd: usize) -> &'a [u16] {
+        let (run, r) = if r < self.split { (self.runs[0], r) } else { (self.runs[1], r - self.split) };
+        &run[r * self.kvd + self.off..][..hd]
+    }
+
+    /// Reads one value of each cache line of rows `rows` (`hd` values each), so they are on their
+    /// way while the block before them is worked on: a unit reads its head's part of each row,
+    /// a stride the hardware prefetchers did not follow in time.
+    #[inline(always)]
+    fn touch(&self, rows: Range<usize>, hd: usize) {
+        for r in rows {
+            let row = self.get(r, hd);
+            for i in (0..hd).step_by(32) {
+                // SAFETY: an element of `row`.
+                unsafe { std::ptr::read_volatile(row.as_ptr().add(i)) };
+            }
+        }
+    }
+}
+
+/// Per-thread buffers, kept across units: for each lane its f16-rounded query, running max,
+/// softmax sum and value accumulator (and a second accumulator row: wasm's steps write their
+/// result there, then the rows swap), a block's exponent arguments; the block's keys and values
+/// as f32.
 pub struct State {
     hd: usize,
     qg: Vec<f32>,
     acc: Vec<f32>,
-    sum: Vec<f32>,
-    /// A second accumulator row (wasm: each step writes its result there, then the rows swap).
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     spare: Vec<f32>,
+    /// the lane's current accumulator is its `spare` row
+    flip: Vec<bool>,
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    arg: Vec<[f32; KB]>,
+    moved: Vec<[bool; KB]>,
+    kb: Vec<f32>,
+    vb: Vec<f32>,
 }
 
 impl State {
-    /// Buffers for units of `heads` query heads of `hd` values.
-    pub fn new(heads: usize, hd: usize) -> State {
-        State { hd, qg: vec![0.0; heads * hd], acc: vec![0.0; heads * hd], sum: vec![0.0; heads], spare: Vec::new() }
-    }
-
-    /// Makes room for units of `heads` heads of `hd` values (allocates only to grow).
-    pub fn ensure(&mut self, heads: usize, hd: usize) {
-        if self.hd != hd || self.sum.len() < heads {
-            *self = State::new(heads.max(self.sum.len()), hd);
+    /// Buffers for units of up to `lanes` lanes of `hd` values.
+    pub fn new(lanes: usize, hd: usize) -> State {
+        let z = |n: usize| vec![0f32; n];
+        State {
+            hd,
+            qg: z(lanes * hd),
+            acc: z(lanes * hd),
+            spare: z(lanes * hd),
+            flip: vec![false; lanes],
+            max: z(lanes),
+            sum: z(lanes),
+            arg: vec![[0.0; KB]; lanes],
+            moved: vec![[false; KB]; lanes],
+            kb: z(KB * hd),
+            vb: z(KB * hd),
         }
     }
 
-    /// Head `j`'s attention output after `attend`: its accumulator over its softmax sum.
-    pub fn write_out(&self, j: usize, out: &mut [f32]) {
-        let inv = 1.0 / self.sum[j];
-        for (o, a) in out.iter_mut().zip(&self.acc[j * self.hd..(j + 1) * self.hd]) {
+    /// Makes room for units of `lanes` lanes of `hd` values (allocates only to grow).
+    pub fn ensure(&mut self, lanes: usize, hd: usize) {
+        if self.hd != hd || self.sum.len() < lanes {
+            *self = State::new(lanes.max(self.sum.len()), hd);
+        }
+    }
+
+    /// Lane `l`'s attention output after `attend`: its accumulator over its softmax sum.
+    pub fn write_out(&self, l: usize, out: &mut [f32]) {
+        let inv = 1.0 / self.sum[l];
+        for (o, a) in out.iter_mut().zip(&self.acc[l * self.hd..(l + 1) * self.hd]) {
             *o = a * inv;
         }
     }
 
-    /// Prepares for a unit: rounds its queries, clears the accumulators; returns its head count.
+    /// Prepares for a unit: checks its shape, rounds its queries, clears the lanes; returns their
+    /// count.
     fn start(&mut self, u: &Unit<'_>) -> usize {
-        let heads = u.q.len() / self.hd;
-        assert!(heads <= self.sum.len() && u.q.len() == heads * self.hd, "attention unit larger than its state");
+        let (hd, lanes) = (self.hd, u.tokens * u.heads);
+        assert!(lanes <= self.sum.len(), "attention unit larger than its state");
+        assert!(u.tokens == 0 || (u.tokens - 1) * u.q_stride + u.heads * hd <= u.q.len(), "attention queries short");
+        let rows = |runs: &[&[u16]; 2]| runs.iter().map(|r| r.len() / u.kvd).sum::<usize>();
         assert!(
-            u.len == 0 || ((u.len - 1) * u.kvd + u.off + self.hd <= u.keys.len().min(u.values.len())),
+            u.off + hd <= u.kvd && u.end + u.tokens.saturating_sub(1) <= rows(&u.keys).min(rows(&u.values)),
             "attention unit past the cache"
         );
-        for (d, v) in self.qg.iter_mut().zip(u.q) {
-            *d = f16::round(*v);
+        for t in 0..u.tokens {
+            let q = &u.q[t * u.q_stride..][..u.heads * hd];
+            for (d, v) in self.qg[t * u.heads * hd..].iter_mut().zip(q) {
+                *d = f16::round(*v);
+            }
         }
-        self.acc[..heads * self.hd].fill(0.0);
-        self.sum[..heads].fill(0.0);
-        heads
+        self.acc[..lanes * hd].fill(0.0);
+        self.flip[..lanes].fill(false);
+        self.max[..lanes].fill(f32::NEG_INFINITY);
+        self.sum[..lanes].fill(0.0);
+        lanes
     }
 }
 
-/// f16 cache rows → f32, exactly (`f16::to_f32`), 8 lanes at a time where the target has vectors.
-pub fn convert_rows(src: &[u16], dst: &mut [f32]) {
-    assert!(dst.len() >= src.len());
-    // (in wasm the SIMD part always runs and sets it)
-    #[allow(unused_assignments)]
-    let mut done = 0;
-    #[cfg(target_arch = "x86_64")]
-    if crate::quant::avx2::available() {
-        // SAFETY: AVX2 and F16C are available (checked); whole groups of 8 inside both slices.
-        unsafe {
-            use std::arch::x86_64::*;
-            #[target_feature(enable = "avx2,f16c")]
-            unsafe fn run(src: &[u16], dst: &mut [f32]) -> usize {
-                let n8 = src.len() / 8 * 8;
-                for i in (0..n8).step_by(8) {
-                    let h = _mm_loadu_si128(src.as_ptr().add(i) as *const __m128i);
-                    _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
-                }
-                n8
-            }
-            done = run(src, dst);
-        }
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    {
-        use core::arch::wasm32::*;
-        let n8 = src.len() / 8 * 8;
-        // (V8 would otherwise rebuild the conversion's three constants on every turn)
-        let c = crate::quant::simd128::F16Consts::new();
-        for i in (0..n8).step_by(8) {
-            // SAFETY: whole groups of 8 inside both slices.
-            unsafe {
-                let (a, b) = crate::quant::simd128::f16x8_to_f32(v128_load(src.as_ptr().add(i) as *const v128), &c);
-                v128_store(dst.as_mut_ptr().add(i) as *mut v128, a);
-                v128_store(dst.as_mut_ptr().add(i + 4) as *mut v128, b);
-            }
-        }
-        done = n8;
-    }
-    for (d, &h) in dst[done..src.len()].iter_mut().zip(&src[done..]) {
-        *d = f16::to_f32(h);
-    }
+/// A lane's accumulator during one block's steps: `cur` holds it; steps that write elsewhere
+/// (wasm) write to `other` and swap the two.
+pub struct Lane {
+    cur: *mut f32,
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    other: *mut f32,
+    sum: f32,
 }
 
 /// Runs one unit with the fastest exact version this target has.
@@ -140,61 +191,112 @@ pub fn attend(st: &mut State, u: &Unit<'_>) {
     attend_scalar(st, u)
 }
 
-/// One block's scores, keys `t0..t0 + nb`: `dot(q, k)·scale` each, the running max `m` moved
-/// along, and each key's exponent argument with whether it moved the max.
+/// The loop every version shares, with its own conversion of `hd` f16 values (`convert`), dot
+/// product, exponentials of a block's arguments and a lane's steps over a block's rows
+/// (`steps(lane, values, rows, arg, moved)`): blocks of `KB` cache rows from the first row any
+/// lane sees; per block its keys converted, each lane's scores on the rows it sees (the running max
+/// moved along, each key's exponent argument and whether it moved the max), the exponentials,
+/// the values converted, each lane's steps.
 #[inline(always)]
-fn block_scores(q: &[f32], u: &Unit<'_>, t0: usize, nb: usize, m: &mut f32, dot: impl Fn(&[f32], &[f32]) -> f32) -> ([f32; KB], [bool; KB]) {
-    let hd = q.len();
-    let mut arg = [0f32; KB];
-    let mut moved = [false; KB];
-    for i in 0..nb {
-        let base = (t0 + i) * u.kvd + u.off;
-        let s = dot(q, &u.keys[base..base + hd]) * u.scale;
-        // the online softmax: a new max scales what was summed by e^(m-s), else this value is
-        // weighted by e^(s-m)
-        if s > *m {
-            arg[i] = *m - s;
-            moved[i] = true;
-            *m = s;
-        } else {
-            arg[i] = s - *m;
+fn drive(
+    st: &mut State,
+    u: &Unit<'_>,
+    convert: impl Fn(&[u16], &mut [f32]),
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    exp: impl Fn(&mut [f32; KB]),
+    mut steps: impl FnMut(&mut Lane, &[f32], Range<usize>, &[f32; KB], &[bool; KB]),
+) {
+    let lanes = st.start(u);
+    if lanes == 0 {
+        return;
+    }
+    let State { hd, qg, acc, spare, flip, max, sum, arg, moved, kb, vb } = st;
+    let hd = *hd;
+    let (keys, values) = (Rows::new(u.keys, u.kvd, u.off), Rows::new(u.values, u.kvd, u.off));
+    let (first, last) = (u.span(0).start, u.span(u.tokens - 1).end);
+    // the part of block t0..t0+nb lane l sees, as rows of the block
+    let seen = |l: usize, t0: usize, nb: usize| {
+        let s = u.span(l / u.heads);
+        s.start.max(t0) - t0..s.end.min(t0 + nb).max(t0) - t0
+    };
+    let mut t0 = first;
+    while t0 < last {
+        let nb = KB.min(last - t0);
+        let ahead = t0 + nb..(t0 + nb + KB).min(last);
+        keys.touch(ahead.clone(), hd);
+        values.touch(ahead, hd);
+        for i in 0..nb {
+            convert(keys.get(t0 + i, hd), &mut kb[i * hd..(i + 1) * hd]);
+        }
+        for l in 0..lanes {
+            let r = seen(l, t0, nb);
+            if r.is_empty() {
+                continue;
+            }
+            let q = &qg[l * hd..(l + 1) * hd];
+            let m = &mut max[l];
+            for i in r {
+                let s = dot(q, &kb[i * hd..(i + 1) * hd]) * u.scale;
+                // the online softmax: a new max scales what was summed by e^(m-s), else this
+                // value is weighted by e^(s-m)
+                if s > *m {
+                    arg[l][i] = *m - s;
+                    moved[l][i] = true;
+                    *m = s;
+                } else {
+                    arg[l][i] = s - *m;
+                    moved[l][i] = false;
+                }
+            }
+            exp(&mut arg[l]);
+        }
+        for i in 0..nb {
+            convert(values.get(t0 + i, hd), &mut vb[i * hd..(i + 1) * hd]);
+        }
+        for l in 0..lanes {
+            let r = seen(l, t0, nb);
+            if r.is_empty() {
+                continue;
+            }
+            let (a, b) = (acc[l * hd..].as_mut_ptr(), spare[l * hd..].as_mut_ptr());
+            let mut lane = if flip[l] { Lane { cur: b, other: a, sum: sum[l] } } else { Lane { cur: a, other: b, sum: sum[l] } };
+            steps(&mut lane, vb, r, &arg[l], &moved[l]);
+            flip[l] = lane.cur == b;
+            sum[l] = lane.sum;
+        }
+        t0 += nb;
+    }
+    for l in 0..lanes {
+        if flip[l] {
+            acc[l * hd..(l + 1) * hd].copy_from_slice(&spare[l * hd..(l + 1) * hd]);
         }
     }
-    (arg, moved)
 }
 
-/// The common loop: per head, keys in blocks of `KB`: scores (`$dot(q, k) -> f32`), the running
-/// max and each step's exponent argument, the exponentials (`$exp(&mut [f32; KB])`), then the
-/// sequential steps: the accumulator scaled by `ms` (`$scale(acc, ms)`) when the max moved and
-/// `acc += v·vs` (`$axpy(acc, v, vs)`), each rounded to f16.
-macro_rules! attend_body {
-    ($st:expr, $u:expr, $dot:expr, $exp:expr, $scale:expr, $axpy:expr) => {{
-        let (st, u) = ($st, $u);
-        let heads = st.start(u);
-        let hd = st.hd;
-        for j in 0..heads {
-            let q = &st.qg[j * hd..(j + 1) * hd];
-            let acc = &mut st.acc[j * hd..(j + 1) * hd];
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-            let mut t0 = 0;
-            while t0 < u.len {
-                let nb = KB.min(u.len - t0);
-                let (mut arg, moved) = block_scores(q, u, t0, nb, &mut m, $dot);
-                $exp(&mut arg);
-                for i in 0..nb {
-                    let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
-                    sum = sum * ms + vs;
-                    if ms != 1.0 {
-                        $scale(&mut *acc, ms);
-                    }
-                    let base = (t0 + i) * u.kvd + u.off;
-                    $axpy(&mut *acc, &u.values[base..base + hd], vs);
-                }
-                t0 += nb;
-            }
-            st.sum[j] = sum;
+/// A lane's steps over a block's rows `r` of `vb`, one key at a time, in place: the accumulator
+/// scaled by `ms` when the max moved (`scale(acc, ms)`), then `acc += v·vs` (`axpy(acc, v, vs)`),
+/// each rounded to f16 by the two helpers.
+#[inline(always)]
+fn steps_in_place(
+    lane: &mut Lane,
+    vb: &[f32],
+    r: Range<usize>,
+    arg: &[f32; KB],
+    moved: &[bool; KB],
+    hd: usize,
+    scale: impl Fn(&mut [f32], f32),
+    axpy: impl Fn(&mut [f32], &[f32], f32),
+) {
+    // SAFETY: `cur` is the lane's own accumulator row of `hd` values (`drive`), not aliased here.
+    let acc = unsafe { std::slice::from_raw_parts_mut(lane.cur, hd) };
+    for i in r {
+        let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
+        lane.sum = lane.sum * ms + vs;
+        if ms != 1.0 {
+            scale(&mut *acc, ms);
         }
-    }};
+        axpy(&mut *acc, &vb[i * hd..(i + 1) * hd], vs);
+    }
 }
 
 /// 8-lane dot product in the canonical order.
@@ -214,13 +316,25 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
 
 /// The reference: the same steps one value at a time.
 pub fn attend_scalar(st: &mut State, u: &Unit<'_>) {
-    attend_body!(
+    let hd = st.hd;
+    drive(
         st,
         u,
+        |h: &[u16], d: &mut [f32]| d.iter_mut().zip(h).for_each(|(d, &h)| *d = f16::to_f32(h)),
         dot8,
         |a: &mut [f32; KB]| a.iter_mut().for_each(|x| *x = libm::expf(*x)),
-        |acc: &mut [f32], ms: f32| acc.iter_mut().for_each(|x| *x = f16::round(*x * ms)),
-        |acc: &mut [f32], v: &[f32], vs: f32| acc.iter_mut().zip(v).for_each(|(x, v)| *x = f16::round(*x + v * vs))
+        |lane, vb, r, arg, moved| {
+            steps_in_place(
+                lane,
+                vb,
+                r,
+                arg,
+                moved,
+                hd,
+                |acc: &mut [f32], ms: f32| acc.iter_mut().for_each(|x| *x = f16::round(*x * ms)),
+                |acc: &mut [f32], v: &[f32], vs: f32| acc.iter_mut().zip(v).for_each(|(x, v)| *x = f16::round(*x + v * vs)),
+            )
+        },
     )
 }
 
@@ -257,7 +371,13 @@ unsafe fn attend_avx2(st: &mut State, u: &Unit<'_>) {
             _mm256_storeu_ps(p, round(_mm256_add_ps(_mm256_loadu_ps(p), _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(c)), v8))));
         }
     };
-    attend_body!(st, u, dot, exp, scale, axpy)
+    let convert = |h: &[u16], d: &mut [f32]| {
+        for c in (0..d.len()).step_by(8) {
+            _mm256_storeu_ps(d.as_mut_ptr().add(c), _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().add(c) as *const __m128i)));
+        }
+    };
+    let hd = st.hd;
+    drive(st, u, convert, dot, exp, |lane, vb, r, arg, moved| steps_in_place(lane, vb, r, arg, moved, hd, scale, axpy))
 }
 
 /// wasm simd128. The value accumulator's step `acc = round(acc + v·vs)` is the loop's cost, and
@@ -335,67 +455,59 @@ fn attend_simd128(st: &mut State, u: &Unit<'_>) {
         let p = f32x4_add(l0, l1);
         ((f32x4_extract_lane::<0>(p) + f32x4_extract_lane::<1>(p)) + f32x4_extract_lane::<2>(p)) + f32x4_extract_lane::<3>(p)
     };
-    let heads = st.start(u);
-    let hd = st.hd;
-    st.spare.resize(hd, 0.0);
-    for j in 0..heads {
-        let q = &st.qg[j * hd..(j + 1) * hd];
-        let acc = st.acc[j * hd..(j + 1) * hd].as_mut_ptr();
-        let (mut cur, mut other) = (acc, st.spare.as_mut_ptr());
-        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-        let mut t0 = 0;
-        while t0 < u.len {
-            let nb = KB.min(u.len - t0);
-            // the same scores, exponentials and sums as `attend_body`
-            let (mut arg, moved) = block_scores(q, u, t0, nb, &mut m, dot);
-            let p = arg.as_mut_ptr();
-            st4(p, crate::vmath::expf4(ld(p)));
-            let p4 = unsafe { p.add(4) };
-            st4(p4, crate::vmath::expf4(ld(p4)));
-            let value = |i: usize| {
-                let base = (t0 + i) * u.kvd + u.off;
-                u.values[base..base + hd].as_ptr()
-            };
-            let mut i = 0;
-            while i < nb {
-                if i + 4 <= nb && !moved[i..i + 4].contains(&true) {
-                    // four steps as below with ms = 1 (`sum * 1.0` is `sum`)
-                    let (v, vs) = ([value(i), value(i + 1), value(i + 2), value(i + 3)], [arg[i], arg[i + 1], arg[i + 2], arg[i + 3]]);
-                    for x in vs {
-                        sum += x;
-                    }
-                    if !axpy4_short(cur, other, v, vs, hd) {
-                        axpy_general(cur, other, v[0], vs[0], hd);
-                        for k in 1..4 {
-                            axpy_general(other, other, v[k], vs[k], hd);
-                        }
-                    }
-                    core::mem::swap(&mut cur, &mut other);
-                    i += 4;
-                    continue;
-                }
-                let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
-                sum = sum * ms + vs;
-                if ms != 1.0 {
-                    let m4 = f32x4_splat(ms);
-                    for c in (0..hd).step_by(4) {
-                        let p = unsafe { cur.add(c) };
-                        st4(p, round4_f16_fast(f32x4_mul(ld(p), m4)));
-                    }
-                }
-                let v = value(i);
-                if !axpy_short(cur, other, v, vs, hd) {
-                    axpy_general(cur, other, v, vs, hd);
-                }
-                core::mem::swap(&mut cur, &mut other);
-                i += 1;
+    let c = crate::quant::simd128::F16Consts::new();
+    let convert = |h: &[u16], d: &mut [f32]| {
+        for i in (0..d.len()).step_by(8) {
+            // SAFETY: whole groups of 8 inside both rows (hd % 8 == 0).
+            unsafe {
+                let (a, b) = crate::quant::simd128::f16x8_to_f32(v128_load(h.as_ptr().add(i) as *const v128), &c);
+                v128_store(d.as_mut_ptr().add(i) as *mut v128, a);
+                v128_store(d.as_mut_ptr().add(i + 4) as *mut v128, b);
             }
-            t0 += nb;
         }
-        if cur != acc {
-            // SAFETY: both rows hold `hd` values; `spare` and `acc` do not overlap.
-            unsafe { core::ptr::copy_nonoverlapping(cur, acc, hd) };
+    };
+    let exp = |a: &mut [f32; KB]| {
+        let p = a.as_mut_ptr();
+        st4(p, crate::vmath::expf4(ld(p)));
+        let p4 = unsafe { p.add(4) };
+        st4(p4, crate::vmath::expf4(ld(p4)));
+    };
+    let hd = st.hd;
+    drive(st, u, convert, dot, exp, |lane, vb, r, arg, moved| {
+        let value = |i: usize| vb[i * hd..(i + 1) * hd].as_ptr();
+        let (mut i, end) = (r.start, r.end);
+        while i < end {
+            if i + 4 <= end && !moved[i..i + 4].contains(&true) {
+                // four steps as below with ms = 1 (`sum * 1.0` is `sum`)
+                let (v, vs) = ([value(i), value(i + 1), value(i + 2), value(i + 3)], [arg[i], arg[i + 1], arg[i + 2], arg[i + 3]]);
+                for x in vs {
+                    lane.sum += x;
+                }
+                if !axpy4_short(lane.cur, lane.other, v, vs, hd) {
+                    axpy_general(lane.cur, lane.other, v[0], vs[0], hd);
+                    for k in 1..4 {
+                        axpy_general(lane.other, lane.other, v[k], vs[k], hd);
+                    }
+                }
+                core::mem::swap(&mut lane.cur, &mut lane.other);
+                i += 4;
+                continue;
+            }
+            let (ms, vs) = if moved[i] { (arg[i], 1.0) } else { (1.0, arg[i]) };
+            lane.sum = lane.sum * ms + vs;
+            if ms != 1.0 {
+                let m4 = f32x4_splat(ms);
+                for c in (0..hd).step_by(4) {
+                    let p = unsafe { lane.cur.add(c) };
+                    st4(p, round4_f16_fast(f32x4_mul(ld(p), m4)));
+                }
+            }
+            let v = value(i);
+            if !axpy_short(lane.cur, lane.other, v, vs, hd) {
+                axpy_general(lane.cur, lane.other, v, vs, hd);
+            }
+            core::mem::swap(&mut lane.cur, &mut lane.other);
+            i += 1;
         }
-        st.sum[j] = sum;
-    }
+    })
 }

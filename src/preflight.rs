@@ -20,17 +20,15 @@ pub struct MemoryNeed {
     pub weights: u64,
     /// The f16 KV cache for `n_ctx` tokens.
     pub kv_cache: u64,
-    /// Everything else that grows with the context: one layer's keys/values as f32.
-    pub per_context: u64,
     /// Batch buffers, logits, the parsed header and the tokenizer.
     pub fixed: u64,
-    /// Bytes per token of context (KV cache + f32 rows), to say what context would fit.
+    /// Bytes per token of context (the KV cache's), to say what context would fit.
     pub per_token: u64,
 }
 
 impl MemoryNeed {
     pub fn total(&self) -> u64 {
-        self.weights + self.kv_cache + self.per_context + self.fixed
+        self.weights + self.kv_cache + self.fixed
     }
 
     /// The largest context that fits in `budget` bytes (0 when even the weights do not).
@@ -62,7 +60,6 @@ pub fn estimate(g: &Gguf, header_bytes: u64, n_ctx: usize) -> Result<MemoryNeed>
         .sum();
     let kv_dim = c.kv_dim() as u64;
     let kv_token = 2 * c.n_layer as u64 * kv_dim * 2; // K and V, every layer, f16
-    let rows_token = 2 * kv_dim * 4; // one layer's K and V as f32
     let b = DEFAULT_BATCH.min(n_ctx) as u64;
     let (e, q, ff) = (c.n_embd as u64, c.q_dim() as u64, c.n_ff as u64);
     let batch = b * (2 * e + 2 * q + 2 * kv_dim + 2 * ff) * 4 + b * e.max(ff) * 3;
@@ -71,7 +68,7 @@ pub fn estimate(g: &Gguf, header_bytes: u64, n_ctx: usize) -> Result<MemoryNeed>
     // cost about 100 bytes per token beyond that.
     let fixed = batch + vocab * 4 + 4 * header_bytes + 100 * vocab + (16 << 20);
     let n = n_ctx as u64;
-    Ok(MemoryNeed { n_ctx, weights, kv_cache: kv_token * n, per_context: rows_token * n, fixed, per_token: kv_token + rows_token })
+    Ok(MemoryNeed { n_ctx, weights, kv_cache: kv_token * n, fixed, per_token: kv_token })
 }
 
 /// The first bytes of a file of `len` bytes, read as a byte source: a read past them fails and

@@ -121,8 +121,7 @@ impl Session {
         let c = &engine.model.config;
         let n_batch = n_batch.clamp(1, n_ctx);
         let kv = engine.model.new_cache(n_ctx, n_batch)?;
-        let mut scratch = engine.model.new_scratch(n_batch);
-        scratch.reserve_context(c, n_ctx)?;
+        let scratch = engine.model.new_scratch(n_batch);
         let logits = vec![0f32; c.vocab_size];
         Ok(Session { engine, kv, scratch, tokens: Vec::new(), logits, last_prefilled: 0, pending: Vec::new() })
     }

@@ -335,7 +335,7 @@ impl WasmEngine {
 
 /// What a model needs in memory, from `prefix` (the first bytes of a GGUF of `file_size` bytes) at
 /// a context of `n_ctx` tokens (0: the model's, at most 4096). JSON: `{needBytes}` when the header
-/// goes on past the prefix, else `{nCtx, weights, kvCache, perContext, fixed, perToken, total}`.
+/// goes on past the prefix, else `{nCtx, weights, kvCache, fixed, perToken, total}`.
 #[wasm_bindgen]
 pub fn preflight(prefix: &[u8], file_size: f64, n_ctx: u32) -> Result<String, JsValue> {
     use crate::preflight::{preflight, Preflight};
@@ -345,7 +345,7 @@ pub fn preflight(prefix: &[u8], file_size: f64, n_ctx: u32) -> Result<String, Js
     Ok(match preflight(prefix, file_size as u64, n_ctx as usize).map_err(js_error)? {
         Preflight::NeedBytes(n) => json!({ "needBytes": n }),
         Preflight::Need(m) => json!({
-            "nCtx": m.n_ctx, "weights": m.weights, "kvCache": m.kv_cache, "perContext": m.per_context,
+            "nCtx": m.n_ctx, "weights": m.weights, "kvCache": m.kv_cache,
             "fixed": m.fixed, "perToken": m.per_token, "total": m.total(),
         }),
     }

@@ -697,38 +697,64 @@ fn attention_case(rng: &mut Rng, heads: usize, hd: usize, kvd: usize, len: usize
 }
 
 /// The attention loop (f16 value accumulator rounded every step) in vectors — AVX2+F16C natively,
-/// simd128 in wasm — gives exactly the scalar reference's outputs.
+/// simd128 in wasm — gives exactly the scalar reference's outputs, for units of several tokens and
+/// heads over a cache split in two runs (a ring that wraps) and with a sliding window; and every
+/// lane of such a unit equals that lane alone (one token, one head) over a contiguous copy of just
+/// the rows it sees, so the shared blocks, spans and runs change nothing.
 #[test]
 fn attention_is_bit_identical_to_the_reference() {
     use hearth::attn::{attend, attend_scalar, State, Unit};
     let mut rng = Rng(0x5eed_a77e);
-    // (the last two: values scaled down so the accumulator lives in f16's subnormal range, where
-    // wasm's short rounding path does not hold and each step is redone the general way)
-    let cases = [(3usize, 64usize, 1usize, 1f32), (3, 64, 37, 1.0), (1, 64, 200, 1.0), (2, 128, 65, 1.0), (4, 8, 9, 1.0), (3, 24, 17, 1.0), (2, 12, 5, 1.0), (2, 64, 40, 1e-5), (1, 64, 30, 3e-3)];
-    for &(heads, hd, len, v_scale) in &cases {
+    const ALL: usize = usize::MAX;
+    // (heads, hd, tokens, end, window, rows in the first run, value scale); the two smallest
+    // scales put the accumulator in f16's subnormal range, where wasm's short rounding path does
+    // not hold and each step is redone the general way
+    let cases = [
+        (3usize, 64usize, 1usize, 1usize, ALL, ALL, 1f32),
+        (3, 64, 1, 37, ALL, ALL, 1.0),
+        (1, 64, 1, 200, ALL, 77, 1.0),
+        (2, 128, 5, 65, ALL, ALL, 1.0),
+        (4, 8, 3, 9, ALL, 4, 1.0),
+        (3, 24, 8, 17, 6, 10, 1.0),
+        (2, 12, 1, 5, ALL, ALL, 1.0),
+        (4, 64, 8, 20, 16, 13, 1.0),
+        (2, 64, 1, 40, ALL, ALL, 1e-5),
+        (1, 64, 2, 30, ALL, 9, 3e-3),
+    ];
+    for &(heads, hd, tokens, end, window, split, v_scale) in &cases {
+        let what = format!("heads {heads} hd {hd} tokens {tokens} end {end} window {window} split {split}");
         let kvd = 2 * hd + 8;
-        let (q, k, mut v) = attention_case(&mut rng, heads, hd, kvd, len);
+        let off = hd + 8;
+        let rows = end + tokens - 1;
+        let q_stride = heads * hd + 5;
+        let (q, k, mut v) = attention_case(&mut rng, tokens * q_stride / hd + 1, hd, kvd, rows);
         if v_scale != 1.0 {
             v.iter_mut().for_each(|h| *h = quant::f16::from_f32(quant::f16::to_f32(*h) * v_scale));
         }
-        let off = hd + 8;
-        let (mut kf, mut vf) = (vec![0f32; k.len()], vec![0f32; v.len()]);
-        hearth::attn::convert_rows(&k, &mut kf);
-        hearth::attn::convert_rows(&v, &mut vf);
-        for (x, &h) in kf.iter().zip(&k).chain(vf.iter().zip(&v)) {
-            assert_eq!(x.to_bits(), quant::f16::to_f32(h).to_bits());
-        }
-        let unit = Unit { q: &q, keys: &kf, values: &vf, kvd, off, len, scale: 1.0 / (hd as f32).sqrt() };
-        let (mut a, mut b) = (State::new(heads, hd), State::new(heads, hd));
+        // two separate allocations when split, as a wrapped ring's runs are
+        let at = split.min(rows) * kvd;
+        let (k0, k1, v0, v1) = (k[..at].to_vec(), k[at..].to_vec(), v[..at].to_vec(), v[at..].to_vec());
+        let unit = Unit { q: &q, q_stride, tokens, heads, keys: [&k0, &k1], values: [&v0, &v1], kvd, off, end, window, scale: 1.0 / (hd as f32).sqrt() };
+        let lanes = tokens * heads;
+        let (mut a, mut b, mut one) = (State::new(lanes, hd), State::new(lanes, hd), State::new(1, hd));
         attend(&mut a, &unit);
         attend_scalar(&mut b, &unit);
-        for j in 0..heads {
-            let (mut x, mut y) = (vec![0f32; hd], vec![0f32; hd]);
-            a.write_out(j, &mut x);
-            b.write_out(j, &mut y);
-            assert!(x.iter().all(|v| v.is_finite()), "heads {heads} hd {hd} len {len}: not finite");
-            for (d, (p, r)) in x.iter().zip(&y).enumerate() {
-                assert_eq!(p.to_bits(), r.to_bits(), "heads {heads} hd {hd} len {len} head {j} dim {d}: {p} vs {r}");
+        for l in 0..lanes {
+            let (t, j) = (l / heads, l % heads);
+            let (mut x, mut y, mut z) = (vec![0f32; hd], vec![0f32; hd], vec![0f32; hd]);
+            a.write_out(l, &mut x);
+            b.write_out(l, &mut y);
+            // the lane alone: its query, the rows it sees copied out
+            let seen = (end + t).saturating_sub(window)..end + t;
+            let (ks, vs) = (k[seen.start * kvd..seen.end * kvd].to_vec(), v[seen.start * kvd..seen.end * kvd].to_vec());
+            let q1 = &q[t * q_stride + j * hd..][..hd];
+            let alone = Unit { q: q1, q_stride: hd, tokens: 1, heads: 1, keys: [&ks, &[]], values: [&vs, &[]], kvd, off, end: seen.len(), window: ALL, scale: unit.scale };
+            attend_scalar(&mut one, &alone);
+            one.write_out(0, &mut z);
+            assert!(x.iter().all(|v| v.is_finite()), "{what}: not finite");
+            for (d, ((p, r), s)) in x.iter().zip(&y).zip(&z).enumerate() {
+                assert_eq!(p.to_bits(), r.to_bits(), "{what} lane {l} dim {d}: {p} vs the reference's {r}");
+                assert_eq!(r.to_bits(), s.to_bits(), "{what} lane {l} dim {d}: {r} vs the lane alone's {s}");
             }
         }
     }

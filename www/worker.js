@@ -538,7 +538,7 @@ async function checkFits(readPrefix, size, nCtx, what) {
         : 'its weights alone are too large: a smaller model or a smaller quantization would fit';
     throw new HearthError(
       'out_of_memory',
-      `${what} needs ${gib(need.total)} of memory — weights ${gib(need.weights)}, KV cache ${gib(need.kvCache + need.perContext)} ` +
+      `${what} needs ${gib(need.total)} of memory — weights ${gib(need.weights)}, KV cache ${gib(need.kvCache)} ` +
         `for ${need.nCtx} tokens, ${gib(need.fixed)} more — and the engine can hold ${gib(budget)} more: ${advice}`,
     );
   }

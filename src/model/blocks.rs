@@ -4,10 +4,9 @@
 //! Each block reads its input from `Scratch::xb` (the normed residual) and leaves its output there.
 
 use super::{gate_up, matmuls, Activation, Loader, QMatrix};
-use std::ops::Range;
 use crate::attn;
 use crate::config::{Config, RopeStyle};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::parallel::{self, SyncPtr};
 use crate::quant::{self, act_bytes, ActType};
@@ -185,13 +184,6 @@ impl Attention {
         for m in [&self.wq, &self.wk, &self.wv] {
             s.act.prepare(&s.xb[..n * e], e, m.act);
         }
-        // The keys and values the queries see, as f32 rows of kf/vf from position `lo`: the rows
-        // already cached are converted in the same parallel call as the projections (they do not
-        // depend on them), the batch's own rows once they are written.
-        let lo = call.first_seen(p0);
-        s.kf.resize((p0 + n - lo) * kvd, 0.0);
-        s.vf.resize((p0 + n - lo) * kvd, 0.0);
-        let cached = ToF32::new(kv, call.slot, lo..p0, &mut s.kf, &mut s.vf, 0);
         matmuls(
             [
                 (&self.wq, s.act.ready(self.wq.act), &mut s.q[..]),
@@ -199,8 +191,6 @@ impl Attention {
                 (&self.wv, s.act.ready(self.wv.act), &mut s.v[..]),
             ],
             n,
-            cached.units(),
-            |u| cached.run(u),
         );
         add_bias(&mut s.q[..n * qd], self.bq.as_deref());
         add_bias(&mut s.k[..n * kvd], self.bk.as_deref());
@@ -220,9 +210,7 @@ impl Attention {
         if let Some(k) = call.q_scale {
             s.q[..n * qd].iter_mut().for_each(|v| *v *= k);
         }
-        let fresh = ToF32::new(kv, call.slot, p0..p0 + n, &mut s.kf, &mut s.vf, p0 - lo);
-        parallel::for_each_range(fresh.units(), 1, |u| fresh.run(u));
-        attention(c, call, p0, n, &s.q[..n * qd], &mut s.att[..n * qd], &s.kf, &s.vf);
+        attention(c, call, kv, p0, n, &s.q[..n * qd], &mut s.att[..n * qd]);
         s.act.reset();
         self.wo.matmul(s.act.get(&s.att[..n * qd], qd, self.wo.act), n, &mut s.xb);
     }
@@ -263,94 +251,58 @@ impl Ffn {
     }
 }
 
-/// Cache rows of one attention layer (positions `pos`) to convert into f32 rows of kf/vf from row
-/// `at` on, in units of `ToF32::UNIT` rows that may run on different threads.
-struct ToF32<'a> {
-    /// one run of cache rows, or two where a sliding window's ring wraps
-    runs: [(&'a [u16], &'a [u16]); 2],
-    /// rows in the first run
-    split: usize,
-    rows: usize,
-    at: usize,
-    kvd: usize,
-    kf: SyncPtr<f32>,
-    vf: SyncPtr<f32>,
-}
-
-impl<'a> ToF32<'a> {
-    const UNIT: usize = 16;
-
-    fn new(kv: &'a KvCache, slot: usize, pos: Range<usize>, kf: &mut [f32], vf: &mut [f32], at: usize) -> ToF32<'a> {
-        let kvd = kv.kv_dim();
-        let rows = pos.len();
-        assert!(kf.len() >= (at + rows) * kvd && vf.len() >= (at + rows) * kvd);
-        let runs = kv.rows(slot, pos.start, pos.end);
-        let split = runs[0].0.len() / kvd;
-        ToF32 { runs, split, rows, at, kvd, kf: SyncPtr(kf.as_mut_ptr()), vf: SyncPtr(vf.as_mut_ptr()) }
-    }
-
-    fn units(&self) -> usize {
-        self.rows.div_ceil(Self::UNIT)
-    }
-
-    /// Converts the rows of units `u` (each unit by one call only).
-    fn run(&self, u: Range<usize>) {
-        let (rr, kvd) = (u.start * Self::UNIT..(u.end * Self::UNIT).min(self.rows), self.kvd);
-        for (ri, (k16, v16)) in self.runs.iter().enumerate() {
-            // the part of rows `rr` that lies in run ri (which starts at row `first`)
-            let (first, last) = if ri == 0 { (0, self.split) } else { (self.split, self.rows) };
-            let (a, b) = (rr.start.max(first), rr.end.min(last));
-            if a >= b {
-                continue;
-            }
-            let r = (self.at + a) * kvd..(self.at + b) * kvd;
-            // SAFETY: rows at+a..at+b of kf and vf (checked in `new` to lie inside them), written
-            // by this call only (units are disjoint).
-            let (kd, vd) = unsafe {
-                (
-                    std::slice::from_raw_parts_mut(self.kf.get().add(r.start), r.len()),
-                    std::slice::from_raw_parts_mut(self.vf.get().add(r.start), r.len()),
-                )
-            };
-            let src = (a - first) * kvd..(b - first) * kvd;
-            attn::convert_rows(&k16[src.clone()], kd);
-            attn::convert_rows(&v16[src], vd);
-        }
-    }
-}
+/// Query tokens per attention unit in a batch (a unit's keys are converted once for all of them).
+const TOKENS_PER_UNIT: usize = 8;
 
 /// Attention for the `n` queries at positions p0.. over cache positions up to each query's own
 /// (from `p - window + 1` with a sliding window), one pass with a running max (no score buffer):
 /// out = Σ softmax(q·k·kq_scale) v, at f16 precision as llama.cpp's CPU flash attention (see
-/// `attn`). `kf` and `vf` hold the layer's cached keys and values in reach as f32 rows (`ToF32`),
-/// made once for all the queries; each (query token, query head) is one unit of work, so even a
-/// single decoded token gives every thread heads to do.
-#[allow(clippy::too_many_arguments)]
-fn attention(c: &Config, call: &AttnCall, p0: usize, n: usize, q: &[f32], out: &mut [f32], keys: &[f32], values: &[f32]) {
-    let (hd, nh, nkv, kvd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim());
+/// `attn`). A unit of work is one KV head's query heads for up to `TOKENS_PER_UNIT` tokens: it
+/// reads that head's cache rows once (they are converted to f32 a block at a time, on the thread
+/// that uses them), so a decoded token gives the threads `n_head_kv` units.
+fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
+    let (hd, nh, nkv, kvd, qd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim(), c.q_dim());
     let group = nh / nkv;
-    // first position any of the queries sees (row 0 of kf and vf)
-    let lo = call.first_seen(p0);
+    let chunk = TOKENS_PER_UNIT.min(n);
+    let chunks = n.div_ceil(chunk);
     let out_ptr = SyncPtr(out.as_mut_ptr());
     thread_local! {
         /// Each thread's attention buffers, kept across calls (no allocation per call).
         static STATE: std::cell::RefCell<attn::State> = std::cell::RefCell::new(attn::State::new(0, 0));
     }
-    let scale = call.kq_scale;
-    parallel::for_each_range(n * nh, 1, |range| STATE.with_borrow_mut(|st| {
-        let o = out_ptr.get();
-        st.ensure(1, hd);
+    let (scale, window) = (call.kq_scale, call.window.unwrap_or(usize::MAX));
+    parallel::for_each_range(chunks * nkv, 1, |range| STATE.with_borrow_mut(|st| {
         for unit in range {
-            let (i, h) = (unit / nh, unit % nh);
-            let q0 = (i * nh + h) * hd;
-            let p = p0 + i;
-            // keys from `first` to p, as rows of kf (which start at `lo`)
-            let first = call.first_seen(p);
-            let (k, v) = (&keys[(first - lo) * kvd..], &values[(first - lo) * kvd..]);
-            let u = attn::Unit { q: &q[q0..q0 + hd], keys: k, values: v, kvd, off: h / group * hd, len: p + 1 - first, scale };
+            let (g, i0) = (unit % nkv, unit / nkv * chunk);
+            let tokens = chunk.min(n - i0);
+            // the unit's query heads: h0.. (its KV head's group)
+            let (h0, heads) = (g * group, group);
+            // cache rows from the first position the unit's first token sees to its last token
+            let (p, first) = (p0 + i0, call.first_seen(p0 + i0));
+            let [(k0, v0), (k1, v1)] = kv.rows(call.slot, first, p + tokens);
+            st.ensure(tokens * heads, hd);
+            let u = attn::Unit {
+                q: &q[i0 * qd + h0 * hd..],
+                q_stride: qd,
+                tokens,
+                heads,
+                keys: [k0, k1],
+                values: [v0, v1],
+                kvd,
+                off: g * hd,
+                end: p + 1 - first,
+                window,
+                scale,
+            };
             attn::attend(st, &u);
-            // SAFETY: units are disjoint across threads; the head's row lies inside out (n*nh*hd).
-            st.write_out(0, unsafe { std::slice::from_raw_parts_mut(o.add(q0), hd) });
+            for t in 0..tokens {
+                for j in 0..heads {
+                    let at = ((i0 + t) * nh + h0 + j) * hd;
+                    // SAFETY: head h0+j of token i0+t, inside out (n·nh·hd); units are disjoint
+                    // (token, KV head) pairs, so no other thread writes these heads.
+                    st.write_out(t * heads + j, unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(at), hd) });
+                }
+            }
         }
     }));
 }
@@ -419,8 +371,6 @@ pub struct Scratch {
     /// (n_batch, the family's `extra_scratch`) for what only one family computes
     pub extra: Vec<f32>,
     pub act: Acts,
-    kf: Vec<f32>, // (positions, kv_dim) one layer's cached keys as f32 (reserved for the context)
-    vf: Vec<f32>, // the same for values
     /// Rope angles of the batch's positions: [0] the model's base, [1] a second base (Gemma's
     /// local layers).
     pub rope: [RopeTable; 2],
@@ -443,24 +393,7 @@ impl Scratch {
             up: z(c.n_ff),
             extra: z(extra),
             act: Acts::new(),
-            kf: Vec::new(),
-            vf: Vec::new(),
             rope: [RopeTable::new(n_batch, c.rope_dim / 2), RopeTable::new(n_batch, c.rope_dim / 2)],
         }
-    }
-
-    /// Reserves the f32 key/value rows of one layer for `n_ctx` positions now, so a forward pass
-    /// never allocates (and a context too large for memory is an error here, not a crash later).
-    pub fn reserve_context(&mut self, c: &Config, n_ctx: usize) -> Result<()> {
-        let what = || format!("the attention rows of a {n_ctx}-token context");
-        let n = (n_ctx as u64)
-            .checked_mul(c.kv_dim() as u64)
-            .ok_or_else(|| Error::InvalidArgument(format!("context of {n_ctx} tokens is too large")))?;
-        let n = usize::try_from(n).map_err(|_| Error::OutOfMemory { what: what(), bytes: n.saturating_mul(8) })?;
-        for buf in [&mut self.kf, &mut self.vf] {
-            let more = n.saturating_sub(buf.len());
-            crate::error::try_reserve(buf, more, what)?;
-        }
-        Ok(())
     }
 }

@@ -277,16 +277,14 @@ const TILE_ROWS: usize = 16;
 /// Several matmuls in one parallel call (the q, k and v projections of one input): their row
 /// tiles are numbered one after another and split across threads together, so there is one
 /// hand-off instead of one per matrix and the small k and v matrices need no split of their own.
-/// `extra` units of other work that does not depend on the products (`more`, called on disjoint
-/// ranges of `0..extra`) follow the tiles in the same call.
-pub(crate) fn matmuls<const J: usize>(jobs: [(&QMatrix, &[u8], &mut [f32]); J], n_tok: usize, extra: usize, more: impl Fn(Range<usize>) + Sync + Send) {
+pub(crate) fn matmuls<const J: usize>(jobs: [(&QMatrix, &[u8], &mut [f32]); J], n_tok: usize) {
     let tiles: [usize; J] = std::array::from_fn(|i| jobs[i].0.rows.div_ceil(TILE_ROWS));
     let ptrs = jobs.map(|(m, a, o)| {
         assert!(o.len() >= n_tok * m.rows);
         (m, a, SyncPtr(o.as_mut_ptr()))
     });
     let all: usize = tiles.iter().sum();
-    parallel::for_each_range(all + extra, 1, |range| {
+    parallel::for_each_range(all, 1, |range| {
         let mut first = 0;
         for (&(m, a, o), &n) in ptrs.iter().zip(&tiles) {
             let (lo, hi) = (range.start.max(first), range.end.min(first + n));
@@ -294,9 +292,6 @@ pub(crate) fn matmuls<const J: usize>(jobs: [(&QMatrix, &[u8], &mut [f32]); J], 
                 m.matmul_rows(a, n_tok, o, (lo - first) * TILE_ROWS..((hi - first) * TILE_ROWS).min(m.rows));
             }
             first += n;
-        }
-        if range.end > all {
-            more(range.start.max(all) - all..range.end - all);
         }
     });
 }
