@@ -74,20 +74,6 @@ impl<'a> Rows<'a> {
         let (run, r) = if r < self.split { (self.runs[0], r) } else { (self.runs[1], r - self.split) };
         &run[r * self.kvd + self.off..][..hd]
     }
-
-    /// Reads one value of each cache line of rows `rows` (`hd` values each), so they are on their
-    /// way while the block before them is worked on: a unit reads its head's part of each row,
-    /// a stride the hardware prefetchers did not follow in time.
-    #[inline(always)]
-    fn touch(&self, rows: Range<usize>, hd: usize) {
-        for r in rows {
-            let row = self.get(r, hd);
-            for i in (0..hd).step_by(32) {
-                // SAFETY: an element of `row`.
-                unsafe { std::ptr::read_volatile(row.as_ptr().add(i)) };
-            }
-        }
-    }
 }
 
 /// Per-thread buffers, kept across units: for each lane its f16-rounded query, running max,
@@ -222,9 +208,6 @@ fn drive(
     let mut t0 = first;
     while t0 < last {
         let nb = KB.min(last - t0);
-        let ahead = t0 + nb..(t0 + nb + KB).min(last);
-        keys.touch(ahead.clone(), hd);
-        values.touch(ahead, hd);
         for i in 0..nb {
             convert(keys.get(t0 + i, hd), &mut kb[i * hd..(i + 1) * hd]);
         }

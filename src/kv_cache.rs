@@ -1,8 +1,9 @@
 //! What a session keeps per position, preallocated for its context and written in place:
 //! - the key/value cache of the attention layers, f16 like llama.cpp's default cache, one block of
-//!   (rows, kv_dim) per attention layer: `n_ctx` rows, or for a sliding-window layer (Gemma's local
-//!   layers) only `window + n_batch + WINDOW_ROLLBACK` rows used as a ring (position p at row
-//!   p % rows) — enough for every key a batch's queries see;
+//!   (KV heads, rows, head_dim) per attention layer — head-major, so the rows an attention unit
+//!   reads (one KV head's) lie one after another in memory: `n_ctx` rows, or for a sliding-window
+//!   layer (Gemma's local layers) only `window + n_batch + WINDOW_ROLLBACK` rows used as a ring
+//!   (position p at row p % rows) — enough for every key a batch's queries see;
 //! - for models with short-convolution layers (LFM2), each such layer's recent convolution inputs
 //!   (f32, as llama.cpp's recurrent state), in a ring of `d_conv + CONV_ROLLBACK` rows indexed by
 //!   position, so the state can go back a few tokens (a chat turn that re-renders the end of the
@@ -22,7 +23,10 @@ pub const WINDOW_ROLLBACK: usize = 64;
 pub struct CacheLayout {
     /// Layers with attention (each has a key and a value row per position).
     pub attn_layers: usize,
+    /// Values per position of a layer's keys (and of its values): `kv_heads` heads of
+    /// `kv_dim / kv_heads`.
     pub kv_dim: usize,
+    pub kv_heads: usize,
     /// Per attention layer: its sliding window, if it has one (empty: none has).
     pub windows: Vec<Option<usize>>,
     /// Short-convolution layers: how many, their width, and the past inputs each step reads.
@@ -32,9 +36,9 @@ pub struct CacheLayout {
 }
 
 impl CacheLayout {
-    /// `layers` attention layers of `kv_dim`-wide keys and values, nothing else.
-    pub fn attention(layers: usize, kv_dim: usize) -> CacheLayout {
-        CacheLayout { attn_layers: layers, kv_dim, windows: Vec::new(), conv_layers: 0, conv_width: 0, d_conv: 0 }
+    /// `layers` attention layers of `kv_heads` KV heads, `kv_dim` values in all, nothing else.
+    pub fn attention(layers: usize, kv_heads: usize, kv_dim: usize) -> CacheLayout {
+        CacheLayout { attn_layers: layers, kv_dim, kv_heads, windows: Vec::new(), conv_layers: 0, conv_width: 0, d_conv: 0 }
     }
 }
 
@@ -42,10 +46,13 @@ pub struct KvCache {
     n_ctx: usize,
     n_batch: usize,
     kv_dim: usize,
-    /// Per attention layer: where its rows start in `k`/`v`, how many rows (n_ctx, or a ring's),
-    /// and its window (None: sees every position).
+    /// values per head (`kv_dim` / KV heads)
+    head_dim: usize,
+    /// Per attention layer: where its block starts in `k`/`v` (in positions: × kv_dim values),
+    /// how many rows each head has (n_ctx, or a ring's), and its window (None: sees every
+    /// position).
     layers: Vec<(usize, usize, Option<usize>)>,
-    /// Σ rows × kv_dim f16 bits
+    /// Σ rows × kv_dim f16 bits, each layer's block (KV heads, rows, head_dim)
     k: Vec<u16>,
     v: Vec<u16>,
     conv_width: usize,
@@ -83,6 +90,9 @@ impl KvCache {
             layers.push((total.unwrap_or(0) as usize, rows, window));
             total = total.and_then(|t| t.checked_add(rows as u64));
         }
+        if layout.kv_heads == 0 || !layout.kv_dim.is_multiple_of(layout.kv_heads) {
+            return Err(Error::InvalidArgument(format!("{} KV heads do not divide a key of {}", layout.kv_heads, layout.kv_dim)));
+        }
         let size = total.and_then(|t| t.checked_mul(layout.kv_dim as u64));
         let k = alloc(size, n_ctx, "the key cache")?;
         let v = alloc(size, n_ctx, "the value cache")?;
@@ -93,7 +103,8 @@ impl KvCache {
             let elems = (layout.conv_layers as u64).checked_mul(ring as u64).and_then(|s| s.checked_mul(layout.conv_width as u64));
             alloc(elems, n_ctx, "the convolution state")?
         };
-        Ok(KvCache { n_ctx, n_batch: n_batch.max(1), kv_dim: layout.kv_dim, layers, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
+        let head_dim = layout.kv_dim / layout.kv_heads;
+        Ok(KvCache { n_ctx, n_batch: n_batch.max(1), kv_dim: layout.kv_dim, head_dim, layers, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
     }
 
     /// Values per key (and per value) row of an attention layer.
@@ -150,31 +161,37 @@ impl KvCache {
         (self.k.len() + self.v.len()) * 2 + self.conv.len() * 4
     }
 
-    fn offset(&self, layer: usize, pos: usize) -> usize {
+    /// Where head `h`'s row of position `pos` of attention layer `layer` starts, and the rows per
+    /// head there.
+    fn offset(&self, layer: usize, h: usize, pos: usize) -> usize {
         let (start, rows, _) = self.layers[layer];
-        (start + pos % rows) * self.kv_dim
+        start * self.kv_dim + (h * rows + pos % rows) * self.head_dim
     }
 
-    /// Stores the key and value rows of one position of attention layer `layer`, rounded to f16.
+    /// Stores the key and value rows (`kv_dim` values, head after head) of one position of
+    /// attention layer `layer`, rounded to f16.
     pub fn write(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
-        let o = self.offset(layer, pos);
-        for (d, s) in self.k[o..o + self.kv_dim].iter_mut().zip(k) {
-            *d = f16::from_f32(*s);
-        }
-        for (d, s) in self.v[o..o + self.kv_dim].iter_mut().zip(v) {
-            *d = f16::from_f32(*s);
+        let hd = self.head_dim;
+        for h in 0..self.kv_dim / hd {
+            let o = self.offset(layer, h, pos);
+            for (d, s) in self.k[o..o + hd].iter_mut().zip(&k[h * hd..(h + 1) * hd]) {
+                *d = f16::from_f32(*s);
+            }
+            for (d, s) in self.v[o..o + hd].iter_mut().zip(&v[h * hd..(h + 1) * hd]) {
+                *d = f16::from_f32(*s);
+            }
         }
     }
 
-    /// Keys and values of positions `lo..hi` of an attention layer, as (kv_dim)-row f16 bits in
-    /// position order: one or, where a ring wraps, two consecutive runs of rows.
-    pub fn rows(&self, layer: usize, lo: usize, hi: usize) -> [(&[u16], &[u16]); 2] {
-        let (start, rows, _) = self.layers[layer];
+    /// KV head `h`'s keys and values of positions `lo..hi` of an attention layer, as
+    /// (head_dim)-row f16 bits in position order: one or, where a ring wraps, two runs of rows.
+    pub fn rows(&self, layer: usize, h: usize, lo: usize, hi: usize) -> [(&[u16], &[u16]); 2] {
+        let (_, rows, _) = self.layers[layer];
         debug_assert!(lo <= hi && hi - lo <= rows && hi <= self.n_ctx);
-        let d = self.kv_dim;
+        let (d, base) = (self.head_dim, self.offset(layer, h, 0));
         let (a, b) = (lo % rows, lo % rows + (hi - lo));
         let run = |r0: usize, r1: usize| {
-            let range = (start + r0) * d..(start + r1) * d;
+            let range = base + r0 * d..base + r1 * d;
             (&self.k[range.clone()], &self.v[range])
         };
         if b <= rows {
@@ -199,5 +216,45 @@ impl KvCache {
     pub fn conv_row_mut(&mut self, layer: usize, pos: usize) -> &mut [f32] {
         let o = (layer * self.ring + pos % self.ring) * self.conv_width;
         &mut self.conv[o..o + self.conv_width]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rows` gives back what `write` stored, head by head, in position order — also where a
+    /// sliding window's ring has wrapped (two runs) — and the layers do not overlap.
+    #[test]
+    fn rows_return_each_heads_writes_in_order() {
+        let (heads, hd) = (3, 4);
+        let mut layout = CacheLayout::attention(2, heads, heads * hd);
+        layout.windows = vec![None, Some(5)];
+        let (n_ctx, n_batch) = (200, 2);
+        let mut kv = KvCache::new(&layout, n_ctx, n_batch).unwrap();
+        // the key of (layer, position, element): an integer below 2048, exact in f16; values are
+        // its negation
+        let key = |l: usize, p: usize, e: usize| ((l * 512 + p * 13 + e) % 2048) as f32;
+        for p in 0..150 {
+            for l in 0..2 {
+                let k: Vec<f32> = (0..heads * hd).map(|e| key(l, p, e)).collect();
+                let v: Vec<f32> = k.iter().map(|x| -x).collect();
+                kv.write(l, p, &k, &v);
+            }
+            kv.set_len(p + 1);
+            for (l, reach) in [(0, p + 1), (1, 5 + n_batch)] {
+                let lo = (p + 1).saturating_sub(reach);
+                for h in 0..heads {
+                    let runs = kv.rows(l, h, lo, p + 1);
+                    let got: Vec<(f32, f32)> = runs
+                        .iter()
+                        .flat_map(|(k, v)| k.iter().zip(v.iter()))
+                        .map(|(&k, &v)| (f16::to_f32(k), f16::to_f32(v)))
+                        .collect();
+                    let want: Vec<(f32, f32)> = (lo..=p).flat_map(|q| (0..hd).map(move |e| (key(l, q, h * hd + e), -key(l, q, h * hd + e)))).collect();
+                    assert_eq!(got, want, "layer {l} head {h} positions {lo}..={p}");
+                }
+            }
+        }
     }
 }

@@ -261,7 +261,7 @@ const TOKENS_PER_UNIT: usize = 8;
 /// reads that head's cache rows once (they are converted to f32 a block at a time, on the thread
 /// that uses them), so a decoded token gives the threads `n_head_kv` units.
 fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: &[f32], out: &mut [f32]) {
-    let (hd, nh, nkv, kvd, qd) = (c.head_dim, c.n_head, c.n_head_kv, c.kv_dim(), c.q_dim());
+    let (hd, nh, nkv, qd) = (c.head_dim, c.n_head, c.n_head_kv, c.q_dim());
     let group = nh / nkv;
     let chunk = TOKENS_PER_UNIT.min(n);
     let chunks = n.div_ceil(chunk);
@@ -279,7 +279,7 @@ fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: 
             let (h0, heads) = (g * group, group);
             // cache rows from the first position the unit's first token sees to its last token
             let (p, first) = (p0 + i0, call.first_seen(p0 + i0));
-            let [(k0, v0), (k1, v1)] = kv.rows(call.slot, first, p + tokens);
+            let [(k0, v0), (k1, v1)] = kv.rows(call.slot, g, first, p + tokens);
             st.ensure(tokens * heads, hd);
             let u = attn::Unit {
                 q: &q[i0 * qd + h0 * hd..],
@@ -288,8 +288,8 @@ fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: 
                 heads,
                 keys: [k0, k1],
                 values: [v0, v1],
-                kvd,
-                off: g * hd,
+                kvd: hd,
+                off: 0,
                 end: p + 1 - first,
                 window,
                 scale,

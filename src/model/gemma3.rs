@@ -125,7 +125,7 @@ impl Family for Gemma3 {
 
     fn cache_layout(&self, c: &Config) -> CacheLayout {
         let g = &self.config;
-        let mut layout = CacheLayout::attention(c.n_layer, c.kv_dim());
+        let mut layout = CacheLayout::attention(c.n_layer, c.n_head_kv, c.kv_dim());
         layout.windows = g.is_local.iter().map(|&l| if l { g.sliding_window } else { None }).collect();
         layout
     }

@@ -157,6 +157,7 @@ impl Family for Lfm2 {
         CacheLayout {
             attn_layers: attn,
             kv_dim: c.kv_dim(),
+            kv_heads: c.n_head_kv,
             windows: vec![self.sliding_window; attn],
             conv_layers: conv,
             conv_width: c.n_embd,

@@ -39,7 +39,7 @@ pub trait Family: Send + Sync {
     fn blocks(&self, c: &Config, cache: &mut KvCache, s: &mut Scratch, p0: usize, n: usize);
     /// What the cache holds per layer and position.
     fn cache_layout(&self, c: &Config) -> CacheLayout {
-        CacheLayout::attention(c.n_layer, c.kv_dim())
+        CacheLayout::attention(c.n_layer, c.n_head_kv, c.kv_dim())
     }
     /// f32 scratch per token that the family needs beyond the shared buffers.
     fn extra_scratch(&self, _c: &Config) -> usize {
