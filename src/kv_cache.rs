@@ -107,11 +107,6 @@ impl KvCache {
         Ok(KvCache { n_ctx, n_batch: n_batch.max(1), kv_dim: layout.kv_dim, head_dim, layers, k, v, conv_width: layout.conv_width, d_conv: layout.d_conv, ring, conv, len: 0 })
     }
 
-    /// Values per key (and per value) row of an attention layer.
-    pub fn kv_dim(&self) -> usize {
-        self.kv_dim
-    }
-
     pub fn capacity(&self) -> usize {
         self.n_ctx
     }
@@ -161,8 +156,7 @@ impl KvCache {
         (self.k.len() + self.v.len()) * 2 + self.conv.len() * 4
     }
 
-    /// Where head `h`'s row of position `pos` of attention layer `layer` starts, and the rows per
-    /// head there.
+    /// Where head `h`'s row of position `pos` of attention layer `layer` starts in `k`/`v`.
     fn offset(&self, layer: usize, h: usize, pos: usize) -> usize {
         let (start, rows, _) = self.layers[layer];
         start * self.kv_dim + (h * rows + pos % rows) * self.head_dim
