@@ -31,13 +31,10 @@ pub struct Unit<'a> {
     pub q_stride: usize,
     pub tokens: usize,
     pub heads: usize,
-    /// The cache rows in reach, `kvd` f16 values each, in position order: one run, or two where a
-    /// ring wraps (`[run, &[]]` for one).
+    /// The KV head's cache rows in reach, `hd` f16 values each, in position order: one run, or
+    /// two where a ring wraps (`[run, &[]]` for one).
     pub keys: [&'a [u16]; 2],
     pub values: [&'a [u16]; 2],
-    pub kvd: usize,
-    /// This KV head's `hd` values start at `off` in each row.
-    pub off: usize,
     /// Token t sees rows `(end + t).saturating_sub(window)..end + t` (`window`: `usize::MAX` for
     /// none).
     pub end: usize,
@@ -54,25 +51,23 @@ impl Unit<'_> {
     }
 }
 
-/// One KV head's `hd` values in each cache row of one run pair (the keys' or the values'), with
-/// the first run's row count worked out once per unit, not per row.
+/// The `hd`-value cache rows of one run pair (the keys' or the values'), with the first run's row
+/// count worked out once per unit, not per row.
 struct Rows<'a> {
     runs: [&'a [u16]; 2],
     split: usize,
-    kvd: usize,
-    off: usize,
 }
 
 impl<'a> Rows<'a> {
-    fn new(runs: [&'a [u16]; 2], kvd: usize, off: usize) -> Rows<'a> {
-        Rows { runs, split: runs[0].len() / kvd, kvd, off }
+    fn new(runs: [&'a [u16]; 2], hd: usize) -> Rows<'a> {
+        Rows { runs, split: runs[0].len() / hd }
     }
 
     /// Row `r`'s `hd` values.
     #[inline(always)]
     fn get(&self, r: usize, hd: usize) -> &'a [u16] {
         let (run, r) = if r < self.split { (self.runs[0], r) } else { (self.runs[1], r - self.split) };
-        &run[r * self.kvd + self.off..][..hd]
+        &run[r * hd..][..hd]
     }
 }
 
@@ -91,6 +86,8 @@ pub struct State {
     sum: Vec<f32>,
     arg: Vec<[f32; KB]>,
     moved: Vec<[bool; KB]>,
+    /// the rows of the current block each lane sees
+    part: Vec<Range<usize>>,
     kb: Vec<f32>,
     vb: Vec<f32>,
 }
@@ -109,6 +106,7 @@ impl State {
             sum: z(lanes),
             arg: vec![[0.0; KB]; lanes],
             moved: vec![[false; KB]; lanes],
+            part: vec![0..0; lanes],
             kb: z(KB * hd),
             vb: z(KB * hd),
         }
@@ -135,9 +133,9 @@ impl State {
         let (hd, lanes) = (self.hd, u.tokens * u.heads);
         assert!(lanes <= self.sum.len(), "attention unit larger than its state");
         assert!(u.tokens == 0 || (u.tokens - 1) * u.q_stride + u.heads * hd <= u.q.len(), "attention queries short");
-        let rows = |runs: &[&[u16]; 2]| runs.iter().map(|r| r.len() / u.kvd).sum::<usize>();
+        let rows = |runs: &[&[u16]; 2]| runs.iter().map(|r| r.len() / hd).sum::<usize>();
         assert!(
-            u.off + hd <= u.kvd && u.end + u.tokens.saturating_sub(1) <= rows(&u.keys).min(rows(&u.values)),
+            u.end + u.tokens.saturating_sub(1) <= rows(&u.keys).min(rows(&u.values)),
             "attention unit past the cache"
         );
         for t in 0..u.tokens {
@@ -196,9 +194,9 @@ fn drive(
     if lanes == 0 {
         return;
     }
-    let State { hd, qg, acc, spare, flip, max, sum, arg, moved, kb, vb } = st;
+    let State { hd, qg, acc, spare, flip, max, sum, arg, moved, part, kb, vb } = st;
     let hd = *hd;
-    let (keys, values) = (Rows::new(u.keys, u.kvd, u.off), Rows::new(u.values, u.kvd, u.off));
+    let (keys, values) = (Rows::new(u.keys, hd), Rows::new(u.values, hd));
     let (first, last) = (u.span(0).start, u.span(u.tokens - 1).end);
     // the part of block t0..t0+nb lane l sees, as rows of the block
     let seen = |l: usize, t0: usize, nb: usize| {
@@ -213,6 +211,7 @@ fn drive(
         }
         for l in 0..lanes {
             let r = seen(l, t0, nb);
+            part[l] = r.clone();
             if r.is_empty() {
                 continue;
             }
@@ -237,7 +236,7 @@ fn drive(
             convert(values.get(t0 + i, hd), &mut vb[i * hd..(i + 1) * hd]);
         }
         for l in 0..lanes {
-            let r = seen(l, t0, nb);
+            let r = part[l].clone();
             if r.is_empty() {
                 continue;
             }

@@ -168,12 +168,10 @@ impl KvCache {
         let hd = self.head_dim;
         for h in 0..self.kv_dim / hd {
             let o = self.offset(layer, h, pos);
-            for (d, s) in self.k[o..o + hd].iter_mut().zip(&k[h * hd..(h + 1) * hd]) {
-                *d = f16::from_f32(*s);
-            }
-            for (d, s) in self.v[o..o + hd].iter_mut().zip(&v[h * hd..(h + 1) * hd]) {
-                *d = f16::from_f32(*s);
-            }
+            let (src_k, src_v) = (&k[h * hd..(h + 1) * hd], &v[h * hd..(h + 1) * hd]);
+            // branch-free `from_f32`: these loops vectorize
+            self.k[o..o + hd].iter_mut().zip(src_k).for_each(|(d, s)| *d = f16::from_f32(*s));
+            self.v[o..o + hd].iter_mut().zip(src_v).for_each(|(d, s)| *d = f16::from_f32(*s));
         }
     }
 

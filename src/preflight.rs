@@ -3,8 +3,8 @@
 //! instead of failing after a gigabyte has been fetched.
 //!
 //! The estimate follows what the loader and the session allocate: every tensor as stored (F16
-//! vectors become f32), the f16 KV cache, the f32 key/value rows attention converts a layer into,
-//! the batch buffers of `Scratch`, and the header's own parse plus the tokenizer built from it.
+//! vectors become f32), the f16 KV cache, the batch buffers of `Scratch`, and the header's own
+//! parse plus the tokenizer built from it.
 
 use crate::config::Config;
 use crate::error::{Error, Result};

@@ -676,19 +676,19 @@ fn k_weight_quantizers_round_trip() {
     }
 }
 
-/// Random attention data: queries, and an f16 cache of `len` rows of `kvd` values (with some
-/// f16 subnormals, zeros and a dead channel, so the vector versions' special paths run too).
-fn attention_case(rng: &mut Rng, heads: usize, hd: usize, kvd: usize, len: usize) -> (Vec<f32>, Vec<u16>, Vec<u16>) {
+/// Random attention data: queries, and one KV head's f16 cache of `len` rows of `hd` values (with
+/// some f16 subnormals, zeros and a dead channel, so the vector versions' special paths run too).
+fn attention_case(rng: &mut Rng, heads: usize, hd: usize, len: usize) -> (Vec<f32>, Vec<u16>, Vec<u16>) {
     let q: Vec<f32> = (0..heads * hd).map(|_| rng.value()).collect();
     let mut cache = |dead: usize| -> Vec<u16> {
-        (0..len * kvd)
+        (0..len * hd)
             .map(|i| {
                 let x = match rng.next() % 40 {
                     0 => rng.value() * 1e-6,
                     1 => 0.0,
                     _ => rng.value() * 3.0,
                 };
-                quant::f16::from_f32(if i % kvd == dead { 0.0 } else { x })
+                quant::f16::from_f32(if i % hd == dead { 0.0 } else { x })
             })
             .collect()
     };
@@ -723,18 +723,16 @@ fn attention_is_bit_identical_to_the_reference() {
     ];
     for &(heads, hd, tokens, end, window, split, v_scale) in &cases {
         let what = format!("heads {heads} hd {hd} tokens {tokens} end {end} window {window} split {split}");
-        let kvd = 2 * hd + 8;
-        let off = hd + 8;
         let rows = end + tokens - 1;
         let q_stride = heads * hd + 5;
-        let (q, k, mut v) = attention_case(&mut rng, tokens * q_stride / hd + 1, hd, kvd, rows);
+        let (q, k, mut v) = attention_case(&mut rng, tokens * q_stride / hd + 1, hd, rows);
         if v_scale != 1.0 {
             v.iter_mut().for_each(|h| *h = quant::f16::from_f32(quant::f16::to_f32(*h) * v_scale));
         }
         // two separate allocations when split, as a wrapped ring's runs are
-        let at = split.min(rows) * kvd;
+        let at = split.min(rows) * hd;
         let (k0, k1, v0, v1) = (k[..at].to_vec(), k[at..].to_vec(), v[..at].to_vec(), v[at..].to_vec());
-        let unit = Unit { q: &q, q_stride, tokens, heads, keys: [&k0, &k1], values: [&v0, &v1], kvd, off, end, window, scale: 1.0 / (hd as f32).sqrt() };
+        let unit = Unit { q: &q, q_stride, tokens, heads, keys: [&k0, &k1], values: [&v0, &v1], end, window, scale: 1.0 / (hd as f32).sqrt() };
         let lanes = tokens * heads;
         let (mut a, mut b, mut one) = (State::new(lanes, hd), State::new(lanes, hd), State::new(1, hd));
         attend(&mut a, &unit);
@@ -746,9 +744,9 @@ fn attention_is_bit_identical_to_the_reference() {
             b.write_out(l, &mut y);
             // the lane alone: its query, the rows it sees copied out
             let seen = (end + t).saturating_sub(window)..end + t;
-            let (ks, vs) = (k[seen.start * kvd..seen.end * kvd].to_vec(), v[seen.start * kvd..seen.end * kvd].to_vec());
+            let (ks, vs) = (k[seen.start * hd..seen.end * hd].to_vec(), v[seen.start * hd..seen.end * hd].to_vec());
             let q1 = &q[t * q_stride + j * hd..][..hd];
-            let alone = Unit { q: q1, q_stride: hd, tokens: 1, heads: 1, keys: [&ks, &[]], values: [&vs, &[]], kvd, off, end: seen.len(), window: ALL, scale: unit.scale };
+            let alone = Unit { q: q1, q_stride: hd, tokens: 1, heads: 1, keys: [&ks, &[]], values: [&vs, &[]], end: seen.len(), window: ALL, scale: unit.scale };
             attend_scalar(&mut one, &alone);
             one.write_out(0, &mut z);
             assert!(x.iter().all(|v| v.is_finite()), "{what}: not finite");

@@ -288,8 +288,6 @@ fn attention(c: &Config, call: &AttnCall, kv: &KvCache, p0: usize, n: usize, q: 
                 heads,
                 keys: [k0, k1],
                 values: [v0, v1],
-                kvd: hd,
-                off: 0,
                 end: p + 1 - first,
                 window,
                 scale,

@@ -13,10 +13,20 @@ pub fn to_f32(h: u16) -> f32 {
     f32::from_bits(if em >= 0x7c00 { inf_nan } else { finite } | sign)
 }
 
-/// f32 → f16 bits, rounding to nearest even (as F16C and ggml do).
-#[inline]
+/// f32 → f16 bits, rounding to nearest even (as F16C and ggml do; NaN stays NaN, quieted). The
+/// value is rounded by `round`, then its bits are repacked. Branch-free so loops over it vectorize
+/// (the KV cache's writes).
+#[inline(always)]
 pub fn from_f32(x: f32) -> u16 {
-    half::f16::from_f32(x).to_bits()
+    let r = round(x).to_bits();
+    let a = r & 0x7fff_ffff;
+    // below 2^-14 the rounded value is a multiple of 2^-24 under 2^10 of them: exact as an integer
+    let sub = (f32::from_bits(a) * 16_777_216.0) as u32;
+    // a normal: exponent 127 → 15 bias, mantissa's top 10 bits (its low 13 are zero after `round`)
+    let normal = a.wrapping_sub(0x3800_0000) >> 13;
+    let inf_nan = 0x7c00 | ((a >> 13) & 0x3ff);
+    let h = if a < 0x3880_0000 { sub } else if a >= 0x7f80_0000 { inf_nan } else { normal };
+    (h | ((r >> 16) & 0x8000)) as u16
 }
 
 #[inline(always)]
@@ -56,6 +66,19 @@ mod tests {
             let a = super::to_f32(h);
             let b = half::f16::from_bits(h).to_f32();
             assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{h:#06x}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn from_f32_matches_half() {
+        let mut xs: Vec<f32> = vec![0.0, -0.0, 65504.0, 65519.99, 65520.0, -1e9, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 5.96e-8, 2.98e-8, 6.1e-5];
+        xs.extend([0x7fc0_0001u32, 0xffa0_0000, 0x7f80_0001, 0x3380_0000, 0x337f_ffff, 0x3880_0000, 0x387f_ffff, 0x477f_efff, 0x477f_f000].map(f32::from_bits));
+        for bits in (0..u32::MAX).step_by(4093) {
+            xs.push(f32::from_bits(bits));
+        }
+        for x in xs {
+            let (a, b) = (super::from_f32(x), half::f16::from_f32(x).to_bits());
+            assert_eq!(a, b, "{x:e} ({:#x}): {a:#06x} vs {b:#06x}", x.to_bits());
         }
     }
 
