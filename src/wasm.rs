@@ -205,6 +205,7 @@ impl WasmEngine {
         let hash = hash.then(|| PartHashes { h: sha2::Digest::new(), pos: 0, ends, done: Vec::new() });
         let mut src = JsSource { read, len: size as u64, hash };
         let engine = Arc::new(Engine::load_split(&mut src, &lens).map_err(js_error)?);
+        kernel_forms();
         let n_ctx = if n_ctx == 0 { engine.model.config.n_ctx_train.min(4096) } else { n_ctx as usize };
         let session = Session::new(engine.clone(), n_ctx).map_err(js_error)?;
         let sha256 = src.finish_hash().map_err(js_error)?;
@@ -243,6 +244,11 @@ impl WasmEngine {
             "threads": crate::parallel::threads(),
             "simd": cfg!(target_feature = "simd128"),
             "threaded": cfg!(target_feature = "atomics"),
+            "q4kDots": kernel_forms().map(|(i32_ms, i16_ms)| json!({
+                "form": if i16_ms < i32_ms { "i16" } else { "i32" },
+                "i32Ms": i32_ms,
+                "i16Ms": i16_ms,
+            })),
         })
         .to_string()
     }
@@ -389,6 +395,28 @@ pub fn failed_allocations() -> js_sys::Array {
 #[wasm_bindgen(js_name = budgetRefusals)]
 pub fn budget_refusals() -> f64 {
     crate::alloc::budget_refusals() as f64
+}
+
+/// The relaxed-SIMD Q4_K kernel's two forms timed on this CPU, once per instance, the faster kept
+/// (`quant::simd128::calibrate`): (i32 form, i16 form) ms per call; `None` without relaxed SIMD or
+/// a `performance` clock.
+fn kernel_forms() -> Option<(f64, f64)> {
+    static FORMS: std::sync::OnceLock<Option<(f64, f64)>> = std::sync::OnceLock::new();
+    *FORMS.get_or_init(|| {
+        if !cfg!(target_feature = "relaxed-simd") {
+            return None;
+        }
+        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok().filter(|p| p.is_object())?;
+        let now: js_sys::Function = js_sys::Reflect::get(&perf, &"now".into()).ok()?.dyn_into().ok()?;
+        let clock = || now.call0(&perf).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+        #[cfg(target_feature = "relaxed-simd")]
+        return Some(crate::quant::simd128::calibrate(clock));
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            let _ = clock;
+            None
+        }
+    })
 }
 
 /// One thread's memory read bandwidth in bytes per second over `mib` MiB, the best of 3 passes

@@ -884,6 +884,12 @@ fn formats_in_groups_of_four_rows_equal_the_reference() {
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
         grouped_equals_the_reference(ty);
     }
+    // rows_q4_k_x4's two forms (`calibrate` picks one per CPU), the other one too
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    for i16_dots in [true, false] {
+        hearth::quant::simd128::set_i16_dots(i16_dots);
+        grouped_equals_the_reference(GgmlType::Q4K);
+    }
 }
 
 fn grouped_equals_the_reference(ty: GgmlType) {
@@ -895,6 +901,18 @@ fn grouped_equals_the_reference(ty: GgmlType) {
         let n = blocks * len;
         let weight_rows = 8;
         let mut wq = random_blocks(ty, blocks * weight_rows, &mut rng);
+        // the extremes: every quant bit set, activations all −1 (Q8_K's qs all −127, its largest
+        // magnitude), so the integer sums are as large as they get (where an i16 partial sum
+        // would overflow first)
+        let extreme = blocks == 3;
+        if extreme {
+            for b in wq.chunks_exact_mut(block) {
+                b.fill(0xff);
+                for (i, &at) in scale_fields(ty).iter().enumerate() {
+                    b[at..at + 2].copy_from_slice(&hearth::quant::f16::to_le(0.01 * (i + 1) as f32));
+                }
+            }
+        }
         if blocks == 5 {
             // inf, NaN and subnormal scales (and minimums, where the format has them) in some blocks
             for (blk, at_byte, v) in [(1usize, 0usize, 0x7c00u16), (7, 2, 0x7e01), (12, 0, 0x0001), (33, 2, 0xfc00), (20, 0, 0xfe00)] {
@@ -913,7 +931,11 @@ fn grouped_equals_the_reference(ty: GgmlType) {
         }
         for k in (1..=quant::MAX_ROWS).chain([11]) {
             let rows: Vec<Vec<u8>> =
-                (0..k).map(|_| quantized_act(at, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), true)).collect();
+                (0..k).map(|_| quantized_act(at, &(0..n).map(|_| if extreme { -1.0 } else { rng.value() }).collect::<Vec<_>>(), true)).collect();
+            if extreme && at == ActType::Q8K {
+                let qs = &quant::as_blocks::<quant::BlockQ8K>(block_part(at, n, &rows[0]))[0].qs;
+                assert!(qs.iter().all(|&q| q == -127), "{ty:?}: the extreme activations are Q8_K's −127");
+            }
             let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
             let mut out = vec![f32::NAN; k * weight_rows];
             let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
