@@ -244,11 +244,8 @@ impl WasmEngine {
             "threads": crate::parallel::threads(),
             "simd": cfg!(target_feature = "simd128"),
             "threaded": cfg!(target_feature = "atomics"),
-            "q4kDots": kernel_forms().map(|(i32_ms, i16_ms)| json!({
-                "form": if i16_ms < i32_ms { "i16" } else { "i32" },
-                "i32Ms": i32_ms,
-                "i16Ms": i16_ms,
-            })),
+            "q4kDots": kernel_forms().map(|f| forms_json(f[0])),
+            "q6kDots": kernel_forms().map(|f| forms_json(f[1])),
         })
         .to_string()
     }
@@ -397,11 +394,11 @@ pub fn budget_refusals() -> f64 {
     crate::alloc::budget_refusals() as f64
 }
 
-/// The relaxed-SIMD Q4_K kernel's two forms timed on this CPU, once per instance, the faster kept
-/// (`quant::simd128::calibrate`): (i32 form, i16 form) ms per call; `None` without relaxed SIMD or
-/// a `performance` clock.
-fn kernel_forms() -> Option<(f64, f64)> {
-    static FORMS: std::sync::OnceLock<Option<(f64, f64)>> = std::sync::OnceLock::new();
+/// The relaxed-SIMD Q4_K and Q6_K kernels' two forms timed on this CPU, once per instance, the
+/// faster kept (`quant::simd128::calibrate`): [Q4_K, Q6_K] × (i32 form, i16 form) ms per call;
+/// `None` without relaxed SIMD or a `performance` clock.
+fn kernel_forms() -> Option<[(f64, f64); 2]> {
+    static FORMS: std::sync::OnceLock<Option<[(f64, f64); 2]>> = std::sync::OnceLock::new();
     *FORMS.get_or_init(|| {
         if !cfg!(target_feature = "relaxed-simd") {
             return None;
@@ -417,6 +414,10 @@ fn kernel_forms() -> Option<(f64, f64)> {
             None
         }
     })
+}
+
+fn forms_json((i32_ms, i16_ms): (f64, f64)) -> serde_json::Value {
+    json!({ "form": if i16_ms < i32_ms { "i16" } else { "i32" }, "i32Ms": i32_ms, "i16Ms": i16_ms })
 }
 
 /// One thread's memory read bandwidth in bytes per second over `mib` MiB, the best of 3 passes

@@ -884,11 +884,12 @@ fn formats_in_groups_of_four_rows_equal_the_reference() {
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
         grouped_equals_the_reference(ty);
     }
-    // rows_q4_k_x4's two forms (`calibrate` picks one per CPU), the other one too
+    // rows_q4_k_x4's and rows_q6_k_x4's two forms (`calibrate` picks one per CPU), the other too
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     for i16_dots in [true, false] {
         hearth::quant::simd128::set_i16_dots(i16_dots);
         grouped_equals_the_reference(GgmlType::Q4K);
+        grouped_equals_the_reference(GgmlType::Q6K);
     }
 }
 

@@ -146,6 +146,10 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {number} threads         threads the engine computes on
  * @property {boolean} simd           built with wasm simd128
  * @property {boolean} threaded       built with wasm atomics (the threaded build)
+ * @property {{form: 'i16'|'i32', i32Ms: number, i16Ms: number}|null} q4kDots  the relaxed-SIMD
+ *   Q4_K kernel's two forms as timed on this CPU when the engine loaded, and the one kept (null
+ *   without relaxed SIMD)
+ * @property {{form: 'i16'|'i32', i32Ms: number, i16Ms: number}|null} q6kDots  likewise for Q6_K
  */
 
 /**

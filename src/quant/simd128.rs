@@ -1448,9 +1448,9 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
 /// then `i32x4.mul` by the scales; or i16 dot products (`i16x8.relaxed_dot_i8x16_i7x16_s`, one
 /// `pmaddubsw` on any x86), a sub-block's 8 pieces summed in i16 (Q8_K's quants are within ±127:
 /// at most 8 · 2 · 15 · 127 = 30480, exact), widened and scaled in one `i32x4.dot_i16x8_s`. AMD's
-/// Zen 4 has AVX-512 VNNI but not AVX-VNNI, and there V8 lowers the i32 form to `pmaddubsw`,
-/// `pmaddwd` against ones and an add: the i16 form made the 1B model's prefill 1.32× and decode
-/// 1.12× faster in Chromium on such a host. The minimums' term takes `i32x4.dot_i16x8_s` of the four
+/// Zen 4 has AVX-512 VNNI but not AVX-VNNI, so V8 must build the i32 form from several
+/// instructions there: the i16 form ran 2.2× faster per call and made the 1B model's prefill 1.32×
+/// and decode 1.12× faster in Chromium on such a host. The minimums' term takes `i32x4.dot_i16x8_s` of the four
 /// rows' minimums against the activations' per-32 sums. The integer totals are exact and the float
 /// accumulation is `k_tiles`' (`scalar::Acc4`'s order, lane by lane), so the results are the
 /// reference's bits.
@@ -1459,65 +1459,77 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
 /// Each `out[t]` valid for `w.len() / (nb · 144)` writes.
 #[cfg(target_feature = "relaxed-simd")]
 pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
-    if I16_DOTS.load(core::sync::atomic::Ordering::Relaxed) {
+    if I16_DOTS[0].load(core::sync::atomic::Ordering::Relaxed) {
         q4_k_x4::<N, true>(w, nb, a, out)
     } else {
         q4_k_x4::<N, false>(w, nb, a, out)
     }
 }
 
-/// `rows_q4_k_x4` uses i16 dot products (else i32 ones): set by `calibrate`, or `set_i16_dots`.
+/// `rows_q4_k_x4` ([0]) and `rows_q6_k_x4` ([1]) use i16 dot products (else i32 ones): set by
+/// `calibrate`, or `set_i16_dots`.
 #[cfg(target_feature = "relaxed-simd")]
-static I16_DOTS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+static I16_DOTS: [core::sync::atomic::AtomicBool; 2] = [const { core::sync::atomic::AtomicBool::new(false) }; 2];
 
-/// Makes `rows_q4_k_x4` use its i16 (`true`) or i32 form (the tests run both).
+/// Makes `rows_q4_k_x4` and `rows_q6_k_x4` use their i16 (`true`) or i32 forms (the tests run both).
 #[cfg(target_feature = "relaxed-simd")]
 pub fn set_i16_dots(on: bool) {
-    I16_DOTS.store(on, core::sync::atomic::Ordering::Relaxed);
+    I16_DOTS.iter().for_each(|f| f.store(on, core::sync::atomic::Ordering::Relaxed));
 }
 
-/// Times `rows_q4_k_x4`'s two forms on a small group of four Q4_K rows held in cache (`clock`:
-/// milliseconds), alternating, and keeps the faster for this instance; returns their best times
-/// per call (i32 form, i16 form). Both give the same bits, so the choice never changes a result.
+/// Times the two forms of `rows_q4_k_x4` and of `rows_q6_k_x4` on a small group of four rows held
+/// in cache (`clock`: milliseconds), alternating, and keeps the faster of each for this instance;
+/// returns their best times per call, [Q4_K, Q6_K] × (i32 form, i16 form). Both forms give the
+/// same bits, so the choice never changes a result.
 #[cfg(target_feature = "relaxed-simd")]
-pub fn calibrate(clock: impl Fn() -> f64) -> (f64, f64) {
+pub fn calibrate(clock: impl Fn() -> f64) -> [(f64, f64); 2] {
     const NB: usize = 8;
-    let sb = std::mem::size_of::<BlockQ4K>();
-    // 4 rows of NB super-blocks (any layout will do for timing) with finite scales (d = 1,
-    // dmin = 0.5), and one activation row
-    let mut w: Vec<u8> = (0..4 * NB * sb).map(|i| (i * 37 % 251) as u8).collect();
-    for b in w.chunks_exact_mut(sb) {
-        b[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x38]);
-    }
     let x: Vec<f32> = (0..NB * QK_K).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
     let mut act = vec![0u8; act_bytes(ActType::Q8K, x.len())];
     quantize_act(ActType::Q8K, &x, &mut act);
+    // a group of 4 rows of NB super-blocks of varied bytes, with finite scales at the head of each
+    // of its super-blocks: Q4_K's four (d, dmin) = (1, 0.5), Q6_K's four d = 1
+    let weights = |sb: usize, head: &[u8]| {
+        let mut w: Vec<u8> = (0..4 * NB * sb).map(|i| (i * 37 % 251) as u8).collect();
+        for b in w.chunks_exact_mut(4 * sb) {
+            b[..head.len()].copy_from_slice(head);
+        }
+        w
+    };
+    let w4 = weights(std::mem::size_of::<BlockQ4K>(), &[0x00, 0x3c, 0x00, 0x38].repeat(4));
+    let w6 = weights(std::mem::size_of::<BlockQ6K>(), &[0x00, 0x3c, 0x00, 0x3c, 0x00, 0x3c, 0x00, 0x3c]);
     let mut out = [0f32; 4];
-    let mut best = [f64::INFINITY; 2];
-    for round in 0..6 {
-        let form = round % 2;
+    let mut run = |kernel: usize, i16: bool| {
+        let (act, o) = (std::hint::black_box(&act[..]), [out.as_mut_ptr()]);
+        // SAFETY: `out` has room for the group's 4 rows.
+        unsafe {
+            match (kernel, i16) {
+                (0, true) => q4_k_x4::<1, true>(std::hint::black_box(&w4[..]), NB, [act], o),
+                (0, false) => q4_k_x4::<1, false>(std::hint::black_box(&w4[..]), NB, [act], o),
+                (_, true) => q6_k_x4::<1, true>(std::hint::black_box(&w6[..]), NB, [act], o),
+                (_, false) => q6_k_x4::<1, false>(std::hint::black_box(&w6[..]), NB, [act], o),
+            }
+        }
+        std::hint::black_box(&mut out);
+    };
+    let mut best = [[f64::INFINITY; 2]; 2];
+    for round in 0..12 {
+        let (kernel, form) = (round / 2 % 2, round % 2);
         let t0 = clock();
         let mut reps = 0;
         // at least 2 ms a timing (a worker's clock may tick in 0.1 ms)
         while reps < 64 || clock() - t0 < 2.0 {
             for _ in 0..16 {
-                // SAFETY: `out` has room for the group's 4 rows.
-                unsafe {
-                    let (w, act) = (std::hint::black_box(&w[..]), std::hint::black_box(&act[..]));
-                    if form == 1 {
-                        q4_k_x4::<1, true>(w, NB, [act], [out.as_mut_ptr()])
-                    } else {
-                        q4_k_x4::<1, false>(w, NB, [act], [out.as_mut_ptr()])
-                    }
-                }
-                std::hint::black_box(&mut out);
+                run(kernel, form == 1);
             }
             reps += 16;
         }
-        best[form] = best[form].min((clock() - t0) / reps as f64);
+        best[kernel][form] = best[kernel][form].min((clock() - t0) / reps as f64);
     }
-    set_i16_dots(best[1] < best[0]);
-    (best[0], best[1])
+    for (flag, [i32_ms, i16_ms]) in I16_DOTS.iter().zip(best) {
+        flag.store(i16_ms < i32_ms, core::sync::atomic::Ordering::Relaxed);
+    }
+    best.map(|[a, b]| (a, b))
 }
 
 #[cfg(target_feature = "relaxed-simd")]
@@ -1630,7 +1642,9 @@ unsafe fn q4_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
 /// `qh` half n give each row's elements 128n+4u.. (A's low nibbles with bits 0-1 of qh), +32
 /// (B's, bits 2-3), +64 (A's high nibbles, bits 4-5) and +96 (B's, bits 6-7): four 8-bit dot
 /// products against the activations broadcast to every lane, so each sub-block's sum for a row
-/// lands in its own lane, multiplied by that row's scale (`i32x4.mul`). The −32 is taken as
+/// lands in its own lane, multiplied by that row's scale — in i32 (`i32x4.mul`) or, in the i16 form
+/// (`rows_q4_k_x4` says why, `calibrate` chooses), as two i16 sums of two quads each (one would
+/// not hold 4 · 2 · 63 · 127) scaled and widened by `i32x4.dot_i16x8_s`. The −32 is taken as
 /// −32·Σ_j sc_j·(the activations' sum over sub-block j), one `i32x4.dot_i16x8_s` per two rows and
 /// four sub-blocks. Exact integers and `k_tiles`' float order (`scalar::Acc4`'s, lane by lane):
 /// the reference's bits.
@@ -1639,6 +1653,16 @@ unsafe fn q4_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
 /// Each `out[t]` valid for `w.len() / (nb · 210)` writes.
 #[cfg(target_feature = "relaxed-simd")]
 pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+    if I16_DOTS[1].load(core::sync::atomic::Ordering::Relaxed) {
+        q6_k_x4::<N, true>(w, nb, a, out)
+    } else {
+        q6_k_x4::<N, false>(w, nb, a, out)
+    }
+}
+
+#[cfg(target_feature = "relaxed-simd")]
+#[inline(always)]
+unsafe fn q6_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     const G: usize = 4 * std::mem::size_of::<BlockQ6K>();
     // where the pieces of `ql`, `qh` and the scales start in a group's super-block
     const QL: usize = 8;
@@ -1671,7 +1695,9 @@ pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                         unsafe { touch_line(ahead, 64 * line) };
                     }
                     // sub-blocks 8n + h + 2k (k < 4): elements 128n + 32k + 16h .. + 16
-                    let mut acc = [[i32x4_splat(0); 4]; N];
+                    // per sub-block one i32 sum, or two i16 ones (quads 0-1 and 2-3: at most
+                    // 2 · 2 · 2 · 63 · 127 = 64008 would not fit one)
+                    let mut acc = [[[i32x4_splat(0); 2]; 4]; N];
                     let yv: [[v128; 4]; N] = std::array::from_fn(|t| {
                         let y = ys[t][b].qs.as_ptr() as *const u8;
                         // SAFETY: inside the activation block's 256 values.
@@ -1693,7 +1719,12 @@ pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                             for t in 0..N {
                                 for k in 0..4 {
                                     let yb = i32x4_shuffle::<$v, $v, $v, $v>(yv[t][k], yv[t][k]);
-                                    acc[t][k] = i32x4_relaxed_dot_i8x16_i7x16_add(yb, q[k], acc[t][k]);
+                                    if I16 {
+                                        let a = &mut acc[t][k][$v / 2];
+                                        *a = i16x8_add(*a, i16x8_relaxed_dot_i8x16_i7x16(yb, q[k]));
+                                    } else {
+                                        acc[t][k][0] = i32x4_relaxed_dot_i8x16_i7x16_add(yb, q[k], acc[t][k][0]);
+                                    }
                                 }
                             }
                         }};
@@ -1712,8 +1743,12 @@ pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                             2 => i32x4_shr(i32x4_shl(v, 8), 24),
                             _ => i32x4_shr(v, 24),
                         };
+                        // the scale (within ±128) in both i16 halves of each lane
+                        let sc16 = i8x16_shuffle::<0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13>(sc, sc);
                         for t in 0..N {
-                            isum[t] = i32x4_add(isum[t], i32x4_mul(acc[t][k], sc));
+                            let [a0, a1] = acc[t][k];
+                            let d = if I16 { i32x4_add(i32x4_dot_i16x8(a0, sc16), i32x4_dot_i16x8(a1, sc16)) } else { i32x4_mul(a0, sc) };
+                            isum[t] = i32x4_add(isum[t], d);
                         }
                     }
                 }};
