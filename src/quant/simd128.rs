@@ -1449,8 +1449,8 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
 /// `pmaddubsw` on any x86), a sub-block's 8 pieces summed in i16 (Q8_K's quants are within ±127:
 /// at most 8 · 2 · 15 · 127 = 30480, exact), widened and scaled in one `i32x4.dot_i16x8_s`. AMD's
 /// Zen 4 has AVX-512 VNNI but not AVX-VNNI, so V8 must build the i32 form from several
-/// instructions there: the i16 form ran 2.2× faster per call and made the 1B model's prefill 1.32×
-/// and decode 1.12× faster in Chromium on such a host. The minimums' term takes `i32x4.dot_i16x8_s` of the four
+/// instructions there: the i16 form made the 1B model's prefill 1.32× and decode 1.12× faster in
+/// Chromium on such a host. The minimums' term takes `i32x4.dot_i16x8_s` of the four
 /// rows' minimums against the activations' per-32 sums. The integer totals are exact and the float
 /// accumulation is `k_tiles`' (`scalar::Acc4`'s order, lane by lane), so the results are the
 /// reference's bits.
