@@ -104,16 +104,28 @@ async function current() {
   return null;
 }
 
+/**
+ * Snapshots run one at a time: each deletes every other snapshot's cache when it completes, so two
+ * at once (the install's, and a refresh started by the page's first fetches) could delete each
+ * other's and leave none.
+ */
+let queue = Promise.resolve();
+function oneAtATime() {
+  const run = queue.then(snapshot);
+  queue = run.catch(() => {});
+  return run;
+}
+
 let refreshing = null;
 function refresh() {
-  refreshing ??= snapshot()
+  refreshing ??= oneAtATime()
     .catch(() => {})
     .finally(() => (refreshing = null));
   return refreshing;
 }
 
 sw.addEventListener('install', (event) => {
-  event.waitUntil(snapshot().then(() => sw.skipWaiting()));
+  event.waitUntil(oneAtATime().then(() => sw.skipWaiting()));
 });
 
 sw.addEventListener('activate', (event) => {
