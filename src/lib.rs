@@ -4,7 +4,8 @@
 //! `gguf` (container) → `config` (the shared `{arch}.*` metadata) → `quant` (block formats and kernels) →
 //! `model` (one module per architecture family: weights + forward pass) with `kv_cache` → `session` (state, prefix reuse) →
 //! `generate` (sampling loop, stop conditions, UTF-8-safe streaming), with `tokenizer`, `chat`
-//! (templates) and `sampler` beside it. `wasm` is the browser's thin binding; `cli` the native one.
+//! (templates) and `sampler` beside it; `tune` fits the kernels to the machine at load. `wasm` is
+//! the browser's thin binding; `cli` the native one.
 
 #![cfg_attr(all(target_arch = "wasm32", target_feature = "atomics"), feature(stdarch_wasm_atomic_wait))]
 
@@ -26,6 +27,7 @@ pub mod sampler;
 pub mod session;
 pub mod source;
 pub mod tokenizer;
+pub mod tune;
 pub mod vmath;
 
 #[cfg(target_arch = "wasm32")]

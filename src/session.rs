@@ -83,6 +83,24 @@ impl Engine {
     }
 
     /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
+    /// `n` forward passes of one token, as decode runs them (every weight read once), on a cache
+    /// and scratch of their own: no session's state changes. `before(i)` runs before pass `i`;
+    /// returns each pass's time by `clock`. For tuning the kernels to the machine (`tune`).
+    pub fn time_passes(&self, n: usize, mut before: impl FnMut(usize), clock: impl Fn() -> f64) -> Result<Vec<f64>> {
+        let mut kv = self.model.new_cache(1, 1)?;
+        let mut s = self.model.new_scratch(1);
+        let mut logits = vec![0f32; self.model.config.vocab_size];
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n {
+            kv.truncate(0);
+            before(i);
+            let t0 = clock();
+            self.model.forward(&[0], &mut kv, &mut s, 0, &mut logits)?;
+            times.push(clock() - t0);
+        }
+        Ok(times)
+    }
+
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.chat_tokens_with(messages, &RenderOptions::default())
     }

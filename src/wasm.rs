@@ -178,6 +178,8 @@ pub struct WasmEngine {
     generation: Option<Generation>,
     prompt_tokens: Vec<u32>,
     sha256: Option<Vec<String>>,
+    /// The kernels' `touch` reads timed on this model at load (`tune_touch`).
+    touch: Option<crate::tune::Timed>,
 }
 
 #[wasm_bindgen]
@@ -205,11 +207,14 @@ impl WasmEngine {
         let hash = hash.then(|| PartHashes { h: sha2::Digest::new(), pos: 0, ends, done: Vec::new() });
         let mut src = JsSource { read, len: size as u64, hash };
         let engine = Arc::new(Engine::load_split(&mut src, &lens).map_err(js_error)?);
-        kernel_forms();
+        if engine.weight_mix.iter().any(|(t, _)| matches!(*t, "Q4_K" | "Q6_K")) {
+            kernel_forms();
+        }
+        let touch = tune_touch(&engine);
         let n_ctx = if n_ctx == 0 { engine.model.config.n_ctx_train.min(4096) } else { n_ctx as usize };
         let session = Session::new(engine.clone(), n_ctx).map_err(js_error)?;
         let sha256 = src.finish_hash().map_err(js_error)?;
-        Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new(), sha256 })
+        Ok(WasmEngine { engine, session, generation: None, prompt_tokens: Vec::new(), sha256, touch })
     }
 
     /// The file's hex SHA-256 (a split model's: the first shard's) when the engine was made with `hash`.
@@ -244,8 +249,9 @@ impl WasmEngine {
             "threads": crate::parallel::threads(),
             "simd": cfg!(target_feature = "simd128"),
             "threaded": cfg!(target_feature = "atomics"),
-            "q4kDots": kernel_forms().map(|f| forms_json(f[0])),
-            "q6kDots": kernel_forms().map(|f| forms_json(f[1])),
+            "q4kDots": forms_json(0),
+            "q6kDots": forms_json(1),
+            "touchReads": self.touch.map(|t| json!({ "used": t.kept, "onMs": t.on, "offMs": t.off })),
         })
         .to_string()
     }
@@ -394,18 +400,14 @@ pub fn budget_refusals() -> f64 {
     crate::alloc::budget_refusals() as f64
 }
 
-/// The relaxed-SIMD Q4_K and Q6_K kernels' two forms timed on this CPU, once per instance, the
-/// faster kept (`quant::simd128::calibrate`): [Q4_K, Q6_K] × (i32 form, i16 form) ms per call;
-/// `None` without relaxed SIMD or a `performance` clock.
+static FORMS: std::sync::OnceLock<Option<[(f64, f64); 2]>> = std::sync::OnceLock::new();
+
+/// The relaxed-SIMD Q4_K and Q6_K kernels' two forms timed on this CPU, once per instance (at the
+/// first load of a model with those types), the faster kept (`quant::simd128::calibrate`):
+/// [Q4_K, Q6_K] × (i32 form, i16 form) ms per call; `None` without relaxed SIMD or a clock.
 fn kernel_forms() -> Option<[(f64, f64); 2]> {
-    static FORMS: std::sync::OnceLock<Option<[(f64, f64); 2]>> = std::sync::OnceLock::new();
     *FORMS.get_or_init(|| {
-        if !cfg!(target_feature = "relaxed-simd") {
-            return None;
-        }
-        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok().filter(|p| p.is_object())?;
-        let now: js_sys::Function = js_sys::Reflect::get(&perf, &"now".into()).ok()?.dyn_into().ok()?;
-        let clock = || now.call0(&perf).ok().and_then(|v| v.as_f64()).unwrap_or(0.0);
+        let clock = clock()?;
         #[cfg(target_feature = "relaxed-simd")]
         return Some(crate::quant::simd128::calibrate(clock));
         #[cfg(not(target_feature = "relaxed-simd"))]
@@ -416,8 +418,34 @@ fn kernel_forms() -> Option<[(f64, f64); 2]> {
     })
 }
 
-fn forms_json((i32_ms, i16_ms): (f64, f64)) -> serde_json::Value {
-    json!({ "form": if i16_ms < i32_ms { "i16" } else { "i32" }, "i32Ms": i32_ms, "i16Ms": i16_ms })
+/// `performance.now()` as a clock (ms), when this global has it.
+fn clock() -> Option<impl Fn() -> f64> {
+    let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok().filter(|p| p.is_object())?;
+    let now: js_sys::Function = js_sys::Reflect::get(&perf, &"now".into()).ok()?.dyn_into().ok()?;
+    Some(move || now.call0(&perf).ok().and_then(|v| v.as_f64()).unwrap_or(0.0))
+}
+
+/// Kernel `k`'s (0: Q4_K, 1: Q6_K) form in use and both forms' timings, once they were timed.
+fn forms_json(k: usize) -> Option<serde_json::Value> {
+    let (i32_ms, i16_ms) = (*FORMS.get()?)?[k];
+    #[cfg(target_feature = "relaxed-simd")]
+    let i16 = crate::quant::simd128::i16_dots()[k];
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    let i16 = false;
+    Some(json!({ "form": if i16 { "i16" } else { "i32" }, "i32Ms": i32_ms, "i16Ms": i16_ms }))
+}
+
+/// Whether the wasm kernels' `touch` reads (see `quant::simd128`) pay with this model on this
+/// machine, timed on its own forward passes and set for the instance (`tune::choose`); `None`
+/// without simd128 kernels, a clock or a pass.
+fn tune_touch(engine: &Engine) -> Option<crate::tune::Timed> {
+    #[cfg(target_feature = "simd128")]
+    return crate::tune::choose(engine, crate::quant::simd128::set_touch, clock()?).ok();
+    #[cfg(not(target_feature = "simd128"))]
+    {
+        let _ = engine;
+        None
+    }
 }
 
 /// One thread's memory read bandwidth in bytes per second over `mib` MiB, the best of 3 passes

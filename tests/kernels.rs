@@ -112,6 +112,19 @@ fn block_part(at: ActType, n: usize, a: &[u8]) -> &[u8] {
     &a[..act_block_bytes(at, n)]
 }
 
+/// Runs `f` for each form of the kernels' one-activation-row (decode) path: in wasm without and
+/// with `touch` reads (`simd128::set_touch`, chosen per machine when a model loads; left on, the
+/// default), elsewhere once.
+fn each_touch_form(f: impl Fn()) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    for on in [false, true] {
+        hearth::quant::simd128::set_touch(on);
+        f();
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    f();
+}
+
 #[test]
 fn activation_quantizers_match_the_reference() {
     let mut rng = Rng(7);
@@ -198,68 +211,72 @@ fn q8_k_quantizer_matches_the_reference_at_the_edges() {
 
 #[test]
 fn dot_kernels_are_bit_identical_to_the_reference() {
-    let mut rng = Rng(42);
-    let mut checked = 0;
-    for ty in WEIGHT_TYPES {
-        let at = act_type(ty).unwrap();
-        for blocks in 1..=13 {
-            for _ in 0..20 {
-                let n = blocks * block_len(ty);
-                let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-                let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-                let wq = quant::quantize::quantize(ty, &w).unwrap();
-                let xq = quantized_act(at, &x, false);
-                let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
-                let fast = quant::vec_dot(ty, n, &wq, &xq);
-                assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
-                // and the reference means what it should: close to the dequantized product
-                let mut wd = vec![0f32; n];
-                let mut xd = vec![0f32; n];
-                quant::dequantize_row(ty, &wq, &mut wd);
-                match at {
-                    ActType::F32 => xd.copy_from_slice(&x),
-                    ActType::BF16 => dequantize_bf16(&xq, &mut xd),
-                    ActType::Q8_0 => quant::dequantize_row(GgmlType::Q8_0, block_part(at, n, &xq), &mut xd),
-                    ActType::Q8_1 => {
-                        // Q8_1 = d, s, 32 × i8: dequantize the values by hand
-                        for (o, b) in xd.chunks_exact_mut(32).zip(block_part(at, n, &xq).chunks_exact(36)) {
-                            let d = hearth::quant::f16::le([b[0], b[1]]);
-                            o.iter_mut().zip(&b[4..]).for_each(|(o, &q)| *o = q as i8 as f32 * d);
+    each_touch_form(|| {
+        let mut rng = Rng(42);
+        let mut checked = 0;
+        for ty in WEIGHT_TYPES {
+            let at = act_type(ty).unwrap();
+            for blocks in 1..=13 {
+                for _ in 0..20 {
+                    let n = blocks * block_len(ty);
+                    let w: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                    let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                    let wq = quant::quantize::quantize(ty, &w).unwrap();
+                    let xq = quantized_act(at, &x, false);
+                    let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
+                    let fast = quant::vec_dot(ty, n, &wq, &xq);
+                    assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
+                    // and the reference means what it should: close to the dequantized product
+                    let mut wd = vec![0f32; n];
+                    let mut xd = vec![0f32; n];
+                    quant::dequantize_row(ty, &wq, &mut wd);
+                    match at {
+                        ActType::F32 => xd.copy_from_slice(&x),
+                        ActType::BF16 => dequantize_bf16(&xq, &mut xd),
+                        ActType::Q8_0 => quant::dequantize_row(GgmlType::Q8_0, block_part(at, n, &xq), &mut xd),
+                        ActType::Q8_1 => {
+                            // Q8_1 = d, s, 32 × i8: dequantize the values by hand
+                            for (o, b) in xd.chunks_exact_mut(32).zip(block_part(at, n, &xq).chunks_exact(36)) {
+                                let d = hearth::quant::f16::le([b[0], b[1]]);
+                                o.iter_mut().zip(&b[4..]).for_each(|(o, &q)| *o = q as i8 as f32 * d);
+                            }
                         }
+                        ActType::Q8K => dequantize_q8_k(block_part(at, n, &xq), &mut xd),
                     }
-                    ActType::Q8K => dequantize_q8_k(block_part(at, n, &xq), &mut xd),
+                    let exact: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    let scale: f64 = wd.iter().zip(&xd).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
+                    // (the activation sum `s` of Q8_1 is stored as f16: allow for its rounding)
+                    assert!(((reference as f64) - exact).abs() / scale < 1e-2, "{ty:?}: {reference} vs {exact}");
+                    checked += 1;
                 }
-                let exact: f64 = wd.iter().zip(&xd).map(|(a, b)| *a as f64 * *b as f64).sum();
-                let scale: f64 = wd.iter().zip(&xd).map(|(a, b)| (*a as f64 * *b as f64).abs()).sum::<f64>() + 1e-6;
-                // (the activation sum `s` of Q8_1 is stored as f16: allow for its rounding)
-                assert!(((reference as f64) - exact).abs() / scale < 1e-2, "{ty:?}: {reference} vs {exact}");
-                checked += 1;
             }
         }
-    }
-    assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
+        assert_eq!(checked, WEIGHT_TYPES.len() * 13 * 20);
+    });
 }
 
 /// Random blocks (every byte random but the scales; see `random_blocks`) against random
 /// activations: the kernels meet every bit pattern of quants, high bits and sub-block scales.
 #[test]
 fn kernels_are_bit_identical_to_the_reference_on_random_blocks() {
-    let mut rng = Rng(77);
-    for ty in WEIGHT_TYPES.into_iter().filter(|t| !scale_fields(*t).is_empty()) {
-        let at = act_type(ty).unwrap();
-        for blocks in [1, 2, 3, 4, 5, 7, 8, 9, 16] {
-            for _ in 0..10 {
-                let n = blocks * ty.block_len();
-                let wq = random_blocks(ty, blocks, &mut rng);
-                let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
-                let xq = quantized_act(at, &x, false);
-                let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
-                assert!(reference.is_finite(), "{ty:?}");
-                let fast = quant::vec_dot(ty, n, &wq, &xq);
-                assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
+    each_touch_form(|| {
+        let mut rng = Rng(77);
+        for ty in WEIGHT_TYPES.into_iter().filter(|t| !scale_fields(*t).is_empty()) {
+            let at = act_type(ty).unwrap();
+            for blocks in [1, 2, 3, 4, 5, 7, 8, 9, 16] {
+                for _ in 0..10 {
+                    let n = blocks * ty.block_len();
+                    let wq = random_blocks(ty, blocks, &mut rng);
+                    let x: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+                    let xq = quantized_act(at, &x, false);
+                    let reference = scalar::vec_dot(ty, n, &wq, block_part(at, n, &xq));
+                    assert!(reference.is_finite(), "{ty:?}");
+                    let fast = quant::vec_dot(ty, n, &wq, &xq);
+                    assert_eq!(fast.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks: {fast} vs {reference}");
+                }
             }
         }
-    }
+    });
 }
 
 /// BF16 rows of every length 1..=100 (whole 32-lane steps and every tail), with values whose
@@ -320,34 +337,36 @@ fn kernels_handle_special_scales_like_the_reference() {
 /// prefill path) gives, row for row, exactly the single-row reference.
 #[test]
 fn batched_kernels_equal_the_reference_row_by_row() {
-    let mut rng = Rng(5);
-    for ty in WEIGHT_TYPES {
-        let at = act_type(ty).unwrap();
-        for blocks in [1, 3, 4, 5, 8, 18] {
-            let n = blocks * block_len(ty);
-            // wasm's K-quant kernels take weight rows four at a time: a whole group and 3 left over
-            let weight_rows = 7;
-            let w: Vec<f32> = (0..n * weight_rows).map(|_| rng.value()).collect();
-            let wq = quant::quantize::quantize(ty, &w).unwrap();
-            let rb = wq.len() / weight_rows;
-            for k in (1..=quant::MAX_ROWS).chain([6, 11]) {
-                let rows: Vec<Vec<u8>> =
-                    (0..k).map(|_| quantized_act(at, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
-                let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
-                let mut out = vec![f32::NAN; k * weight_rows];
-                let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
-                // SAFETY: each pointer has room for `weight_rows` floats.
-                unsafe { quant::dot_rows(ty, n, &wq, &refs, &ptrs) };
-                for (t, row) in rows.iter().enumerate() {
-                    for r in 0..weight_rows {
-                        let reference = scalar::vec_dot(ty, n, &wq[r * rb..(r + 1) * rb], block_part(at, n, row));
-                        let got = out[t * weight_rows + r];
-                        assert_eq!(got.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, weight row {r}, act row {t} of {k}");
+    each_touch_form(|| {
+        let mut rng = Rng(5);
+        for ty in WEIGHT_TYPES {
+            let at = act_type(ty).unwrap();
+            for blocks in [1, 3, 4, 5, 8, 18] {
+                let n = blocks * block_len(ty);
+                // wasm's K-quant kernels take weight rows four at a time: a whole group and 3 left over
+                let weight_rows = 7;
+                let w: Vec<f32> = (0..n * weight_rows).map(|_| rng.value()).collect();
+                let wq = quant::quantize::quantize(ty, &w).unwrap();
+                let rb = wq.len() / weight_rows;
+                for k in (1..=quant::MAX_ROWS).chain([6, 11]) {
+                    let rows: Vec<Vec<u8>> =
+                        (0..k).map(|_| quantized_act(at, &(0..n).map(|_| rng.value()).collect::<Vec<_>>(), false)).collect();
+                    let refs: Vec<&[u8]> = rows.iter().map(|r| r.as_slice()).collect();
+                    let mut out = vec![f32::NAN; k * weight_rows];
+                    let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
+                    // SAFETY: each pointer has room for `weight_rows` floats.
+                    unsafe { quant::dot_rows(ty, n, &wq, &refs, &ptrs) };
+                    for (t, row) in rows.iter().enumerate() {
+                        for r in 0..weight_rows {
+                            let reference = scalar::vec_dot(ty, n, &wq[r * rb..(r + 1) * rb], block_part(at, n, row));
+                            let got = out[t * weight_rows + r];
+                            assert_eq!(got.to_bits(), reference.to_bits(), "{ty:?}, {blocks} blocks, weight row {r}, act row {t} of {k}");
+                        }
                     }
                 }
             }
         }
-    }
+    });
 }
 
 /// Random K-quant weights — `weight_rows` rows of `nb` super-blocks, every bit pattern of quants
@@ -391,21 +410,23 @@ fn assert_k_rows(what: &str, ty: GgmlType, nb: usize, w: &[u8], acts: &[Vec<u8>]
 /// bit for bit to the scalar reference row by row.
 #[test]
 fn k_kernels_equal_the_reference_on_random_and_special_blocks() {
-    let mut rng = Rng(77);
-    for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS] {
-        for nb in [1usize, 3, 6] {
-            let weight_rows = 9;
-            let (w, acts) = k_case(ty, nb, weight_rows, &mut rng);
-            for k in [1usize, 2, 3, 4, 5, 8] {
-                let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
-                let mut out = vec![f32::NAN; k * weight_rows];
-                let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
-                // SAFETY: each pointer has room for `weight_rows` floats.
-                unsafe { quant::dot_rows(ty, nb * 256, &w, &refs, &ptrs) };
-                assert_k_rows("dot_rows", ty, nb, &w, &acts, k, &out);
+    each_touch_form(|| {
+        let mut rng = Rng(77);
+        for ty in [GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4XS] {
+            for nb in [1usize, 3, 6] {
+                let weight_rows = 9;
+                let (w, acts) = k_case(ty, nb, weight_rows, &mut rng);
+                for k in [1usize, 2, 3, 4, 5, 8] {
+                    let refs: Vec<&[u8]> = acts[..k].iter().map(|a| a.as_slice()).collect();
+                    let mut out = vec![f32::NAN; k * weight_rows];
+                    let ptrs: Vec<*mut f32> = (0..k).map(|t| out[t * weight_rows..].as_mut_ptr()).collect();
+                    // SAFETY: each pointer has room for `weight_rows` floats.
+                    unsafe { quant::dot_rows(ty, nb * 256, &w, &refs, &ptrs) };
+                    assert_k_rows("dot_rows", ty, nb, &w, &acts, k, &out);
+                }
             }
         }
-    }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -879,18 +900,20 @@ fn iq_and_low_bit_quantizers_round_trip() {
 /// scales and minimums included.
 #[test]
 fn formats_in_groups_of_four_rows_equal_the_reference() {
-    use hearth::quant::layout::{self, Layout};
-    assert!(!layout::fits(Layout::Groups4, GgmlType::Q4_1, 6) && !layout::fits(Layout::Groups4, GgmlType::Q4_0, 8));
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
-        grouped_equals_the_reference(ty);
-    }
-    // rows_q4_k_x4's and rows_q6_k_x4's two forms (`calibrate` picks one per CPU), the other too
-    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    for i16_dots in [true, false] {
-        hearth::quant::simd128::set_i16_dots(i16_dots);
-        grouped_equals_the_reference(GgmlType::Q4K);
-        grouped_equals_the_reference(GgmlType::Q6K);
-    }
+    each_touch_form(|| {
+        use hearth::quant::layout::{self, Layout};
+        assert!(!layout::fits(Layout::Groups4, GgmlType::Q4_1, 6) && !layout::fits(Layout::Groups4, GgmlType::Q4_0, 8));
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K, GgmlType::Q6K] {
+            grouped_equals_the_reference(ty);
+        }
+        // rows_q4_k_x4's and rows_q6_k_x4's two forms (`calibrate` picks one per CPU), the other too
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        for i16_dots in [true, false] {
+            hearth::quant::simd128::set_i16_dots(i16_dots);
+            grouped_equals_the_reference(GgmlType::Q4K);
+            grouped_equals_the_reference(GgmlType::Q6K);
+        }
+    });
 }
 
 fn grouped_equals_the_reference(ty: GgmlType) {

@@ -42,6 +42,12 @@ async function measure(pkg, read, size, nPrompt, nGen, runs, log) {
   const engine = new pkg.WasmEngine(read, size, 512, false, undefined);
   const info = JSON.parse(engine.info());
   log(`${info.name} (${info.architecture}) loaded in ${((performance.now() - t0) / 1000).toFixed(2)} s`);
+  for (const k of ['q4kDots', 'q6kDots']) {
+    const f = info[k];
+    if (f) log(`${k}: ${f.form} (i32 ${f.i32Ms.toFixed(5)} ms, i16 ${f.i16Ms.toFixed(5)} ms)`);
+  }
+  const t = info.touchReads;
+  if (t) log(`touch reads ${t.used ? 'kept' : 'off'}: a pass ${t.onMs.toFixed(1)} ms with them, ${t.offMs.toFixed(1)} ms without`);
   const words = 'the quick brown fox jumps over the lazy dog while a small bird sings in the old tree '.repeat(64);
   // trim the prompt to about nPrompt tokens
   const prompt = engine.detokenize(engine.tokenize(words, false).slice(0, nPrompt));
@@ -113,7 +119,7 @@ if (!opt.browser) {
           },
           [measure.toString(), urlOf(dir, 'www'), nPrompt, nGen],
         );
-        console.log(`${dir}: ${lines.lines.at(-1)}`);
+        for (const l of lines.lines.slice(1)) console.log(`${dir}: ${l}`);
         results[dir].push(...lines.out);
       }
     }

@@ -147,9 +147,13 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {boolean} simd           built with wasm simd128
  * @property {boolean} threaded       built with wasm atomics (the threaded build)
  * @property {{form: 'i16'|'i32', i32Ms: number, i16Ms: number}|null} q4kDots  the relaxed-SIMD
- *   Q4_K kernel's two forms as timed on this CPU when the engine loaded, and the one kept (null
- *   without relaxed SIMD)
+ *   Q4_K kernel's two forms as timed on this CPU when an engine of this worker first loaded a model
+ *   with Q4_K or Q6_K weights, and the one kept (null without relaxed SIMD or before then)
  * @property {{form: 'i16'|'i32', i32Ms: number, i16Ms: number}|null} q6kDots  likewise for Q6_K
+ * @property {{used: boolean, onMs: number, offMs: number}|null} touchReads  the kernels' early
+ *   reads of the lines they will need (wasm has no prefetch): one decoded token's pass of this
+ *   model timed with and without them when it loaded (the best of two each), and whether they
+ *   were kept (null without wasm SIMD)
  */
 
 /**

@@ -155,10 +155,10 @@ pub unsafe fn dot_rows_in(layout: Layout, ty: GgmlType, n: usize, w: &[u8], acts
     {
         let again = |a: &[&[u8]], o: &[*mut f32]| dot_rows_in(layout, ty, n, w, a, o);
         match ty {
-            GgmlType::Q4_1 => by_row_count!(super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again),
-            GgmlType::Q8_0 => by_row_count!(super::simd128::rows_q8_0_x4, w, n / super::QK, acts, out, again),
-            GgmlType::Q4K => by_row_count!(super::simd128::rows_q4_k_x4, w, n / super::QK_K, acts, out, again),
-            GgmlType::Q6K => by_row_count!(super::simd128::rows_q6_k_x4, w, n / super::QK_K, acts, out, again),
+            GgmlType::Q4_1 => by_row_count!(touch super::simd128::rows_q4_1_x4, w, n / super::QK, acts, out, again),
+            GgmlType::Q8_0 => by_row_count!(touch super::simd128::rows_q8_0_x4, w, n / super::QK, acts, out, again),
+            GgmlType::Q4K => by_row_count!(touch super::simd128::rows_q4_k_x4, w, n / super::QK_K, acts, out, again),
+            GgmlType::Q6K => by_row_count!(touch super::simd128::rows_q6_k_x4, w, n / super::QK_K, acts, out, again),
             _ => unreachable!("{ty:?} is not held in groups (`fits`)"),
         }
         return;

@@ -15,6 +15,28 @@
 /// `$again(acts, outs)` (the caller's entry point on a slice of the rows).
 #[allow(unused_macros)]
 macro_rules! by_row_count {
+    // the wasm kernels: one activation row (decode) `touch`es ahead where that pays on this
+    // machine (`simd128::touching`), batches never do
+    (touch $($k:ident)::+, $w:expr, $nb:expr, $acts:expr, $out:expr, $again:expr) => {{
+        let (w, nb, acts, out): (_, usize, &[&[u8]], &[*mut f32]) = ($w, $nb, $acts, $out);
+        let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
+        match acts.len() {
+            1 if $crate::quant::simd128::touching() => $($k)::+::<1, true>(w, nb, [a(0)], [o(0)]),
+            1 => $($k)::+::<1, false>(w, nb, [a(0)], [o(0)]),
+            2 => $($k)::+::<2, false>(w, nb, [a(0), a(1)], [o(0), o(1)]),
+            3 => $($k)::+::<3, false>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
+            4 => $($k)::+::<4, false>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
+            8 => $($k)::+::<8, false>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
+            k => {
+                let mut t = 0;
+                while t < k {
+                    let c = $crate::quant::rows_per_call(k - t);
+                    $again(&acts[t..t + c], &out[t..t + c]);
+                    t += c;
+                }
+            }
+        }
+    }};
     ($($k:ident)::+, $w:expr, $nb:expr, $acts:expr, $out:expr, $again:expr) => {{
         let (w, nb, acts, out): (_, usize, &[&[u8]], &[*mut f32]) = ($w, $nb, $acts, $out);
         let (a, o) = (|i: usize| acts[i], |i: usize| out[i]);
@@ -467,6 +489,14 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
             by_row_count!($m::$f, as_blocks(w), n / $block, acts, out, again);
             return;
         }};
+        (touch $m:ident :: $f:ident) => {
+            go!(touch $m::$f, QK)
+        };
+        (touch $m:ident :: $f:ident, $block:expr) => {{
+            let again = |a: &[&[u8]], o: &[*mut f32]| dot_rows(ty, n, w_bytes, a, o);
+            by_row_count!(touch $m::$f, as_blocks(w), n / $block, acts, out, again);
+            return;
+        }};
     }
     // BF16: rows of `n` values against BF16 activation rows, one pair at a time
     #[allow(unused_macros)]
@@ -511,18 +541,18 @@ pub unsafe fn dot_rows(ty: GgmlType, n: usize, w: &[u8], acts: &[&[u8]], out: &[
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     match ty {
         BF16 => bf16_rows!(simd128::dot_bf16),
-        IQ4NL => go!(simd128::rows_iq4_nl),
+        IQ4NL => go!(touch simd128::rows_iq4_nl),
         Q2K => go!(simd128::rows_q2_k, QK_K),
         Q3K => go!(simd128::rows_q3_k, QK_K),
-        Q4K => go!(simd128::rows_q4_k, QK_K),
+        Q4K => go!(touch simd128::rows_q4_k, QK_K),
         Q5K => go!(simd128::rows_q5_k, QK_K),
-        Q6K => go!(simd128::rows_q6_k, QK_K),
+        Q6K => go!(touch simd128::rows_q6_k, QK_K),
         IQ4XS => go!(simd128::rows_iq4_xs, QK_K),
-        Q4_0 => go!(simd128::rows_q4_0),
-        Q4_1 => go!(simd128::rows_q4_1),
-        Q5_0 => go!(simd128::rows_q5_0),
-        Q5_1 => go!(simd128::rows_q5_1),
-        Q8_0 => go!(simd128::rows_q8_0),
+        Q4_0 => go!(touch simd128::rows_q4_0),
+        Q4_1 => go!(touch simd128::rows_q4_1),
+        Q5_0 => go!(touch simd128::rows_q5_0),
+        Q5_1 => go!(touch simd128::rows_q5_1),
+        Q8_0 => go!(touch simd128::rows_q8_0),
         _ => {}
     }
     let Some(at) = act_type(ty) else {

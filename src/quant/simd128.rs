@@ -257,6 +257,12 @@ fn exact(t: v128, _sums: v128) -> v128 {
 /// retirement until its line arrives, so a dense run of them fills the window with nothing else
 /// to do, where reads spread out wait behind useful work).
 ///
+/// Not on every machine: on an AMD EPYC (Zen 4) host the hardware prefetchers do run ahead, and
+/// a touch that reaches a line before they do is a demand read that holds up retirement for the
+/// memory's whole latency — decode in Chromium with no touches at all, alternating builds: the 1B
+/// model 1.74×, SmolLM2 1.22×. So they are switched per machine (`set_touch`, from timing the
+/// model both ways at load: `tune::touch`); each call of these helpers does nothing when off.
+///
 /// How far ahead: in the legacy tiles and the grouped Q4_1 kernel, `AHEAD` tiles of four rows. One
 /// tile ahead, a line touched at block b of a tile is used at block b of the next, one tile's work
 /// later — on SmolLM2's rows of 18 blocks ~170 ns by instruction count, about the memory's
@@ -294,6 +300,21 @@ fn touch_at<T>(x: &[T], from: usize, len: usize) {
     } else {
         touch(&x[x.len().min(from)..x.len().min(from + len)]);
     }
+}
+
+/// Whether `touch` and its kin read (see `touch`; on until `set_touch` says otherwise).
+static TOUCH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Whether the kernels `touch` the lines they will read soon.
+#[inline(always)]
+pub fn touching() -> bool {
+    TOUCH.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns the kernels' `touch` reads on or off, for this instance (every thread). Results do not
+/// change, only speed.
+pub fn set_touch(on: bool) {
+    TOUCH.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Tiles of four rows (in `rows_q4_1_x4` and `rows_q8_0_x4`, groups) from the one a legacy
@@ -374,7 +395,7 @@ macro_rules! by_fours {
 /// serve four rows at once, lane i being exactly `scalar::Acc4`'s order for row i. The activation
 /// block's loads are shared by the four rows and no row has a tail of blocks to sum one by one.
 macro_rules! rows_loop {
-    ($N:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $prep:expr, $mul:expr, $fix:expr $(, $min:ident)?) => {{
+    ($N:expr, $T:expr, $AB:ty, $w:expr, $nb:expr, $a:expr, $out:expr, $prep:expr, $mul:expr, $fix:expr $(, $min:ident)?) => {{
         let (w, nb, a, out): (_, usize, [&[u8]; $N], [*mut f32; $N]) = ($w, $nb, $a, $out);
         let parts: [(*const f32, *const f32, *const i16); $N] =
             std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<$AB>()));
@@ -383,7 +404,9 @@ macro_rules! rows_loop {
         let rows = if nb == 0 { 0 } else { w.len() / nb };
         let lc = LConsts::new();
         // the tiles between the first and the first one it touches
-        touch_from(w, 4 * nb, 4 * (AHEAD - 1) * nb);
+        if $T {
+            touch_from(w, 4 * nb, 4 * (AHEAD - 1) * nb);
+        }
         let mut r0 = 0;
         while r0 < rows {
             // the tile's four rows (each nb blocks inside w)
@@ -418,7 +441,7 @@ macro_rules! rows_loop {
                     }
                 }
             };
-            by_fours!(nb, step, b0 => touch_at(next, 4 * b0, 16), touch(&next[next.len().min(4 * b0)..]));
+            by_fours!(nb, step, b0 => if $T { touch_at(next, 4 * b0, 16) }, if $T { touch(&next[next.len().min(4 * b0)..]) });
             let keep = (rows - r0).min(4);
             for t in 0..$N {
                 // SAFETY: the caller gives room for every row.
@@ -457,14 +480,14 @@ macro_rules! offset_kernel {
     ($name:ident, $WB:ty, $k:expr, $unsigned:expr) => {
         /// # Safety
         /// Each `out[t]` valid for `w.len() / nb` writes.
-        pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+        pub unsafe fn $name<const N: usize, const T: bool>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 let prep = |x: &$WB, c: &LConsts| $unsigned(x, c);
                 let mul = |p: &(v128, v128), y: &BlockQ8_0, _q: *const i16| relaxed_ints(p, &y.qs);
                 // the activation row's per-block Σy (i32, made once per row): minus k·Σy
                 let fix = |t: v128, sums: v128| i32x4_sub(t, i32x4_mul(sums, i32x4_splat($k)));
-                rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, fix)
+                rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, fix)
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -474,7 +497,7 @@ macro_rules! offset_kernel {
                     widen_s(i8x16_sub(lo, k), i8x16_sub(hi, k))
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-                rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact)
+                rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, exact)
             }
         }
     };
@@ -485,12 +508,12 @@ macro_rules! min_kernel {
     ($name:ident, $WB:ty, $unsigned:expr) => {
         /// # Safety
         /// Each `out[t]` valid for `w.len() / nb` writes.
-        pub unsafe fn $name<const N: usize>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+        pub unsafe fn $name<const N: usize, const T: bool>(w: &[$WB], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
             #[cfg(target_feature = "relaxed-simd")]
             {
                 let prep = |x: &$WB, c: &LConsts| $unsigned(x, c);
                 let mul = |p: &(v128, v128), y: &BlockQ8_1, _q: *const i16| relaxed_ints(p, &y.qs);
-                rows_loop!(N, BlockQ8_1, w, nb, a, out, prep, mul, exact, min)
+                rows_loop!(N, T, BlockQ8_1, w, nb, a, out, prep, mul, exact, min)
             }
             #[cfg(not(target_feature = "relaxed-simd"))]
             {
@@ -499,7 +522,7 @@ macro_rules! min_kernel {
                     widen_u(lo, hi)
                 };
                 let mul = |p: &[v128; 4], _y: &BlockQ8_1, q: *const i16| unsafe { mul_i16(p, q) };
-                rows_loop!(N, BlockQ8_1, w, nb, a, out, prep, mul, exact, min)
+                rows_loop!(N, T, BlockQ8_1, w, nb, a, out, prep, mul, exact, min)
             }
         }
     };
@@ -546,7 +569,7 @@ fn groups_in(w: &[u8], nb: usize, g: usize, format: &str) -> (usize, usize) {
 /// # Safety
 /// Each `out[t]` valid for `w.len() / (nb · 20)` writes.
 #[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q4_1_x4<const N: usize, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     const G: usize = 4 * std::mem::size_of::<BlockQ4_1>();
     let lc = LConsts::new();
     let parts: [(*const f32, *const f32, *const i16); N] =
@@ -555,7 +578,9 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
         std::array::from_fn(|t| as_blocks::<BlockQ8_1>(&a[t][..nb * std::mem::size_of::<BlockQ8_1>()]).as_ptr());
     let (gb, groups) = groups_in(w, nb, G, "Q4_1");
     // the groups between the first and the first one it touches
-    touch_from(w, gb, (AHEAD - 1) * gb);
+    if T {
+        touch_from(w, gb, (AHEAD - 1) * gb);
+    }
     for g in 0..groups {
         let base = w[g * gb..].as_ptr();
         // the group AHEAD on (touched 320 bytes per four blocks, see `touch`)
@@ -629,7 +654,7 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                 }
             }
         };
-        by_fours!(nb, step, b0 => touch_at(next, b0 * G, 4 * G), touch(&next[next.len().min(b0 * G)..]));
+        by_fours!(nb, step, b0 => if T { touch_at(next, b0 * G, 4 * G) }, if T { touch(&next[next.len().min(b0 * G)..]) });
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(acc[t], accm[t]), 4) };
@@ -650,14 +675,16 @@ pub unsafe fn rows_q4_1_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
 /// # Safety
 /// Each `out[t]` valid for `w.len() / (nb · 34)` writes.
 #[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn rows_q8_0_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q8_0_x4<const N: usize, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     const G: usize = 4 * std::mem::size_of::<BlockQ8_0>();
     let lc = LConsts::new();
     let parts: [(*const f32, *const f32, *const i16); N] =
         std::array::from_fn(|t| act_parts(a[t], nb, std::mem::size_of::<BlockQ8_0>()));
     let (gb, groups) = groups_in(w, nb, G, "Q8_0");
     // the groups between the first and the first one it touches
-    touch_from(w, gb, (AHEAD - 1) * gb);
+    if T {
+        touch_from(w, gb, (AHEAD - 1) * gb);
+    }
     for g in 0..groups {
         let base = w[g * gb..].as_ptr();
         // the group AHEAD on (touched 544 bytes per four blocks, see `touch`)
@@ -699,7 +726,7 @@ pub unsafe fn rows_q8_0_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
                 }
             }
         };
-        by_fours!(nb, step, b0 => touch_at(next, b0 * G, 4 * G), touch(&next[next.len().min(b0 * G)..]));
+        by_fours!(nb, step, b0 => if T { touch_at(next, b0 * G, 4 * G) }, if T { touch(&next[next.len().min(b0 * G)..]) });
         for t in 0..N {
             // SAFETY: the caller gives room for every row.
             unsafe { store_lanes(out[t].add(4 * g), acc4_sum(acc[t], accm[t]), 4) };
@@ -725,12 +752,12 @@ unsafe fn relaxed_signed(w: &(v128, v128), e: *const u8) -> v128 {
 ///
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
-pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q8_0<const N: usize, const T: bool>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     #[cfg(target_feature = "relaxed-simd")]
     {
         let prep = |x: &BlockQ8_0, _: &LConsts| load_q8(&x.qs);
         let mul = |p: &(v128, v128), _y: &BlockQ8_0, q: *const i16| unsafe { relaxed_signed(p, q as *const u8) };
-        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact)
+        rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, exact)
     }
     #[cfg(not(target_feature = "relaxed-simd"))]
     {
@@ -739,7 +766,7 @@ pub unsafe fn rows_q8_0<const N: usize>(w: &[BlockQ8_0], nb: usize, a: [&[u8]; N
             widen_s(lo, hi)
         };
         let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact)
+        rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, exact)
     }
 }
 
@@ -756,7 +783,7 @@ fn iq4_lookup(idx: v128) -> v128 {
 ///
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
-pub unsafe fn rows_iq4_nl<const N: usize>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_iq4_nl<const N: usize, const T: bool>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     #[cfg(target_feature = "relaxed-simd")]
     {
         let prep = |x: &BlockIQ4NL, c: &LConsts| {
@@ -764,7 +791,7 @@ pub unsafe fn rows_iq4_nl<const N: usize>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]
             (iq4_lookup(lo), iq4_lookup(hi))
         };
         let mul = |p: &(v128, v128), _y: &BlockQ8_0, q: *const i16| unsafe { relaxed_signed(p, q as *const u8) };
-        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact)
+        rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, exact)
     }
     #[cfg(not(target_feature = "relaxed-simd"))]
     {
@@ -773,7 +800,7 @@ pub unsafe fn rows_iq4_nl<const N: usize>(w: &[BlockIQ4NL], nb: usize, a: [&[u8]
             widen_s(iq4_lookup(lo), iq4_lookup(hi))
         };
         let mul = |p: &[v128; 4], _y: &BlockQ8_0, q: *const i16| unsafe { mul_i16(p, q) };
-        rows_loop!(N, BlockQ8_0, w, nb, a, out, prep, mul, exact)
+        rows_loop!(N, T, BlockQ8_0, w, nb, a, out, prep, mul, exact)
     }
 }
 
@@ -1219,15 +1246,17 @@ fn pair_steps<const N: usize>(mut step: impl FnMut(usize)) {
 /// registers across the batch (with build.sh's `WASM_CODEGEN`, LLVM leaves each pair's loads
 /// beside their uses instead of hoisting the block's 24 to the top, where V8 spilled them).
 #[inline(always)]
-fn sums_q4_k<const N: usize>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
+fn sums_q4_k<const N: usize, const T: bool>(p: &PrepQ4K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
     // the next tile's lines, before the pair steps: read inside them, LLVM hoisted each step's
     // loads up to its read, above the work, and V8 spilled them (the 1B model's decode in Chromium
     // 1.03x with the reads here, alternating builds)
     // SAFETY: bytes 0, 64 and 128 of the 144 of a block.
-    unsafe {
-        touch_line(p.ahead, 0);
-        touch_line(p.ahead, 64);
-        touch_line(p.ahead, 128);
+    if T {
+        unsafe {
+            touch_line(p.ahead, 0);
+            touch_line(p.ahead, 64);
+            touch_line(p.ahead, 128);
+        }
     }
     let mut s = [i32x4_splat(0); N];
     let step = |k: usize| {
@@ -1279,7 +1308,7 @@ fn prep_q6_k(x: &BlockQ6K, ahead: &BlockQ6K) -> PrepQ6K {
 /// 128n + 32j + 16h .. +16 are a nibble of ql[64n + 32(j % 2) + 16h ..] (the low one for j < 2)
 /// with bits 2j..2j+2 of qh[32n + 16h ..] as bits 4-5.
 #[inline(always)]
-fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
+fn sums_q6_k<const N: usize, const T: bool>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v128, v128); N] {
     // a sub-block's partial sums: 4 products each, at most 4·63·128 < 2^15 in magnitude
     let mut s = [i32x4_splat(0); N];
     let mut step = |n: usize, j: usize| {
@@ -1309,11 +1338,13 @@ fn sums_q6_k<const N: usize>(p: &PrepQ6K, y: [&BlockQ8K; N], c: &KConsts) -> [(v
     };
     // before the pair steps, as in `sums_q4_k`
     // SAFETY: bytes 0, 64, 128 and 192 of the 210 of a block.
-    unsafe {
-        touch_line(p.ahead, 0);
-        touch_line(p.ahead, 64);
-        touch_line(p.ahead, 128);
-        touch_line(p.ahead, 192);
+    if T {
+        unsafe {
+            touch_line(p.ahead, 0);
+            touch_line(p.ahead, 64);
+            touch_line(p.ahead, 128);
+            touch_line(p.ahead, 192);
+        }
     }
     // j written out (it picks the shifts), n a loop LLVM unrolls
     for n in 0..2 {
@@ -1414,10 +1445,10 @@ unsafe fn k_tiles<B, P, const N: usize, const MIN: bool>(
 
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
-pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q4_k<const N: usize, const T: bool>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let (c, lc) = (KConsts::new(), LConsts::new());
     let prep = |x: &BlockQ4K, y: &BlockQ4K| prep_q4_k(x, y, &c);
-    let sums = |p: &PrepQ4K, y: [&BlockQ8K; N]| sums_q4_k(p, y, &c);
+    let sums = |p: &PrepQ4K, y: [&BlockQ8K; N]| sums_q4_k::<N, T>(p, y, &c);
     k_tiles::<_, _, N, true>(w, nb, a, out, prep, sums, |x: [&BlockQ4K; 4]| {
         let pair = |x: &BlockQ4K| h(x.d) as u32 | (h(x.dmin) as u32) << 16;
         pairs_f32(u32x4(pair(x[0]), pair(x[1]), pair(x[2]), pair(x[3])), &lc)
@@ -1426,9 +1457,9 @@ pub unsafe fn rows_q4_k<const N: usize>(w: &[BlockQ4K], nb: usize, a: [&[u8]; N]
 
 /// # Safety
 /// Each `out[t]` valid for `w.len() / nb` writes.
-pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q6_k<const N: usize, const T: bool>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     let (c, lc) = (KConsts::new(), LConsts::new());
-    let sums = |p: &PrepQ6K, y: [&BlockQ8K; N]| sums_q6_k(p, y, &c);
+    let sums = |p: &PrepQ6K, y: [&BlockQ8K; N]| sums_q6_k::<N, T>(p, y, &c);
     k_tiles::<_, _, N, false>(w, nb, a, out, prep_q6_k, sums, |x: [&BlockQ6K; 4]| {
         (scales_f32(u32x4(h(x[0].d) as u32, h(x[1].d) as u32, h(x[2].d) as u32, h(x[3].d) as u32), &lc), f32x4_splat(0.0))
     })
@@ -1458,11 +1489,11 @@ pub unsafe fn rows_q6_k<const N: usize>(w: &[BlockQ6K], nb: usize, a: [&[u8]; N]
 /// # Safety
 /// Each `out[t]` valid for `w.len() / (nb · 144)` writes.
 #[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q4_k_x4<const N: usize, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     if I16_DOTS[0].load(core::sync::atomic::Ordering::Relaxed) {
-        q4_k_x4::<N, true>(w, nb, a, out)
+        q4_k_x4::<N, true, T>(w, nb, a, out)
     } else {
-        q4_k_x4::<N, false>(w, nb, a, out)
+        q4_k_x4::<N, false, T>(w, nb, a, out)
     }
 }
 
@@ -1470,6 +1501,12 @@ pub unsafe fn rows_q4_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], o
 /// `calibrate`, or `set_i16_dots`.
 #[cfg(target_feature = "relaxed-simd")]
 static I16_DOTS: [core::sync::atomic::AtomicBool; 2] = [const { core::sync::atomic::AtomicBool::new(false) }; 2];
+
+/// Whether `rows_q4_k_x4` and `rows_q6_k_x4` use their i16 forms.
+#[cfg(target_feature = "relaxed-simd")]
+pub fn i16_dots() -> [bool; 2] {
+    I16_DOTS.each_ref().map(|f| f.load(core::sync::atomic::Ordering::Relaxed))
+}
 
 /// Makes `rows_q4_k_x4` and `rows_q6_k_x4` use their i16 (`true`) or i32 forms (the tests run both).
 #[cfg(target_feature = "relaxed-simd")]
@@ -1504,10 +1541,10 @@ pub fn calibrate(clock: impl Fn() -> f64) -> [(f64, f64); 2] {
         // SAFETY: `out` has room for the group's 4 rows.
         unsafe {
             match (kernel, i16) {
-                (0, true) => q4_k_x4::<1, true>(std::hint::black_box(&w4[..]), NB, [act], o),
-                (0, false) => q4_k_x4::<1, false>(std::hint::black_box(&w4[..]), NB, [act], o),
-                (_, true) => q6_k_x4::<1, true>(std::hint::black_box(&w6[..]), NB, [act], o),
-                (_, false) => q6_k_x4::<1, false>(std::hint::black_box(&w6[..]), NB, [act], o),
+                (0, true) => q4_k_x4::<1, true, false>(std::hint::black_box(&w4[..]), NB, [act], o),
+                (0, false) => q4_k_x4::<1, false, false>(std::hint::black_box(&w4[..]), NB, [act], o),
+                (_, true) => q6_k_x4::<1, true, false>(std::hint::black_box(&w6[..]), NB, [act], o),
+                (_, false) => q6_k_x4::<1, false, false>(std::hint::black_box(&w6[..]), NB, [act], o),
             }
         }
         std::hint::black_box(&mut out);
@@ -1534,7 +1571,7 @@ pub fn calibrate(clock: impl Fn() -> f64) -> [(f64, f64); 2] {
 
 #[cfg(target_feature = "relaxed-simd")]
 #[inline(always)]
-unsafe fn q4_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+unsafe fn q4_k_x4<const N: usize, const I16: bool, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     const G: usize = 4 * std::mem::size_of::<BlockQ4K>();
     let (c, lc) = (KConsts::new(), LConsts::new());
     let ys = q8k_rows::<N>(a, nb);
@@ -1546,7 +1583,9 @@ unsafe fn q4_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
         let mut accd = [[f32x4_splat(0.0); 4]; N];
         let mut accm = [[f32x4_splat(0.0); 4]; N];
         let mut step = |b: usize, j: usize| {
-            touch_at(next, b * G, G);
+            if T {
+                touch_at(next, b * G, G);
+            }
             // SAFETY: super-block b < nb of this group: G bytes inside w.
             let x = unsafe { base.add(b * G) };
             // SAFETY: the heads and the three scale vectors, the block's first 64 bytes.
@@ -1652,17 +1691,17 @@ unsafe fn q4_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
 /// # Safety
 /// Each `out[t]` valid for `w.len() / (nb · 210)` writes.
 #[cfg(target_feature = "relaxed-simd")]
-pub unsafe fn rows_q6_k_x4<const N: usize>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+pub unsafe fn rows_q6_k_x4<const N: usize, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     if I16_DOTS[1].load(core::sync::atomic::Ordering::Relaxed) {
-        q6_k_x4::<N, true>(w, nb, a, out)
+        q6_k_x4::<N, true, T>(w, nb, a, out)
     } else {
-        q6_k_x4::<N, false>(w, nb, a, out)
+        q6_k_x4::<N, false, T>(w, nb, a, out)
     }
 }
 
 #[cfg(target_feature = "relaxed-simd")]
 #[inline(always)]
-unsafe fn q6_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
+unsafe fn q6_k_x4<const N: usize, const I16: bool, const T: bool>(w: &[u8], nb: usize, a: [&[u8]; N], out: [*mut f32; N]) {
     const G: usize = 4 * std::mem::size_of::<BlockQ6K>();
     // where the pieces of `ql`, `qh` and the scales start in a group's super-block
     const QL: usize = 8;
@@ -1690,9 +1729,11 @@ unsafe fn q6_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
                     // a quarter of the lines of the next group's super-block (spread through
                     // the work, see `touch`): lines 4q..4q + 4 of its 14
                     let q = 2 * n + h;
-                    for line in 4 * q..(4 * q + 4).min(G.div_ceil(64)) {
-                        // SAFETY: byte 64·line < G of that super-block.
-                        unsafe { touch_line(ahead, 64 * line) };
+                    if T {
+                        for line in 4 * q..(4 * q + 4).min(G.div_ceil(64)) {
+                            // SAFETY: byte 64·line < G of that super-block.
+                            unsafe { touch_line(ahead, 64 * line) };
+                        }
                     }
                     // sub-blocks 8n + h + 2k (k < 4): elements 128n + 32k + 16h .. + 16
                     // per sub-block one i32 sum, or two i16 ones (quads 0-1 and 2-3: at most
@@ -1796,7 +1837,7 @@ unsafe fn q6_k_x4<const N: usize, const I16: bool>(w: &[u8], nb: usize, a: [&[u8
 pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
     let mut v = 0f32;
     // SAFETY: one row of output.
-    unsafe { rows_q4_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
+    unsafe { rows_q4_k::<1, false>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
     v
 }
 
@@ -1804,7 +1845,7 @@ pub fn dot_q4_k(w: &[BlockQ4K], a: &[BlockQ8K]) -> f32 {
 pub fn dot_q6_k(w: &[BlockQ6K], a: &[BlockQ8K]) -> f32 {
     let mut v = 0f32;
     // SAFETY: one row of output.
-    unsafe { rows_q6_k::<1>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
+    unsafe { rows_q6_k::<1, false>(w, w.len(), [blocks_as_bytes(a)], [&mut v]) };
     v
 }
 

@@ -68,6 +68,13 @@ describe('every architecture family in Chromium', { timeout: 3 * LONG }, () => {
         const bytes = mix.reduce((a, m) => a + m.bytes, 0);
         assert.ok(bytes <= r.info.sizeBytes && bytes > 0.9 * r.info.sizeBytes - (8 << 20), `${bytes} of ${r.info.sizeBytes}`);
         if (set === 'gemma3-270m') assert.deepEqual(mix.map((m) => m.type).sort(), ['F32', 'Q4_K', 'Q5_0', 'Q6_K', 'Q8_0']);
+        // Tuned at load: the kernels' early reads timed on this model's decode pass both ways, the
+        // faster kept; the K-quant kernels' two forms timed only when the model has K-quants (a
+        // fresh worker per load).
+        const t = r.info.touchReads;
+        assert.ok(t && t.onMs >= 0 && t.offMs >= 0 && t.used === t.onMs <= t.offMs, `${set} (${build}): ${JSON.stringify(t)}`);
+        const kquants = mix.some((m) => m.type === 'Q4_K' || m.type === 'Q6_K');
+        assert.equal(r.info.q4kDots != null && r.info.q6kDots != null, kquants, `${set} (${build}): ${JSON.stringify(r.info.q4kDots)}`);
       }
     });
   }
