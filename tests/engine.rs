@@ -265,8 +265,9 @@ fn the_default_model_with_a_huge_context_is_out_of_memory() {
 
 /// `tune::choose` keeps whichever setting made a decode pass faster, and leaves it set: with a
 /// clock that runs slower while the setting is on, it turns it off; while it is off, it keeps
-/// it on. Each pass is the model's real forward pass on its own cache (a session beside it keeps
-/// its tokens and logits).
+/// it on. Two passes of each after a warm-up, one of each when the warm-up took over 150 ms. Each
+/// pass is the model's real forward pass on its own cache (a session beside it keeps its tokens
+/// and logits).
 #[test]
 fn tuning_keeps_the_faster_setting_and_leaves_sessions_alone() {
     use hearth::tune;
@@ -275,23 +276,28 @@ fn tuning_keeps_the_faster_setting_and_leaves_sessions_alone() {
     let mut s = Session::new(e.clone(), 32).unwrap();
     s.feed(&[1, 2, 3]).unwrap();
     let logits = s.logits().to_vec();
-    for slow_when_on in [true, false] {
-        let (on, now, sets) = (Cell::new(true), Cell::new(0.0), Cell::new(0));
-        // each read of the clock moves it on by the cost of the setting in force
-        let clock = || {
-            let t = now.get();
-            now.set(t + if on.get() == slow_when_on { 3.0 } else { 2.0 });
-            t
-        };
-        let set = |v: bool| {
-            on.set(v);
-            sets.set(sets.get() + 1);
-        };
-        let t = tune::choose(&e, set, clock).unwrap();
-        assert_eq!((t.on, t.off), if slow_when_on { (3.0, 2.0) } else { (2.0, 3.0) });
-        assert_eq!(t.kept, !slow_when_on);
-        assert_eq!(on.get(), !slow_when_on, "left as kept");
-        assert!(sets.get() >= 5, "every pass chose its setting, and the end one more");
+    for (slow, fast, passes) in [(3.0, 2.0, 5), (300.0, 200.0, 3)] {
+        for slow_when_on in [true, false] {
+            let (on, now, sets) = (Cell::new(true), Cell::new(0.0), Cell::new(0));
+            // each read of the clock moves it on by the cost of the setting in force
+            let clock = || {
+                let t = now.get();
+                now.set(t + if on.get() == slow_when_on { slow } else { fast });
+                t
+            };
+            let set = |v: bool| {
+                on.set(v);
+                sets.set(sets.get() + 1);
+            };
+            let t = tune::choose(&e, set, clock).unwrap();
+            assert_eq!((t.on, t.off), if slow_when_on { (slow, fast) } else { (fast, slow) });
+            assert_eq!(t.kept, !slow_when_on);
+            assert_eq!(on.get(), !slow_when_on, "left as kept");
+            // (one set before each pass, and the last)
+            assert_eq!(sets.get(), passes + 1, "{passes} passes");
+            // two clock reads a pass: the warm-up's (on), then as many off as on
+            assert_eq!(now.get(), 2.0 * (if slow_when_on { slow } else { fast }) + (passes - 1) as f64 * (slow + fast));
+        }
     }
     // a tie keeps the default (on)
     let t = tune::choose(&e, |_| {}, || 0.0).unwrap();

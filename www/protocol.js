@@ -152,8 +152,8 @@ export const fromWire = (w) => new HearthError(w.type, w.message, w.name);
  * @property {{form: 'i16'|'i32', i32Ms: number, i16Ms: number}|null} q6kDots  likewise for Q6_K
  * @property {{used: boolean, onMs: number, offMs: number}|null} touchReads  the kernels' early
  *   reads of the lines they will need (wasm has no prefetch): one decoded token's pass of this
- *   model timed with and without them when it loaded (the best of two each), and whether they
- *   were kept (null without wasm SIMD)
+ *   model timed with and without them when it loaded (the best of two each, one each for a pass
+ *   over 150 ms), and whether they were kept (null without wasm SIMD)
  */
 
 /**
