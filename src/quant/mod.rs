@@ -27,14 +27,7 @@ macro_rules! by_row_count {
             3 => $($k)::+::<3, false>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
             4 => $($k)::+::<4, false>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
             8 => $($k)::+::<8, false>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
-            k => {
-                let mut t = 0;
-                while t < k {
-                    let c = $crate::quant::rows_per_call(k - t);
-                    $again(&acts[t..t + c], &out[t..t + c]);
-                    t += c;
-                }
-            }
+            _ => $crate::quant::in_calls(acts, out, $again),
         }
     }};
     ($($k:ident)::+, $w:expr, $nb:expr, $acts:expr, $out:expr, $again:expr) => {{
@@ -46,14 +39,7 @@ macro_rules! by_row_count {
             3 => $($k)::+::<3>(w, nb, [a(0), a(1), a(2)], [o(0), o(1), o(2)]),
             4 => $($k)::+::<4>(w, nb, [a(0), a(1), a(2), a(3)], [o(0), o(1), o(2), o(3)]),
             8 => $($k)::+::<8>(w, nb, std::array::from_fn(a), std::array::from_fn(o)),
-            k => {
-                let mut t = 0;
-                while t < k {
-                    let c = $crate::quant::rows_per_call(k - t);
-                    $again(&acts[t..t + c], &out[t..t + c]);
-                    t += c;
-                }
-            }
+            _ => $crate::quant::in_calls(acts, out, $again),
         }
     }};
 }
@@ -454,6 +440,18 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: one row, one output.
     unsafe { dot_rows(ty, n, w, &[a], &[&mut out as *mut f32]) };
     out
+}
+
+/// `again` on the rows of `acts` (and their `out`) in turn, as many at a time as `rows_per_call`
+/// says (`by_row_count!`'s counts with no kernel of their own).
+#[allow(dead_code)]
+fn in_calls(acts: &[&[u8]], out: &[*mut f32], again: impl Fn(&[&[u8]], &[*mut f32])) {
+    let mut t = 0;
+    while t < acts.len() {
+        let c = rows_per_call(acts.len() - t);
+        again(&acts[t..t + c], &out[t..t + c]);
+        t += c;
+    }
 }
 
 /// Most activation rows one kernel call takes (a weight row is unpacked once for all of them).
