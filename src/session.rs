@@ -82,7 +82,6 @@ impl Engine {
         }
     }
 
-    /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
     /// `n` forward passes of one token, as decode runs them (every weight read once), on a cache
     /// and scratch of their own: no session's state changes. `before(i)` runs before pass `i`;
     /// returns each pass's time by `clock`. For tuning the kernels to the machine (`tune`).
@@ -101,6 +100,7 @@ impl Engine {
         Ok(times)
     }
 
+    /// Prompt tokens for a chat: the template's text with special tokens, message content as plain text.
     pub fn chat_tokens(&self, messages: &[Message]) -> Result<Vec<u32>> {
         self.chat_tokens_with(messages, &RenderOptions::default())
     }

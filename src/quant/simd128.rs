@@ -260,8 +260,10 @@ fn exact(t: v128, _sums: v128) -> v128 {
 /// Not on every machine: on an AMD EPYC (Zen 4) host the hardware prefetchers do run ahead, and
 /// a touch that reaches a line before they do is a demand read that holds up retirement for the
 /// memory's whole latency — decode in Chromium with no touches at all, alternating builds: the 1B
-/// model 1.74×, SmolLM2 1.22×. So they are switched per machine (`set_touch`, from timing the
-/// model both ways at load: `tune::touch`); each call of these helpers does nothing when off.
+/// model 1.74×, SmolLM2 1.22×. So they are switched per machine: every kernel that touches is
+/// compiled both ways (`const T: bool`), and `by_row_count!` runs the touching form, for one
+/// activation row only, while `touching()` (`set_touch`, from timing the model both ways at load:
+/// `tune::choose`).
 ///
 /// How far ahead: in the legacy tiles and the grouped Q4_1 kernel, `AHEAD` tiles of four rows. One
 /// tile ahead, a line touched at block b of a tile is used at block b of the next, one tile's work
@@ -302,7 +304,8 @@ fn touch_at<T>(x: &[T], from: usize, len: usize) {
     }
 }
 
-/// Whether `touch` and its kin read (see `touch`; on until `set_touch` says otherwise).
+/// Whether one activation row runs the kernels' touching forms (see `touch`; on until
+/// `set_touch` says otherwise).
 static TOUCH: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
 
 /// Whether the kernels `touch` the lines they will read soon.
